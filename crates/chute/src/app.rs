@@ -1,0 +1,112 @@
+//! Wiring: opens the embedded stores from the settings, bootstraps the first user, and serves
+//! the router over hyper with the connection-level limits (header size and time, graceful
+//! shutdown) that axum's own `serve` does not expose.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+use crate::config::Settings;
+use crate::http::{AppState, router};
+use crate::meta::MetaStore;
+use crate::meta::sqlite::SqliteMeta;
+use crate::storage::Storage;
+use crate::storage::local::LocalStorage;
+use crate::upload::Engine;
+
+/// Opens the metadata store, creating the data directory when missing.
+pub async fn open_meta(settings: &Settings) -> anyhow::Result<Arc<dyn MetaStore>> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+    let meta = SqliteMeta::open(&settings.database_path())
+        .await
+        .with_context(|| format!("opening {}", settings.database_path().display()))?;
+    Ok(Arc::new(meta))
+}
+
+/// Opens everything the server needs.
+pub async fn open_state(settings: Settings) -> anyhow::Result<AppState> {
+    let meta = open_meta(&settings).await?;
+    std::fs::create_dir_all(settings.temp_dir())
+        .with_context(|| format!("creating temp dir {}", settings.temp_dir().display()))?;
+    let storage: Arc<dyn Storage> = Arc::new(
+        LocalStorage::open(
+            settings.files_dir(),
+            settings.file_upload_permissions.0,
+            settings.file_upload_directory_permissions.0,
+        )
+        .with_context(|| format!("opening storage {}", settings.files_dir().display()))?,
+    );
+    let engine = Engine {
+        storage,
+        meta,
+        settings: Arc::new(settings),
+    };
+    Ok(AppState::new(engine))
+}
+
+/// On the first start (no users yet) creates the staff user `admin` and returns its token.
+pub async fn bootstrap_admin(meta: &dyn MetaStore) -> anyhow::Result<Option<String>> {
+    if meta.count_users().await? > 0 {
+        return Ok(None);
+    }
+    let user = meta.create_user("admin", true).await?;
+    let token = crate::auth::issue_token(meta, &user, "bootstrap").await?;
+    Ok(Some(token))
+}
+
+/// Serves until `shutdown` resolves, then lets requests in flight finish (up to 30 s).
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let settings = state.engine.settings.clone();
+    let app = router(state);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(settings.request_header_timeout.0)
+        .max_buf_size(settings.max_request_header_size.bytes() as usize)
+        .keep_alive(true);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait, do not die.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let svc = TowerToHyperService::new(app.clone());
+                let conn = http.serve_connection(TokioIo::new(stream), svc);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(Duration::from_secs(30)) => {
+            tracing::warn!("some connections did not finish within 30s of shutdown");
+        }
+    }
+    Ok(())
+}

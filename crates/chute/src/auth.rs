@@ -1,0 +1,55 @@
+//! API tokens: 256 random bits, shown once, stored only as their SHA-256.
+//!
+//! A slow password hash is not needed: tokens are random and long, so a leaked hash cannot be
+//! brute-forced, and a fast hash keeps per-request authentication cheap.
+
+use crate::meta::{MetaError, MetaStore, User};
+use crate::upload::checksum::{Algorithm, digest_hex};
+
+const PREFIX: &str = "chute_";
+
+/// A new random token (`chute_` + 64 hex digits).
+pub fn generate_token() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    Ok(format!("{PREFIX}{}", hex::encode(bytes)))
+}
+
+pub fn hash_token(token: &str) -> String {
+    digest_hex(Algorithm::Sha256, token.as_bytes())
+}
+
+/// Creates a token for `user` and returns it; only its hash is stored.
+pub async fn issue_token(
+    meta: &dyn MetaStore,
+    user: &User,
+    label: &str,
+) -> Result<String, MetaError> {
+    let token = generate_token()
+        .map_err(|e| MetaError::Db(sqlx::Error::Protocol(format!("no randomness: {e}"))))?;
+    meta.add_token(user.id, &hash_token(&token), label).await?;
+    Ok(token)
+}
+
+/// The user a token belongs to, if any.
+pub async fn authenticate(meta: &dyn MetaStore, token: &str) -> Result<Option<User>, MetaError> {
+    if !token.starts_with(PREFIX) || token.len() > 128 {
+        return Ok(None);
+    }
+    meta.user_by_token_hash(&hash_token(token)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_and_long() {
+        let a = generate_token().expect("token");
+        let b = generate_token().expect("token");
+        assert_ne!(a, b);
+        assert_eq!(a.len(), PREFIX.len() + 64);
+        assert_ne!(hash_token(&a), a);
+        assert_eq!(hash_token(&a).len(), 64);
+    }
+}

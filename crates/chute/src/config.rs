@@ -1,0 +1,576 @@
+//! Settings: one typed struct, layered defaults -> `chute.toml` -> `CHUTE_*` env -> flags.
+//!
+//! Every setting is declared once, in the `settings!` table below, with its Django-style flat
+//! name, type, default and documentation. From that one table come the typed [`Settings`]
+//! struct, the `--flag` of each setting (with its help text and default), the `CHUTE_<NAME>`
+//! environment variable, the check that `chute.toml` names no unknown key, and
+//! `config/chute.example.toml` (see `chute config example`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {source}")]
+    Toml {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("unknown setting `{0}` (see `chute serve --help` for the list)")]
+    Unknown(String),
+    #[error("setting `{name}` from {origin}: {message}")]
+    Invalid {
+        name: String,
+        origin: &'static str,
+        message: String,
+    },
+}
+
+/// A value a setting can hold: parsed from a string (flag, env, TOML string) or a TOML value.
+pub trait SettingValue: Sized {
+    fn parse_str(s: &str) -> Result<Self, String>;
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        match v {
+            toml::Value::String(s) => Self::parse_str(s),
+            toml::Value::Integer(i) => Self::parse_str(&i.to_string()),
+            toml::Value::Float(f) => Self::parse_str(&f.to_string()),
+            toml::Value::Boolean(b) => Self::parse_str(&b.to_string()),
+            other => Err(format!("unexpected value {other}")),
+        }
+    }
+}
+
+/// A byte count. Accepts plain integers and "64MiB", "2.5 MB", "1GiB", "512k" style values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Size(pub u64);
+
+impl Size {
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl SettingValue for Size {
+    fn parse_str(s: &str) -> Result<Self, String> {
+        parse_size(s).map(Size)
+    }
+}
+
+/// Parses "64MiB" (binary), "64MB" (decimal), "64k"/"64K"/"64KiB" (binary, as in nginx).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num.parse().map_err(|_| {
+        format!("`{s}` is not a size (try 1048576, \"64KiB\", \"2.5MiB\", \"1GB\")")
+    })?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "kb" => 1e3,
+        "m" | "mib" => 1024.0 * 1024.0,
+        "mb" => 1e6,
+        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "gb" => 1e9,
+        "t" | "tib" => 1024f64.powi(4),
+        "tb" => 1e12,
+        other => return Err(format!("unknown size unit `{other}` in `{s}`")),
+    };
+    let v = num * mult;
+    if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
+        return Err(format!("`{s}` is out of range"));
+    }
+    Ok(v.round() as u64)
+}
+
+/// An optional size: "none", "unlimited" or "" mean no limit.
+impl SettingValue for Option<Size> {
+    fn parse_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "none" | "unlimited" => Ok(None),
+            _ => Size::parse_str(s).map(Some),
+        }
+    }
+}
+
+/// A duration: "90s", "15m", "2h", "1d", "500ms", or plain seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl SettingValue for Dur {
+    fn parse_str(s: &str) -> Result<Self, String> {
+        parse_duration(s).map(Dur)
+    }
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (try \"90s\", \"15m\", \"1d\")"))?;
+    let secs = |m: u64| n.checked_mul(m).map(Duration::from_secs);
+    let d = match unit.trim() {
+        "" | "s" => secs(1),
+        "ms" => Some(Duration::from_millis(n)),
+        "m" | "min" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86_400),
+        "w" => secs(7 * 86_400),
+        other => return Err(format!("unknown duration unit `{other}` in `{s}`")),
+    };
+    d.ok_or_else(|| format!("`{s}` is out of range"))
+}
+
+impl SettingValue for String {
+    fn parse_str(s: &str) -> Result<Self, String> {
+        Ok(s.to_string())
+    }
+}
+
+impl SettingValue for PathBuf {
+    fn parse_str(s: &str) -> Result<Self, String> {
+        Ok(PathBuf::from(s))
+    }
+}
+
+impl SettingValue for bool {
+    fn parse_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err(format!("`{s}` is not a boolean (true/false)")),
+        }
+    }
+}
+
+impl SettingValue for u64 {
+    fn parse_str(s: &str) -> Result<Self, String> {
+        s.trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not a non-negative integer"))
+    }
+}
+
+impl SettingValue for i32 {
+    fn parse_str(s: &str) -> Result<Self, String> {
+        s.trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not an integer"))
+    }
+}
+
+/// Unix permission bits, written in octal: "0o644", "644" or "0644".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mode(pub u32);
+
+impl SettingValue for Mode {
+    fn parse_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let t = t.strip_prefix("0o").unwrap_or(t);
+        u32::from_str_radix(t, 8)
+            .ok()
+            .filter(|m| *m <= 0o7777)
+            .map(Mode)
+            .ok_or_else(|| format!("`{s}` is not an octal file mode such as \"0o644\""))
+    }
+}
+
+/// A list: a TOML array, or a comma-separated string (env and flags).
+impl SettingValue for Vec<String> {
+    fn parse_str(s: &str) -> Result<Self, String> {
+        Ok(s.split(',')
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect())
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        match v {
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|i| match i {
+                    toml::Value::String(s) => Ok(s.clone()),
+                    other => Err(format!("list item {other} is not a string")),
+                })
+                .collect(),
+            toml::Value::String(s) => Self::parse_str(s),
+            other => Err(format!("expected a list of strings, got {other}")),
+        }
+    }
+}
+
+/// One setting's documentation, as shown by `--help` and in the example config.
+pub struct SettingDef {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub doc: &'static str,
+}
+
+impl SettingDef {
+    pub fn env_name(&self) -> String {
+        format!("CHUTE_{}", self.name.to_ascii_uppercase())
+    }
+    pub fn flag_name(&self) -> String {
+        self.name.replace('_', "-")
+    }
+}
+
+macro_rules! settings {
+    ($( $(#[doc = $doc:literal])+ $name:ident : $ty:ty = $default:literal; )*) => {
+        /// Every setting of chute. See the module documentation for how they are layered.
+        #[derive(Clone, Debug)]
+        pub struct Settings {
+            $( $(#[doc = $doc])+ pub $name: $ty, )*
+        }
+
+        /// The table every other form of the settings is generated from.
+        pub const SETTINGS: &[SettingDef] = &[
+            $( SettingDef { name: stringify!($name), default: $default, doc: concat!($($doc, "\n"),+) }, )*
+        ];
+
+        impl Settings {
+            fn from_layers(layers: &Layers) -> Result<Self, ConfigError> {
+                Ok(Self { $( $name: layers.resolve::<$ty>(stringify!($name), $default)?, )* })
+            }
+        }
+    };
+}
+
+settings! {
+    /// Address and port the server listens on.
+    listen: String = "127.0.0.1:8080";
+    /// Folder holding all state of the embedded default: the SQLite database and the files.
+    data_dir: PathBuf = "./chute-data";
+    /// Largest file kept in memory while it arrives; larger ones spill to a temporary file
+    /// (Django's FILE_UPLOAD_MAX_MEMORY_SIZE).
+    file_upload_max_memory_size: Size = "2.5MiB";
+    /// Folder for spilled uploads; empty means `<data_dir>/tmp`. Keep it on the same
+    /// filesystem as data_dir so that finished files are renamed, not copied.
+    file_upload_temp_dir: String = "";
+    /// Permission bits of stored and temporary files (octal).
+    file_upload_permissions: Mode = "0o644";
+    /// Permission bits of folders chute creates for files (octal).
+    file_upload_directory_permissions: Mode = "0o755";
+    /// The upload-handler chain of the file API, in order (Django's FILE_UPLOAD_HANDLERS).
+    /// Built in: progress, quota, sniff, checksum, compress, spill, store. The last one must
+    /// be spill (memory, then a temp file) or store (straight to storage).
+    file_upload_handlers: Vec<String> = "progress,quota,sniff,checksum,spill";
+    /// Checksums computed while files stream in: any of md5, sha1, sha256, blake3.
+    file_upload_checksums: Vec<String> = "sha256";
+    /// Size of the chunks handed to upload handlers, unless a handler asks for smaller ones.
+    file_upload_chunk_size: Size = "64KiB";
+    /// zstd level used by the compress handler (1 fastest .. 19 smallest).
+    file_upload_compression_level: i32 = "3";
+    /// Refuse a file whose magic bytes contradict its name's extension and its declared type.
+    file_upload_reject_type_mismatch: bool = "false";
+    /// Most bytes of non-file form fields in one request (Django's DATA_UPLOAD_MAX_MEMORY_SIZE).
+    data_upload_max_memory_size: Size = "2.5MiB";
+    /// Most form fields (files included) in one request (Django's DATA_UPLOAD_MAX_NUMBER_FIELDS).
+    data_upload_max_number_fields: u64 = "1000";
+    /// Most files in one request (Django's DATA_UPLOAD_MAX_NUMBER_FILES).
+    data_upload_max_number_files: u64 = "100";
+    /// Largest request body accepted by the upload endpoints; "none" for no limit.
+    max_upload_size: Option<Size> = "none";
+    /// Bytes each user may store in all; "none" for no quota.
+    user_quota: Option<Size> = "none";
+    /// A request body that sends nothing for this long is cut off (slow-client protection).
+    request_body_idle_timeout: Dur = "60s";
+    /// Time a client has to send its request headers.
+    request_header_timeout: Dur = "30s";
+    /// Most bytes of request line and headers; more is answered 431 (at least 8KiB).
+    max_request_header_size: Size = "32KiB";
+    /// How long a finished upload's progress stays queryable at /api/progress/{id}.
+    progress_retention: Dur = "60s";
+    /// Log filter, in tracing's EnvFilter syntax (e.g. "info", "chute=debug").
+    log: String = "info";
+}
+
+/// Where each layer's values came from, highest priority last.
+#[derive(Default)]
+pub struct Layers {
+    toml: BTreeMap<String, toml::Value>,
+    env: BTreeMap<String, String>,
+    flags: BTreeMap<String, String>,
+}
+
+impl Layers {
+    fn resolve<T: SettingValue>(&self, name: &str, default: &str) -> Result<T, ConfigError> {
+        let invalid = |origin: &'static str, message: String| ConfigError::Invalid {
+            name: name.to_string(),
+            origin,
+            message,
+        };
+        if let Some(v) = self.flags.get(name) {
+            return T::parse_str(v).map_err(|m| invalid("the command line", m));
+        }
+        if let Some(v) = self.env.get(name) {
+            return T::parse_str(v).map_err(|m| invalid("the environment", m));
+        }
+        if let Some(v) = self.toml.get(name) {
+            return T::from_toml(v).map_err(|m| invalid("chute.toml", m));
+        }
+        T::parse_str(default).map_err(|m| invalid("the default", m))
+    }
+}
+
+impl Settings {
+    /// Loads the settings: defaults, then the TOML file (`config`, else `./chute.toml` when it
+    /// exists), then `CHUTE_*` variables from `env`, then `flags` (name -> value).
+    pub fn load(
+        config: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: BTreeMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let mut layers = Layers::default();
+        let path = match config {
+            Some(p) => Some(p.to_path_buf()),
+            None => Some(PathBuf::from("chute.toml")).filter(|p| p.is_file()),
+        };
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let table: toml::Table = toml::from_str(&text).map_err(|source| ConfigError::Toml {
+                path: path.clone(),
+                source: Box::new(source),
+            })?;
+            for (k, v) in table {
+                if !SETTINGS.iter().any(|d| d.name == k) {
+                    return Err(ConfigError::Unknown(k));
+                }
+                layers.toml.insert(k, v);
+            }
+        }
+        let env: BTreeMap<String, String> = env.into_iter().collect();
+        for def in SETTINGS {
+            if let Some(v) = env.get(&def.env_name()) {
+                layers.env.insert(def.name.to_string(), v.clone());
+            }
+        }
+        for k in flags.keys() {
+            if !SETTINGS.iter().any(|d| d.name == k) {
+                return Err(ConfigError::Unknown(k.clone()));
+            }
+        }
+        layers.flags = flags;
+        let s = Self::from_layers(&layers)?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// The defaults alone (for tests and the library).
+    pub fn defaults() -> Self {
+        match Self::from_layers(&Layers::default()) {
+            Ok(s) => s,
+            Err(e) => panic!("built-in defaults are invalid: {e}"),
+        }
+    }
+
+    /// Checks what the types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |name: &str, message: String| ConfigError::Invalid {
+            name: name.to_string(),
+            origin: "validation",
+            message,
+        };
+        crate::upload::handlers::validate_chain(&self.file_upload_handlers)
+            .map_err(|m| bad("file_upload_handlers", m))?;
+        for c in &self.file_upload_checksums {
+            if crate::upload::checksum::Algorithm::parse(c).is_none() {
+                return Err(bad(
+                    "file_upload_checksums",
+                    format!("unknown checksum `{c}` (md5, sha1, sha256, blake3)"),
+                ));
+            }
+        }
+        if self.file_upload_chunk_size.0 == 0 || self.file_upload_chunk_size.0 > 64 << 20 {
+            return Err(bad(
+                "file_upload_chunk_size",
+                "must be 1 byte to 64MiB".into(),
+            ));
+        }
+        if self.max_request_header_size.0 < 8192 {
+            return Err(bad(
+                "max_request_header_size",
+                "must be at least 8KiB".into(),
+            ));
+        }
+        if !(1..=22).contains(&self.file_upload_compression_level) {
+            return Err(bad(
+                "file_upload_compression_level",
+                "must be 1..=22".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn temp_dir(&self) -> PathBuf {
+        if self.file_upload_temp_dir.is_empty() {
+            self.data_dir.join("tmp")
+        } else {
+            PathBuf::from(&self.file_upload_temp_dir)
+        }
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("chute.db")
+    }
+
+    pub fn files_dir(&self) -> PathBuf {
+        self.data_dir.join("files")
+    }
+}
+
+/// The commented example configuration, every setting with its default.
+pub fn example_toml() -> String {
+    let mut out = String::from(
+        "# chute.toml: every setting with its default. Each can also be set as the env\n\
+         # variable CHUTE_<NAME> (upper case) or the flag --<name-with-dashes>; flags win over\n\
+         # env, env over this file. Sizes take \"64MiB\"-style values, durations \"90s\"/\"1d\".\n",
+    );
+    for d in SETTINGS {
+        out.push('\n');
+        for line in d.doc.lines() {
+            out.push_str("#");
+            if !line.starts_with(' ') {
+                out.push(' ');
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "# {} = {}\n",
+            d.name,
+            toml_literal(d.name, d.default)
+        ));
+    }
+    out
+}
+
+fn toml_literal(name: &str, default: &str) -> String {
+    if matches!(name, "file_upload_handlers" | "file_upload_checksums") {
+        let items: Vec<String> = default.split(',').map(|s| format!("\"{s}\"")).collect();
+        return format!("[{}]", items.join(", "));
+    }
+    if default.parse::<i64>().is_ok() || default == "true" || default == "false" {
+        return default.to_string();
+    }
+    format!("\"{default}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("2.5MiB"), Ok(2_621_440));
+        assert_eq!(parse_size("64KiB"), Ok(65_536));
+        assert_eq!(parse_size("64k"), Ok(65_536));
+        assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
+        assert_eq!(parse_size("123"), Ok(123));
+        assert_eq!(parse_size("1 gib"), Ok(1 << 30));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("-1").is_err());
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("1y").is_err());
+    }
+
+    #[test]
+    fn layers_flags_over_env_over_file_over_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("chute.toml");
+        std::fs::write(
+            &file,
+            "listen = \"0.0.0.0:1\"\nmax_upload_size = \"1MiB\"\nuser_quota = 5\nfile_upload_checksums = [\"md5\", \"sha256\"]\n",
+        )
+        .expect("write");
+        let env = vec![
+            ("CHUTE_LISTEN".to_string(), "0.0.0.0:2".to_string()),
+            ("CHUTE_USER_QUOTA".to_string(), "7".to_string()),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        let mut flags = BTreeMap::new();
+        flags.insert("listen".to_string(), "0.0.0.0:3".to_string());
+        let s = Settings::load(Some(&file), env, flags).expect("load");
+        assert_eq!(s.listen, "0.0.0.0:3");
+        assert_eq!(s.user_quota, Some(Size(7)));
+        assert_eq!(s.max_upload_size, Some(Size(1 << 20)));
+        assert_eq!(s.file_upload_checksums, vec!["md5", "sha256"]);
+        assert_eq!(s.file_upload_max_memory_size, Size(2_621_440));
+    }
+
+    #[test]
+    fn unknown_and_invalid_settings_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("chute.toml");
+        std::fs::write(&file, "lisen = \"x\"\n").expect("write");
+        let err = Settings::load(Some(&file), vec![], BTreeMap::new()).unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+        let env = vec![("CHUTE_MAX_UPLOAD_SIZE".to_string(), "big".to_string())];
+        let err = Settings::load(
+            Some(&dir.path().join("none.toml")),
+            env.clone(),
+            BTreeMap::new(),
+        );
+        assert!(err.is_err());
+        std::fs::write(&file, "").expect("write");
+        let err = Settings::load(Some(&file), env, BTreeMap::new()).unwrap_err();
+        assert!(err.to_string().contains("max_upload_size"), "{err}");
+        let mut flags = BTreeMap::new();
+        flags.insert("file_upload_handlers".into(), "spill,checksum".into());
+        assert!(Settings::load(Some(&file), vec![], flags).is_err());
+    }
+
+    #[test]
+    fn example_config_parses_back_to_the_defaults() {
+        let text = example_toml();
+        let uncommented: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                SETTINGS
+                    .iter()
+                    .any(|d| l.starts_with(&format!("{} = ", d.name)))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("chute.toml");
+        std::fs::write(&file, &uncommented).expect("write");
+        let s = Settings::load(Some(&file), vec![], BTreeMap::new()).expect("example parses");
+        let d = Settings::defaults();
+        assert_eq!(uncommented.lines().count(), SETTINGS.len());
+        assert_eq!(s.file_upload_handlers, d.file_upload_handlers);
+        assert_eq!(s.file_upload_max_memory_size, d.file_upload_max_memory_size);
+        assert_eq!(s.request_body_idle_timeout, d.request_body_idle_timeout);
+    }
+}

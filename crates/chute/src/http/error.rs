@@ -1,0 +1,109 @@
+//! The one JSON error shape of the API: `{"error": "...", "code": "..."}` with the right
+//! status. Internal causes are logged, never sent.
+
+use axum::Json;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::meta::MetaError;
+use crate::upload::UploadError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub headers: HeaderMap,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            headers: HeaderMap::new(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
+        e.headers
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        e
+    }
+
+    pub fn too_large(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, code, message)
+    }
+
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal server error",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({ "error": self.message, "code": self.code }));
+        let mut res = (self.status, body).into_response();
+        res.headers_mut().extend(self.headers);
+        res
+    }
+}
+
+impl From<MetaError> for ApiError {
+    fn from(e: MetaError) -> Self {
+        match e {
+            MetaError::NotFound(what) => ApiError::not_found(&what),
+            MetaError::Conflict(what) => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("{what} already exists"),
+            ),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<UploadError> for ApiError {
+    fn from(e: UploadError) -> Self {
+        let msg = e.to_string();
+        match e {
+            UploadError::QuotaExceeded { .. } => ApiError::too_large("quota_exceeded", msg),
+            UploadError::TooLarge { .. } => ApiError::too_large("too_large", msg),
+            UploadError::TypeMismatch { .. } => {
+                ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "type_mismatch", msg)
+            }
+            UploadError::Rejected(_) => ApiError::bad_request("rejected", msg),
+            UploadError::Stopped => ApiError::bad_request("stopped", msg),
+            UploadError::Interrupted => ApiError::bad_request("interrupted", msg),
+            UploadError::OffsetMismatch { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "offset_mismatch", msg)
+            }
+            UploadError::NotFound => ApiError::not_found("upload"),
+            UploadError::AlreadyComplete => ApiError::bad_request("already_complete", msg),
+            UploadError::Meta(m) => m.into(),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,229 @@
+//! The `chute` command: serve, manage users and tokens, print the example config.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Arg, ArgMatches, Args, Command, FromArgMatches, Parser, Subcommand};
+
+use chute::config::{SETTINGS, Settings};
+
+#[derive(Parser)]
+#[command(
+    name = "chute",
+    version,
+    about = "A file-upload server: streaming form uploads, resumable uploads, upload sessions"
+)]
+struct Cli {
+    /// The TOML config file (default: ./chute.toml when it exists).
+    #[arg(long, global = true, env = "CHUTE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: SettingsArgs,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start the server (on the embedded default: SQLite and a folder under data_dir).
+    Serve,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Print the example configuration with every setting and its default.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Create a user.
+    Add {
+        name: String,
+        /// Staff users may read every upload session's files.
+        #[arg(long)]
+        staff: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create an API token for a user and print it (alone, on stdout).
+    Create {
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Print config/chute.example.toml.
+    Example,
+}
+
+/// One `--flag` per setting, generated from the settings table.
+#[derive(Default)]
+struct SettingsArgs {
+    values: BTreeMap<String, String>,
+}
+
+impl FromArgMatches for SettingsArgs {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut values = BTreeMap::new();
+        for d in SETTINGS {
+            if let Some(v) = m.get_one::<String>(d.name) {
+                values.insert(d.name.to_string(), v.clone());
+            }
+        }
+        Ok(Self { values })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl Args for SettingsArgs {
+    fn augment_args(mut cmd: Command) -> Command {
+        for d in SETTINGS {
+            let summary = d.doc.lines().next().unwrap_or("").trim();
+            let long = format!(
+                "{}\n[default: {}] [env: {}]",
+                d.doc.trim_end(),
+                d.default,
+                d.env_name()
+            );
+            cmd = cmd.arg(
+                Arg::new(d.name)
+                    .long(d.flag_name())
+                    .value_name("VALUE")
+                    .help(format!(
+                        "{summary} [default: {}] [env: {}]",
+                        d.default,
+                        d.env_name()
+                    ))
+                    .long_help(long)
+                    .global(true)
+                    .help_heading("Settings"),
+            );
+        }
+        cmd
+    }
+
+    fn augment_args_for_update(cmd: Command) -> Command {
+        Self::augment_args(cmd)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("chute: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chute: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Cmd::Config(ConfigCmd::Example) = cli.command {
+        print!("{}", chute::config::example_toml());
+        return Ok(());
+    }
+    let settings = Settings::load(cli.config.as_deref(), std::env::vars(), cli.settings.values)?;
+    match cli.command {
+        Cmd::Serve => serve(settings).await,
+        Cmd::User(UserCmd::Add { name, staff }) => {
+            validate_user_name(&name)?;
+            let meta = chute::app::open_meta(&settings).await?;
+            let user = meta.create_user(&name, staff).await?;
+            eprintln!(
+                "created user `{}`{}",
+                user.name,
+                if user.is_staff { " (staff)" } else { "" }
+            );
+            Ok(())
+        }
+        Cmd::Token(TokenCmd::Create { user, label }) => {
+            let meta = chute::app::open_meta(&settings).await?;
+            let Some(u) = meta.user_by_name(&user).await? else {
+                bail!("no user named `{user}` (create it with `chute user add {user}`)");
+            };
+            let token = chute::auth::issue_token(meta.as_ref(), &u, &label).await?;
+            println!("{token}");
+            Ok(())
+        }
+        Cmd::Config(_) => Ok(()),
+    }
+}
+
+fn validate_user_name(name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 150
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '@' | '+' | '-' | '_'));
+    if !ok {
+        bail!("a user name is 1 to 150 letters, digits and . @ + - _");
+    }
+    Ok(())
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&settings.log).context("the `log` setting")?,
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let listen = settings.listen.clone();
+    let state = chute::app::open_state(settings).await?;
+    if let Some(token) = chute::app::bootstrap_admin(state.engine.meta.as_ref()).await? {
+        println!("Created the staff user `admin`. Its API token, shown this once:");
+        println!("{token}");
+    }
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let addr = listener.local_addr()?;
+    println!("chute listening on http://{addr}");
+    tracing::info!(%addr, data_dir = %state.engine.settings.data_dir.display(), "chute started");
+    chute::app::serve(listener, state, shutdown_signal()).await?;
+    tracing::info!("chute stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

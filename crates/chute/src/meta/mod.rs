@@ -1,0 +1,123 @@
+//! Metadata: users, tokens, the file catalog and resumable uploads, behind [`MetaStore`].
+//! `meta::sqlite` is the embedded default; a PostgreSQL backend for several nodes is planned
+//! behind the same trait (the schema uses only types both share).
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum MetaError {
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl MetaError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, MetaError::NotFound(_))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+    pub is_staff: bool,
+    pub created_at: i64,
+}
+
+/// One finished file in the catalog.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileRecord {
+    pub id: String,
+    pub owner_id: i64,
+    pub name: String,
+    pub size: u64,
+    pub stored_size: u64,
+    pub content_type: Option<String>,
+    pub detected_type: Option<String>,
+    pub encoding: Option<String>,
+    pub storage_key: String,
+    pub md5: Option<String>,
+    pub sha1: Option<String>,
+    pub sha256: Option<String>,
+    pub blake3: Option<String>,
+    pub created_at: i64,
+}
+
+/// A resumable upload in progress (or finished, with `file_id` set).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadRecord {
+    pub id: String,
+    pub owner_id: i64,
+    pub protocol: String,
+    pub staging_key: String,
+    pub name: String,
+    pub content_type: Option<String>,
+    pub offset: u64,
+    pub length: Option<u64>,
+    pub state: String,
+    pub expires_at: Option<i64>,
+    pub metadata: String,
+    pub hash_state: Option<Vec<u8>>,
+    pub file_id: Option<String>,
+    pub created_at: i64,
+}
+
+/// Metadata storage. Implementations must be safe to share between requests and nodes:
+/// every method is one atomic operation.
+#[async_trait]
+pub trait MetaStore: Send + Sync + 'static {
+    /// Readiness probe.
+    async fn ping(&self) -> Result<(), MetaError>;
+
+    async fn create_user(&self, name: &str, is_staff: bool) -> Result<User, MetaError>;
+    async fn user_by_name(&self, name: &str) -> Result<Option<User>, MetaError>;
+    async fn count_users(&self) -> Result<u64, MetaError>;
+    /// Stores a token by its hash; the token itself is never stored.
+    async fn add_token(&self, user_id: i64, token_hash: &str, label: &str)
+    -> Result<(), MetaError>;
+    async fn user_by_token_hash(&self, token_hash: &str) -> Result<Option<User>, MetaError>;
+
+    async fn insert_file(&self, file: &FileRecord) -> Result<(), MetaError>;
+    async fn get_file(&self, id: &str) -> Result<Option<FileRecord>, MetaError>;
+    /// The owner's files in id (creation) order, after `after` when given.
+    async fn list_files(
+        &self,
+        owner_id: i64,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<FileRecord>, MetaError>;
+    /// Removes the owner's file from the catalog and returns it; None when there is none.
+    async fn delete_file(&self, owner_id: i64, id: &str) -> Result<Option<FileRecord>, MetaError>;
+    /// Bytes the owner stores (as uploaded), for quotas.
+    async fn usage_bytes(&self, owner_id: i64) -> Result<u64, MetaError>;
+
+    async fn create_upload(&self, upload: &UploadRecord) -> Result<(), MetaError>;
+    async fn get_upload(&self, id: &str) -> Result<Option<UploadRecord>, MetaError>;
+    /// Compare-and-set: advances the offset (and the running hash state) only if it is still
+    /// `expected`. Returns false when another writer moved it first.
+    async fn advance_upload(
+        &self,
+        id: &str,
+        expected: u64,
+        new_offset: u64,
+        hash_state: Option<&[u8]>,
+    ) -> Result<bool, MetaError>;
+    /// Marks an upload complete and links it to its catalog entry, inserting that entry in the
+    /// same transaction.
+    async fn complete_upload(&self, id: &str, file: &FileRecord) -> Result<(), MetaError>;
+    async fn delete_upload(&self, id: &str) -> Result<(), MetaError>;
+}
+
+pub fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}

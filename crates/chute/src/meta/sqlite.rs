@@ -1,0 +1,329 @@
+//! SQLite metadata, the embedded default: one file `<data_dir>/chute.db`, created and migrated
+//! on open. WAL mode with `synchronous=FULL`, so that a committed record survives power loss
+//! (the catalog must never point at bytes that were not durable, nor forget ones that were).
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use super::{FileRecord, MetaError, MetaStore, UploadRecord, User, now_unix};
+
+pub struct SqliteMeta {
+    pool: SqlitePool,
+}
+
+impl SqliteMeta {
+    /// Opens (creating when missing) the database at `path` and applies the migrations.
+    pub async fn open(path: &Path) -> Result<Self, MetaError> {
+        let opts = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+macro_rules! file_columns {
+    () => {
+        "id, owner_id, name, size, stored_size, content_type, detected_type, \
+         encoding, storage_key, md5, sha1, sha256, blake3, created_at"
+    };
+}
+
+fn file_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<FileRecord, sqlx::Error> {
+    Ok(FileRecord {
+        id: r.try_get("id")?,
+        owner_id: r.try_get("owner_id")?,
+        name: r.try_get("name")?,
+        size: r.try_get::<i64, _>("size")? as u64,
+        stored_size: r.try_get::<i64, _>("stored_size")? as u64,
+        content_type: r.try_get("content_type")?,
+        detected_type: r.try_get("detected_type")?,
+        encoding: r.try_get("encoding")?,
+        storage_key: r.try_get("storage_key")?,
+        md5: r.try_get("md5")?,
+        sha1: r.try_get("sha1")?,
+        sha256: r.try_get("sha256")?,
+        blake3: r.try_get("blake3")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn user_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<User, sqlx::Error> {
+    Ok(User {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        is_staff: r.try_get::<i64, _>("is_staff")? != 0,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn upload_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<UploadRecord, sqlx::Error> {
+    Ok(UploadRecord {
+        id: r.try_get("id")?,
+        owner_id: r.try_get("owner_id")?,
+        protocol: r.try_get("protocol")?,
+        staging_key: r.try_get("staging_key")?,
+        name: r.try_get("name")?,
+        content_type: r.try_get("content_type")?,
+        offset: r.try_get::<i64, _>("offset")? as u64,
+        length: r.try_get::<Option<i64>, _>("length")?.map(|l| l as u64),
+        state: r.try_get("state")?,
+        expires_at: r.try_get("expires_at")?,
+        metadata: r.try_get("metadata")?,
+        hash_state: r.try_get("hash_state")?,
+        file_id: r.try_get("file_id")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+async fn insert_file_with<'e, E>(exec: E, f: &FileRecord) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    sqlx::query(concat!(
+        "INSERT INTO files (",
+        file_columns!(),
+        ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
+    ))
+    .bind(&f.id)
+    .bind(f.owner_id)
+    .bind(&f.name)
+    .bind(f.size as i64)
+    .bind(f.stored_size as i64)
+    .bind(&f.content_type)
+    .bind(&f.detected_type)
+    .bind(&f.encoding)
+    .bind(&f.storage_key)
+    .bind(&f.md5)
+    .bind(&f.sha1)
+    .bind(&f.sha256)
+    .bind(&f.blake3)
+    .bind(f.created_at)
+    .execute(exec)
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl MetaStore for SqliteMeta {
+    async fn ping(&self) -> Result<(), MetaError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_user(&self, name: &str, is_staff: bool) -> Result<User, MetaError> {
+        let created_at = now_unix();
+        let res = sqlx::query("INSERT INTO users (name, is_staff, created_at) VALUES ($1, $2, $3)")
+            .bind(name)
+            .bind(is_staff as i64)
+            .bind(created_at)
+            .execute(&self.pool)
+            .await;
+        match res {
+            Ok(r) => Ok(User {
+                id: r.last_insert_rowid(),
+                name: name.to_string(),
+                is_staff,
+                created_at,
+            }),
+            Err(e) if is_unique_violation(&e) => Err(MetaError::Conflict(format!("user `{name}`"))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn user_by_name(&self, name: &str) -> Result<Option<User>, MetaError> {
+        let row = sqlx::query("SELECT id, name, is_staff, created_at FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    async fn count_users(&self) -> Result<u64, MetaError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+
+    async fn add_token(
+        &self,
+        user_id: i64,
+        token_hash: &str,
+        label: &str,
+    ) -> Result<(), MetaError> {
+        sqlx::query(
+            "INSERT INTO tokens (user_id, token_hash, label, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(user_id)
+        .bind(token_hash)
+        .bind(label)
+        .bind(now_unix())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn user_by_token_hash(&self, token_hash: &str) -> Result<Option<User>, MetaError> {
+        let row = sqlx::query(
+            "SELECT u.id, u.name, u.is_staff, u.created_at FROM tokens t \
+             JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    async fn insert_file(&self, f: &FileRecord) -> Result<(), MetaError> {
+        insert_file_with(&self.pool, f).await?;
+        Ok(())
+    }
+
+    async fn get_file(&self, id: &str) -> Result<Option<FileRecord>, MetaError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            file_columns!(),
+            " FROM files WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(file_from_row).transpose()?)
+    }
+
+    async fn list_files(
+        &self,
+        owner_id: i64,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<FileRecord>, MetaError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            file_columns!(),
+            " FROM files WHERE owner_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+        ))
+        .bind(owner_id)
+        .bind(after.unwrap_or(""))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(file_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn delete_file(&self, owner_id: i64, id: &str) -> Result<Option<FileRecord>, MetaError> {
+        let row = sqlx::query(concat!(
+            "DELETE FROM files WHERE id = $1 AND owner_id = $2 RETURNING ",
+            file_columns!()
+        ))
+        .bind(id)
+        .bind(owner_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(file_from_row).transpose()?)
+    }
+
+    async fn usage_bytes(&self, owner_id: i64) -> Result<u64, MetaError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COALESCE(SUM(size), 0) FROM files WHERE owner_id = $1")
+                .bind(owner_id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(n as u64)
+    }
+
+    async fn create_upload(&self, u: &UploadRecord) -> Result<(), MetaError> {
+        sqlx::query(
+            "INSERT INTO uploads (id, owner_id, protocol, staging_key, name, content_type, \"offset\", \
+             length, state, expires_at, metadata, hash_state, file_id, created_at) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
+        )
+        .bind(&u.id)
+        .bind(u.owner_id)
+        .bind(&u.protocol)
+        .bind(&u.staging_key)
+        .bind(&u.name)
+        .bind(&u.content_type)
+        .bind(u.offset as i64)
+        .bind(u.length.map(|l| l as i64))
+        .bind(&u.state)
+        .bind(u.expires_at)
+        .bind(&u.metadata)
+        .bind(&u.hash_state)
+        .bind(&u.file_id)
+        .bind(u.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_upload(&self, id: &str) -> Result<Option<UploadRecord>, MetaError> {
+        let row = sqlx::query("SELECT * FROM uploads WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(upload_from_row).transpose()?)
+    }
+
+    async fn advance_upload(
+        &self,
+        id: &str,
+        expected: u64,
+        new_offset: u64,
+        hash_state: Option<&[u8]>,
+    ) -> Result<bool, MetaError> {
+        let r = sqlx::query(
+            "UPDATE uploads SET \"offset\" = $1, hash_state = $2 \
+             WHERE id = $3 AND \"offset\" = $4 AND state = 'active'",
+        )
+        .bind(new_offset as i64)
+        .bind(hash_state)
+        .bind(id)
+        .bind(expected as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn complete_upload(&self, id: &str, file: &FileRecord) -> Result<(), MetaError> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query(
+            "UPDATE uploads SET state = 'complete', file_id = $1 WHERE id = $2 AND state = 'active'",
+        )
+        .bind(&file.id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() != 1 {
+            return Err(MetaError::NotFound(format!("active upload `{id}`")));
+        }
+        insert_file_with(&mut *tx, file).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_upload(&self, id: &str) -> Result<(), MetaError> {
+        sqlx::query("DELETE FROM uploads WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

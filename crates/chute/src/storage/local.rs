@@ -1,0 +1,314 @@
+//! Local-filesystem storage, the embedded default.
+//!
+//! Layout under the root (`<data_dir>/files` by default):
+//! ```text
+//! objects/<key>          finished files (keys look like `ab/cd/<uuid>`, sharded by the engine)
+//! staging/<key>.part     objects being written; renamed into objects/ when placed
+//! ```
+//! Durability: a placed object is fsynced, renamed into place, and its folder fsynced, so a
+//! crash after `put` returns cannot lose it, and a crash before leaves no partial object under
+//! its final name.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use super::{ByteStream, Capabilities, Source, StagedWrite, Storage, StorageError, validate_key};
+
+pub struct LocalStorage {
+    root: PathBuf,
+    file_mode: u32,
+    dir_mode: u32,
+}
+
+impl LocalStorage {
+    /// Opens (creating when missing) a storage rooted at `root`.
+    pub fn open(root: impl Into<PathBuf>, file_mode: u32, dir_mode: u32) -> io::Result<Self> {
+        let s = Self {
+            root: root.into(),
+            file_mode,
+            dir_mode,
+        };
+        s.mkdirs(&s.root.join("objects"))?;
+        s.mkdirs(&s.root.join("staging"))?;
+        Ok(s)
+    }
+
+    fn mkdirs(&self, dir: &Path) -> io::Result<()> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(self.dir_mode)
+            .create(dir)
+    }
+
+    fn object_path(&self, key: &str) -> Result<PathBuf, StorageError> {
+        validate_key(key)?;
+        Ok(self.root.join("objects").join(key))
+    }
+
+    fn staging_path(&self, key: &str) -> Result<PathBuf, StorageError> {
+        validate_key(key)?;
+        Ok(self.root.join("staging").join(format!("{key}.part")))
+    }
+
+    fn create_file(&self, path: &Path) -> io::Result<File> {
+        if let Some(parent) = path.parent() {
+            self.mkdirs(parent)?;
+        }
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(self.file_mode)
+            .open(path)?;
+        // The mode given to open() is filtered by the umask; set it exactly.
+        f.set_permissions(fs::Permissions::from_mode(self.file_mode))?;
+        Ok(f)
+    }
+
+    /// Renames `from` to the object path of `key` and makes the rename durable.
+    fn place(&self, from: &Path, key: &str) -> Result<(), StorageError> {
+        let to = self.object_path(key)?;
+        let parent = to.parent().unwrap_or(&self.root).to_path_buf();
+        self.mkdirs(&parent)?;
+        match fs::rename(from, &to) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(18) => {
+                // EXDEV: the temp dir is on another filesystem; copy, then sync.
+                let tmp = self.staging_path(&format!("{key}.copy"))?;
+                let mut out = self.create_file(&tmp)?;
+                io::copy(&mut File::open(from)?, &mut out)?;
+                out.sync_all()?;
+                fs::rename(&tmp, &to)?;
+                let _ = fs::remove_file(from);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        fs::set_permissions(&to, fs::Permissions::from_mode(self.file_mode))?;
+        File::open(&parent)?.sync_all()?;
+        Ok(())
+    }
+}
+
+struct LocalStaged {
+    file: File,
+    len: u64,
+}
+
+impl StagedWrite for LocalStaged {
+    fn write(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.file.write_all(buf)?;
+        self.len += buf.len() as u64;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<u64> {
+        self.file.sync_data()?;
+        Ok(self.len)
+    }
+}
+
+#[async_trait]
+impl Storage for LocalStorage {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            resume: true,
+            concatenation: false,
+            range_reads: true,
+        }
+    }
+
+    fn begin(&self, key: &str) -> Result<Box<dyn StagedWrite>, StorageError> {
+        let path = self.staging_path(key)?;
+        let file = self.create_file(&path)?;
+        Ok(Box::new(LocalStaged { file, len: 0 }))
+    }
+
+    fn resume(&self, key: &str, offset: u64) -> Result<Box<dyn StagedWrite>, StorageError> {
+        let path = self.staging_path(key)?;
+        let mut file = match OpenOptions::new().write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if offset == 0 {
+                    return self.begin(key);
+                }
+                return Err(StorageError::NotFound(key.to_string()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let actual = file.metadata()?.len();
+        if actual < offset {
+            return Err(StorageError::ShortStage {
+                key: key.to_string(),
+                expected: offset,
+                actual,
+            });
+        }
+        if actual > offset {
+            // Bytes written after the last acknowledged offset: never promised, dropped.
+            file.set_len(offset)?;
+            file.sync_data()?;
+        }
+        file.seek(SeekFrom::Start(offset))?;
+        Ok(Box::new(LocalStaged { file, len: offset }))
+    }
+
+    fn abort(&self, key: &str) -> Result<(), StorageError> {
+        match fs::remove_file(self.staging_path(key)?) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn put(&self, key: &str, source: Source<'_>) -> Result<(), StorageError> {
+        match source {
+            Source::Bytes(bytes) => {
+                let tmp = self.staging_path(key)?;
+                let mut f = self.create_file(&tmp)?;
+                f.write_all(bytes)?;
+                f.sync_data()?;
+                self.place(&tmp, key)
+            }
+            Source::TempFile(path) => {
+                File::open(path)?.sync_data()?;
+                self.place(path, key)
+            }
+            Source::Staged(staged_key) => {
+                let path = self.staging_path(staged_key)?;
+                if !path.exists() {
+                    return Err(StorageError::NotFound(staged_key.to_string()));
+                }
+                self.place(&path, key)
+            }
+        }
+    }
+
+    fn len(&self, key: &str) -> Result<u64, StorageError> {
+        match fs::metadata(self.object_path(key)?) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(StorageError::NotFound(key.to_string()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn open(&self, key: &str, start: u64, len: u64) -> Result<ByteStream, StorageError> {
+        let path = self.object_path(key)?;
+        let mut f = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StorageError::NotFound(key.to_string()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if start > 0 {
+            f.seek(SeekFrom::Start(start)).await?;
+        }
+        Ok(ReaderStream::with_capacity(f.take(len), 256 * 1024).boxed())
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StorageError> {
+        match fs::remove_file(self.object_path(key)?) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn check(&self) -> Result<(), StorageError> {
+        let probe = self.root.join("staging").join(".healthz");
+        let mut f = File::create(&probe)?;
+        f.write_all(b"ok")?;
+        drop(f);
+        fs::remove_file(&probe)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, LocalStorage) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = LocalStorage::open(dir.path().join("files"), 0o640, 0o750).expect("open");
+        (dir, s)
+    }
+
+    async fn read_all(s: &LocalStorage, key: &str, start: u64, len: u64) -> Vec<u8> {
+        let mut stream = s.open(key, start, len).await.expect("open");
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            out.extend_from_slice(&chunk.expect("chunk"));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn staged_resume_truncates_unacknowledged_bytes_and_places_durably() {
+        let (_d, s) = store();
+        let mut w = s.begin("aa/bb/one").expect("begin");
+        w.write(b"hello ").expect("write");
+        assert_eq!(w.sync().expect("sync"), 6);
+        w.write(b"GARBAGE").expect("write"); // never acknowledged
+        drop(w); // crash
+        let mut w = s.resume("aa/bb/one", 6).expect("resume");
+        w.write(b"world").expect("write");
+        assert_eq!(w.sync().expect("sync"), 11);
+        s.put("aa/bb/final", Source::Staged("aa/bb/one"))
+            .expect("put");
+        assert_eq!(s.len("aa/bb/final").expect("len"), 11);
+        assert_eq!(read_all(&s, "aa/bb/final", 0, 11).await, b"hello world");
+        assert_eq!(read_all(&s, "aa/bb/final", 6, 3).await, b"wor");
+        let mode = fs::metadata(s.object_path("aa/bb/final").expect("path"))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o640);
+        assert!(matches!(
+            s.resume("aa/bb/one", 0),
+            Ok(_) // staging is gone after put: a fresh one starts at 0
+        ));
+        assert!(matches!(
+            s.resume("zz/missing", 5),
+            Err(StorageError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn resume_refuses_a_stage_shorter_than_recorded() {
+        let (_d, s) = store();
+        let mut w = s.begin("k").expect("begin");
+        w.write(b"abc").expect("write");
+        w.sync().expect("sync");
+        assert!(matches!(
+            s.resume("k", 10),
+            Err(StorageError::ShortStage { actual: 3, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn put_bytes_and_temp_files_then_delete() {
+        let (d, s) = store();
+        s.put("x/1", Source::Bytes(b"small")).expect("put bytes");
+        let tmp = d.path().join("t.upload");
+        fs::write(&tmp, b"spilled").expect("write tmp");
+        s.put("x/2", Source::TempFile(&tmp)).expect("put temp");
+        assert!(!tmp.exists(), "temp file is moved, not copied");
+        assert_eq!(read_all(&s, "x/1", 0, 5).await, b"small");
+        assert_eq!(read_all(&s, "x/2", 0, 7).await, b"spilled");
+        s.delete("x/2").expect("delete");
+        s.delete("x/2").expect("delete twice is fine");
+        assert!(s.len("x/2").expect_err("gone").is_not_found());
+        assert!(s.put("../escape", Source::Bytes(b"x")).is_err());
+        s.check().expect("check");
+    }
+}

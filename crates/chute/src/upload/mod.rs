@@ -1,0 +1,155 @@
+//! The upload engine: every protocol adapter drives the same handler chain, storage and
+//! catalog through it.
+//!
+//! - [`handler`]: Django's upload-handler contract and the [`handler::Chain`] that runs it.
+//! - [`pipeline`]: the per-upload thread that runs a chain, fed by the adapter.
+//! - [`handlers`]: the built-in handlers, one per file.
+//! - [`resumable`]: append-at-offset uploads that survive restarts (for the chunked and tus
+//!   protocols).
+
+pub mod checksum;
+pub mod handler;
+pub mod handlers;
+pub mod pipeline;
+pub mod progress;
+pub mod resumable;
+
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use crate::config::Settings;
+use crate::meta::{FileRecord, MetaError, MetaStore, now_unix};
+use crate::storage::{Source, Storage, StorageError};
+use checksum::Algorithm;
+use handler::{CompletedFile, FileBody};
+
+#[derive(Debug, Error)]
+pub enum UploadError {
+    #[error("quota exceeded: the quota is {quota} bytes and {used} are already stored")]
+    QuotaExceeded { quota: u64, used: u64 },
+    #[error("the upload is larger than the {limit}-byte limit")]
+    TooLarge { limit: u64 },
+    #[error("the content of `{name}` is {detected}, which its name and declared type do not say")]
+    TypeMismatch { name: String, detected: String },
+    #[error("{0}")]
+    Rejected(String),
+    #[error("the upload was stopped by a handler")]
+    Stopped,
+    #[error("the client went away before the upload finished")]
+    Interrupted,
+    #[error("the upload is at offset {current}, not at the offset given")]
+    OffsetMismatch { current: u64 },
+    #[error("upload not found")]
+    NotFound,
+    #[error("the upload is already complete")]
+    AlreadyComplete,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// The engine: storage, catalog and settings, shared by every protocol adapter.
+#[derive(Clone)]
+pub struct Engine {
+    pub storage: Arc<dyn Storage>,
+    pub meta: Arc<dyn MetaStore>,
+    pub settings: Arc<Settings>,
+}
+
+/// A storage key for a new catalog entry: sharded by the random tail of the id.
+pub fn storage_key_for(id: &str) -> String {
+    let n = id.len();
+    if n >= 4 && id.is_ascii() {
+        format!("{}/{}/{id}", &id[n - 2..], &id[n - 4..n - 2])
+    } else {
+        id.to_string()
+    }
+}
+
+pub fn new_file_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+impl Engine {
+    /// Places a completed file in storage (durably) and then records it in the catalog, so
+    /// that the catalog never lists bytes that could still be lost.
+    pub async fn persist(
+        &self,
+        owner_id: i64,
+        done: CompletedFile,
+    ) -> Result<FileRecord, UploadError> {
+        let id = new_file_id();
+        let key = storage_key_for(&id);
+        let storage = self.storage.clone();
+        let k = key.clone();
+        let CompletedFile {
+            info,
+            size,
+            facts,
+            file,
+        } = done;
+        let stored_size = file.stored_size;
+        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
+            match file.body {
+                FileBody::Memory(bytes) => storage.put(&k, Source::Bytes(&bytes)),
+                FileBody::Temp(path) => storage.put(&k, Source::TempFile(&path)),
+                FileBody::Staged(mut guard) => {
+                    storage.put(&k, Source::Staged(&guard.key))?;
+                    guard.armed = false;
+                    Ok(())
+                }
+            }
+        })
+        .await
+        .map_err(|e| UploadError::Internal(e.to_string()))??;
+        let sum = |a: Algorithm| facts.checksums.get(&a).cloned();
+        let record = FileRecord {
+            id,
+            owner_id,
+            name: info.file_name,
+            size,
+            stored_size,
+            content_type: info.content_type,
+            detected_type: facts.detected_type.clone(),
+            encoding: facts.encoding.clone(),
+            storage_key: key.clone(),
+            md5: sum(Algorithm::Md5),
+            sha1: sum(Algorithm::Sha1),
+            sha256: sum(Algorithm::Sha256),
+            blake3: sum(Algorithm::Blake3),
+            created_at: now_unix(),
+        };
+        if let Err(e) = self.meta.insert_file(&record).await {
+            self.delete_object(key).await;
+            return Err(e.into());
+        }
+        Ok(record)
+    }
+
+    /// Removes a file from the catalog, then its bytes. None when the owner has no such file.
+    pub async fn delete_file(
+        &self,
+        owner_id: i64,
+        id: &str,
+    ) -> Result<Option<FileRecord>, UploadError> {
+        let Some(rec) = self.meta.delete_file(owner_id, id).await? else {
+            return Ok(None);
+        };
+        self.delete_object(rec.storage_key.clone()).await;
+        Ok(Some(rec))
+    }
+
+    async fn delete_object(&self, key: String) {
+        let storage = self.storage.clone();
+        let res = tokio::task::spawn_blocking(move || storage.delete(&key)).await;
+        if let Ok(Err(e)) = res {
+            tracing::warn!(error = %e, "could not delete stored object");
+        }
+    }
+}

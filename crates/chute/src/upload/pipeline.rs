@@ -1,0 +1,185 @@
+//! The pipeline: one blocking thread per upload runs the handler chain, fed by the protocol
+//! adapter through a small bounded channel.
+//!
+//! The adapter's task reads the socket and parses; the pipeline thread re-chunks to the
+//! chain's chunk size, hashes, compresses and writes. The two overlap, so hashing never runs
+//! on the thread that reads the socket, and the bounded channel keeps memory per upload at
+//! `CHANNEL_DEPTH` chunks whatever the file size.
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::UploadError;
+use super::handler::{
+    Chain, CompletedFile, FileInfo, FileState, HandlerError, RawInput, RawOutcome,
+};
+
+/// Chunks in flight between the socket task and the pipeline thread.
+const CHANNEL_DEPTH: usize = 8;
+
+pub enum Msg {
+    NewFile(FileInfo),
+    Data(Bytes),
+    EndFile,
+    /// A raw body chunk, for a handler that took the raw input over.
+    Raw(Bytes),
+    /// The body ended normally.
+    Finish,
+}
+
+/// What a finished pipeline produced.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub files: Vec<CompletedFile>,
+    /// Set when a handler stopped the upload; the value is its `connection_reset`.
+    pub stopped: Option<bool>,
+    pub raw: Option<RawOutcome>,
+}
+
+pub struct Pipeline {
+    tx: mpsc::Sender<Msg>,
+    join: JoinHandle<Result<Outcome, UploadError>>,
+    raw: bool,
+}
+
+impl Pipeline {
+    /// Starts the pipeline thread. The chain is first offered the raw input; `is_raw()` tells
+    /// whether a handler took it (then send `Msg::Raw` chunks instead of parsed files).
+    pub fn start(mut chain: Chain, raw_input: Option<&RawInput>) -> Result<Self, UploadError> {
+        let raw = match raw_input {
+            Some(r) => chain.handle_raw_input(r).map_err(handler_error)?,
+            None => false,
+        };
+        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+        let join = tokio::task::spawn_blocking(move || run(chain, rx));
+        Ok(Self { tx, join, raw })
+    }
+
+    pub fn is_raw(&self) -> bool {
+        self.raw
+    }
+
+    /// Sends a message; false when the pipeline has already ended (refused or stopped):
+    /// call [`Pipeline::finish`] to learn why.
+    pub async fn send(&self, msg: Msg) -> bool {
+        self.tx.send(msg).await.is_ok()
+    }
+
+    /// Tells the pipeline the body ended and waits for its outcome.
+    pub async fn finish(self) -> Result<Outcome, UploadError> {
+        let _ = self.tx.send(Msg::Finish).await;
+        drop(self.tx);
+        join(self.join).await
+    }
+
+    /// Ends the pipeline as interrupted (the client went away or the adapter refused the
+    /// request) and waits until handlers have cleaned up.
+    pub async fn abort(self) {
+        drop(self.tx);
+        let _ = join(self.join).await;
+    }
+}
+
+async fn join(h: JoinHandle<Result<Outcome, UploadError>>) -> Result<Outcome, UploadError> {
+    match h.await {
+        Ok(r) => r,
+        Err(e) => Err(UploadError::Internal(format!(
+            "upload pipeline failed: {e}"
+        ))),
+    }
+}
+
+fn handler_error(e: HandlerError) -> UploadError {
+    match e {
+        HandlerError::Failed(e) => e,
+        HandlerError::SkipFile => UploadError::Internal("SkipFile outside a file".into()),
+        HandlerError::StopUpload { .. } => UploadError::Stopped,
+    }
+}
+
+fn run(mut chain: Chain, mut rx: mpsc::Receiver<Msg>) -> Result<Outcome, UploadError> {
+    let mut out = Outcome::default();
+    match drive(&mut chain, &mut rx, &mut out) {
+        Ok(true) => Ok(out),
+        Ok(false) => {
+            chain.upload_interrupted();
+            Err(UploadError::Interrupted)
+        }
+        Err(HandlerError::StopUpload { connection_reset }) => {
+            // Django's StopUpload: files completed before are kept.
+            out.stopped = Some(connection_reset);
+            chain.upload_interrupted();
+            Ok(out)
+        }
+        Err(e) => {
+            chain.upload_interrupted();
+            Err(handler_error(e))
+        }
+    }
+}
+
+/// Returns Ok(true) on a normal finish, Ok(false) when the sender went away without one.
+fn drive(
+    chain: &mut Chain,
+    rx: &mut mpsc::Receiver<Msg>,
+    out: &mut Outcome,
+) -> Result<bool, HandlerError> {
+    let size = chain.chunk_size();
+    let mut buf = BytesMut::new();
+    let mut skipping = false;
+    while let Some(msg) = rx.blocking_recv() {
+        match msg {
+            Msg::NewFile(info) => {
+                buf.clear();
+                skipping = chain.new_file(info)? == FileState::Skipped;
+            }
+            Msg::Data(mut data) => {
+                if skipping {
+                    continue;
+                }
+                // Re-chunk to the chain's size: whole chunks are split off without copying;
+                // only the ragged ends are gathered in `buf`.
+                if !buf.is_empty() {
+                    let take = (size - buf.len()).min(data.len());
+                    buf.extend_from_slice(&data.split_to(take));
+                    if buf.len() == size {
+                        let chunk = buf.split().freeze();
+                        skipping = chain.receive_chunk(chunk)? == FileState::Skipped;
+                    }
+                }
+                while !skipping && data.len() >= size {
+                    let chunk = data.split_to(size);
+                    skipping = chain.receive_chunk(chunk)? == FileState::Skipped;
+                }
+                if !skipping && !data.is_empty() {
+                    buf.extend_from_slice(&data);
+                }
+            }
+            Msg::EndFile => {
+                if !skipping && !buf.is_empty() {
+                    let chunk = buf.split().freeze();
+                    skipping = chain.receive_chunk(chunk)? == FileState::Skipped;
+                }
+                buf.clear();
+                if !skipping {
+                    if let Some(done) = chain.end_file()? {
+                        out.files.push(done);
+                    }
+                }
+                skipping = false;
+            }
+            Msg::Raw(data) => chain.receive_raw(data)?,
+            Msg::Finish => return finish(chain, out),
+        }
+    }
+    Ok(false)
+}
+
+fn finish(chain: &mut Chain, out: &mut Outcome) -> Result<bool, HandlerError> {
+    if chain.has_raw_taker() {
+        out.raw = Some(chain.raw_complete()?);
+    }
+    chain.upload_complete()?;
+    Ok(true)
+}
