@@ -450,7 +450,7 @@ pub fn example_toml() -> String {
     for d in SETTINGS {
         out.push('\n');
         for line in d.doc.lines() {
-            out.push_str("#");
+            out.push('#');
             if !line.starts_with(' ') {
                 out.push(' ');
             }

@@ -105,10 +105,10 @@ where
                 self.sleep.as_mut().reset(Instant::now() + idle);
                 let n = bytes.len() as u64;
                 let total = self.state.received.fetch_add(n, Ordering::Relaxed) + n;
-                if let Some(limit) = self.limit {
-                    if total > limit {
-                        return self.trip(BodyFailure::TooLarge { limit });
-                    }
+                if let Some(limit) = self.limit
+                    && total > limit
+                {
+                    return self.trip(BodyFailure::TooLarge { limit });
                 }
                 if self.state.header_phase.load(Ordering::Relaxed) {
                     let h = self.state.header_bytes.fetch_add(n, Ordering::Relaxed) + n;

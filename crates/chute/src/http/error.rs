@@ -2,7 +2,7 @@
 //! status. Internal causes are logged, never sent.
 
 use axum::Json;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -14,7 +14,7 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
-    pub headers: HeaderMap,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
@@ -23,7 +23,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
-            headers: HeaderMap::new(),
+            headers: Vec::new(),
         }
     }
 
@@ -42,7 +42,7 @@ impl ApiError {
     pub fn unauthorized(message: impl Into<String>) -> Self {
         let mut e = Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
         e.headers
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            .push((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         e
     }
 
@@ -64,7 +64,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(json!({ "error": self.message, "code": self.code }));
         let mut res = (self.status, body).into_response();
-        res.headers_mut().extend(self.headers);
+        for (k, v) in self.headers {
+            res.headers_mut().insert(k, v);
+        }
         res
     }
 }

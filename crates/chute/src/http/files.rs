@@ -156,10 +156,10 @@ pub async fn serve_file(
         header_value(&content_disposition(disposition, &f.name)),
     );
 
-    if let Some(inm) = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
-        if etag_matches(inm, &etag) {
-            return Ok((StatusCode::NOT_MODIFIED, h).into_response());
-        }
+    if let Some(inm) = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok())
+        && etag_matches(inm, &etag)
+    {
+        return Ok((StatusCode::NOT_MODIFIED, h).into_response());
     }
 
     let (status, start, len) = match req.get(header::RANGE).and_then(|v| v.to_str().ok()) {

@@ -72,13 +72,13 @@ pub async fn upload(
     })?;
     let content_length = content_length(&headers)?;
     let limit = settings.max_upload_size.map(|s| s.bytes());
-    if let (Some(limit), Some(cl)) = (limit, content_length) {
-        if cl > limit {
-            return Err(ApiError::too_large(
-                "too_large",
-                format!("the request body of {cl} bytes is over the {limit}-byte limit"),
-            ));
-        }
+    if let (Some(limit), Some(cl)) = (limit, content_length)
+        && cl > limit
+    {
+        return Err(ApiError::too_large(
+            "too_large",
+            format!("the request body of {cl} bytes is over the {limit}-byte limit"),
+        ));
     }
     let used_bytes = match settings.user_quota {
         Some(q) => {

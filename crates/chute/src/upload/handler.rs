@@ -94,10 +94,10 @@ pub struct StagedGuard {
 
 impl Drop for StagedGuard {
     fn drop(&mut self) {
-        if self.armed {
-            if let Err(e) = self.storage.abort(&self.key) {
-                tracing::warn!(key = %self.key, error = %e, "could not remove a staged upload");
-            }
+        if self.armed
+            && let Err(e) = self.storage.abort(&self.key)
+        {
+            tracing::warn!(key = %self.key, error = %e, "could not remove a staged upload");
         }
     }
 }

@@ -162,10 +162,8 @@ fn drive(
                     skipping = chain.receive_chunk(chunk)? == FileState::Skipped;
                 }
                 buf.clear();
-                if !skipping {
-                    if let Some(done) = chain.end_file()? {
-                        out.files.push(done);
-                    }
+                if !skipping && let Some(done) = chain.end_file()? {
+                    out.files.push(done);
                 }
                 skipping = false;
             }

@@ -98,11 +98,11 @@ impl Engine {
         while let Some(item) = body.next().await {
             match item {
                 Ok(mut chunk) => {
-                    if let Some(len) = limit {
-                        if at + chunk.len() as u64 > len {
-                            chunk.truncate((len - at) as usize);
-                            interrupted = Some(format!("body goes past the upload length {len}"));
-                        }
+                    if let Some(len) = limit
+                        && at + chunk.len() as u64 > len
+                    {
+                        chunk.truncate((len - at) as usize);
+                        interrupted = Some(format!("body goes past the upload length {len}"));
                     }
                     at += chunk.len() as u64;
                     if tx.send(chunk).await.is_err() || interrupted.is_some() {
@@ -144,10 +144,10 @@ impl Engine {
         if up.state != "active" {
             return Err(UploadError::AlreadyComplete);
         }
-        if let Some(len) = up.length {
-            if up.offset != len {
-                return Err(UploadError::OffsetMismatch { current: up.offset });
-            }
+        if let Some(len) = up.length
+            && up.offset != len
+        {
+            return Err(UploadError::OffsetMismatch { current: up.offset });
         }
         let file_id = new_file_id();
         let key = storage_key_for(&file_id);

@@ -52,12 +52,12 @@ pub fn validate_chain(names: &[String]) -> Result<(), String> {
     }
     if let Some(c) = names.iter().position(|n| n == "compress") {
         for must_precede in ["sniff", "checksum", "quota"] {
-            if let Some(p) = names.iter().position(|n| n == must_precede) {
-                if p > c {
-                    return Err(format!(
-                        "`{must_precede}` must come before `compress`: it needs the original bytes"
-                    ));
-                }
+            if let Some(p) = names.iter().position(|n| n == must_precede)
+                && p > c
+            {
+                return Err(format!(
+                    "`{must_precede}` must come before `compress`: it needs the original bytes"
+                ));
             }
         }
     }
@@ -77,6 +77,14 @@ pub struct ChainContext {
 
 /// Builds the chain named by `names` (already validated).
 pub fn build_chain(names: &[String], ctx: &ChainContext) -> Chain {
+    Chain::new(
+        build_handlers(names, ctx),
+        ctx.settings.file_upload_chunk_size.bytes() as usize,
+    )
+}
+
+/// The built-in handlers named by `names`, to combine with handlers of your own.
+pub fn build_handlers(names: &[String], ctx: &ChainContext) -> Vec<Box<dyn UploadHandler>> {
     let s = &ctx.settings;
     let mut handlers: Vec<Box<dyn UploadHandler>> = Vec::with_capacity(names.len());
     for name in names {
@@ -120,7 +128,7 @@ pub fn build_chain(names: &[String], ctx: &ChainContext) -> Chain {
             _ => {}
         }
     }
-    Chain::new(handlers, s.file_upload_chunk_size.bytes() as usize)
+    handlers
 }
 
 fn temp_dir(s: &Settings) -> PathBuf {

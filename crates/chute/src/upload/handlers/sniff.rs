@@ -37,15 +37,14 @@ impl SniffHandler {
         self.decided = true;
         self.detected = detect(&self.head);
         self.head = Vec::new();
-        if self.reject_mismatch {
-            if let Some(detected) = &self.detected {
-                if contradicts(detected, &self.file) {
-                    return Err(HandlerError::Failed(UploadError::TypeMismatch {
-                        name: self.file.file_name.clone(),
-                        detected: detected.clone(),
-                    }));
-                }
-            }
+        if self.reject_mismatch
+            && let Some(detected) = &self.detected
+            && contradicts(detected, &self.file)
+        {
+            return Err(HandlerError::Failed(UploadError::TypeMismatch {
+                name: self.file.file_name.clone(),
+                detected: detected.clone(),
+            }));
         }
         Ok(())
     }

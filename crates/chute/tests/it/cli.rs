@@ -1,0 +1,204 @@
+//! The `chute` binary as a user runs it: user and token management, settings from env and
+//! flags, the first start, serving, and a clean stop on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::helpers::*;
+
+fn chute() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_chute"));
+    c.env_remove("CHUTE_CONFIG");
+    c
+}
+
+#[test]
+fn users_and_tokens_are_managed_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("fresh/data");
+    let run = |args: &[&str]| {
+        chute()
+            .current_dir(dir.path())
+            .arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .output()
+            .expect("run chute")
+    };
+    let out = run(&["user", "add", "bob"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        data.join("chute.db").exists(),
+        "the data dir and database are created"
+    );
+    let out = run(&["user", "add", "bob"]);
+    assert!(!out.status.success(), "a second bob is refused");
+    let out = run(&["user", "add", "../evil"]);
+    assert!(!out.status.success());
+    let out = run(&["user", "add", "carol", "--staff"]);
+    assert!(out.status.success());
+
+    let out = run(&["token", "create", "--user", "bob"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).expect("utf8");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "the token alone on stdout: {stdout:?}");
+    assert!(lines[0].starts_with("chute_") && lines[0].len() >= 6 + 32);
+    let out = run(&["token", "create", "--user", "nobody"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nobody"));
+}
+
+#[test]
+fn help_and_example_config_document_every_setting() {
+    let out = chute().args(["serve", "--help"]).output().expect("help");
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).expect("utf8");
+    for d in chute::config::SETTINGS {
+        assert!(
+            help.contains(&format!("--{}", d.flag_name())),
+            "{} missing from --help",
+            d.name
+        );
+        assert!(
+            help.contains(&d.env_name()),
+            "{} env missing from --help",
+            d.name
+        );
+    }
+    let out = chute()
+        .args(["config", "example"])
+        .output()
+        .expect("example");
+    let printed = String::from_utf8(out.stdout).expect("utf8");
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../config/chute.example.toml"
+    ))
+    .expect("config/chute.example.toml is shipped");
+    assert_eq!(
+        printed, shipped,
+        "config/chute.example.toml is out of date: run `chute config example`"
+    );
+    let out = chute()
+        .args(["--max-upload-size", "lots", "user", "add", "x"])
+        .output()
+        .expect("bad");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_upload_size"));
+}
+
+#[tokio::test]
+async fn serve_prints_a_first_token_once_and_honours_env_settings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let start = || {
+        chute()
+            .current_dir(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .env("CHUTE_MAX_UPLOAD_SIZE", "2000")
+            .env("CHUTE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn chute serve")
+    };
+    let mut child = start();
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut lines = Vec::new();
+    let addr = loop {
+        let mut l = String::new();
+        assert!(
+            out.read_line(&mut l).expect("read") > 0,
+            "serve ended early: {lines:?}"
+        );
+        if let Some(a) = l.trim().strip_prefix("chute listening on http://") {
+            break a.to_string();
+        }
+        lines.push(l.trim().to_string());
+    };
+    let token = lines
+        .iter()
+        .find(|l| l.starts_with("chute_"))
+        .expect("a first token")
+        .clone();
+
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/api/files");
+    let ok = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(vec![1u8; 100]).file_name("s"),
+    );
+    let res = client
+        .post(&url)
+        .bearer_auth(&token)
+        .multipart(ok)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), 201);
+    let big = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(vec![1u8; 5000]).file_name("b"),
+    );
+    let res = client
+        .post(&url)
+        .bearer_auth(&token)
+        .multipart(big)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), 413, "CHUTE_MAX_UPLOAD_SIZE applies");
+
+    // Tokens made while the server runs work at once.
+    let out2 = chute()
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["token", "create", "--user", "admin"])
+        .output()
+        .expect("token");
+    let t2 = String::from_utf8(out2.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string();
+    let res = client
+        .get(&url)
+        .bearer_auth(&t2)
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(res.status(), 200);
+
+    // SIGTERM stops it cleanly; a second start prints no new token.
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let status = blocking(move || child.wait()).await.expect("wait");
+    assert!(status.success(), "{status:?}");
+    let mut child = start();
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    out.read_line(&mut first).expect("read");
+    assert!(
+        first.starts_with("chute listening on"),
+        "no second token: {first:?}"
+    );
+    child.kill().expect("kill");
+    let _ = child.wait();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}

@@ -1,0 +1,303 @@
+//! spawn_app() and raw-HTTP helpers shared by the integration tests.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chute::config::Settings;
+use chute::http::AppState;
+use sha2::{Digest, Sha256};
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub token: String,
+    pub dir: tempfile::TempDir,
+    pub state: AppState,
+    pub client: reqwest::Client,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Creates another user and returns a token of theirs.
+    pub async fn user(&self, name: &str) -> String {
+        let meta = self.state.engine.meta.as_ref();
+        let u = meta.create_user(name, false).await.expect("user");
+        chute::auth::issue_token(meta, &u, "test")
+            .await
+            .expect("token")
+    }
+
+    pub fn auth(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        rb.bearer_auth(&self.token)
+    }
+
+    pub async fn list(&self, token: &str) -> Vec<serde_json::Value> {
+        let res = self
+            .client
+            .get(self.url("/api/files?limit=1000"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("list");
+        assert_eq!(res.status(), 200);
+        let v: serde_json::Value = res.json().await.expect("json");
+        v["files"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn download(&self, id: &str) -> Vec<u8> {
+        let res = self
+            .auth(self.client.get(self.url(&format!("/api/files/{id}"))))
+            .send()
+            .await
+            .expect("download");
+        assert_eq!(res.status(), 200);
+        res.bytes().await.expect("bytes").to_vec()
+    }
+
+    /// Files left in temp and staging folders (there should be none between uploads).
+    pub fn leftovers(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for d in ["tmp", "files/staging"] {
+            walk(&self.data_dir().join(d), &mut out);
+        }
+        out
+    }
+
+    pub fn stored_objects(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        walk(&self.data_dir().join("files/objects"), &mut out);
+        out
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, out);
+        } else if !p.ends_with(".healthz") {
+            out.push(p);
+        }
+    }
+}
+
+/// Starts chute in-process on 127.0.0.1:0 with the given settings (name -> value).
+pub async fn spawn_app(settings: &[(&str, &str)]) -> TestApp {
+    spawn_app_with(settings, |s| s).await
+}
+
+pub async fn spawn_app_with(
+    settings: &[(&str, &str)],
+    customize: impl FnOnce(AppState) -> AppState,
+) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut flags: BTreeMap<String, String> = settings
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    flags.insert(
+        "data_dir".into(),
+        dir.path().join("data").display().to_string(),
+    );
+    let missing = dir.path().join("no-config.toml");
+    std::fs::write(&missing, "").expect("config");
+    let s = Settings::load(Some(&missing), Vec::new(), flags).expect("settings");
+    let state = customize(chute::app::open_state(s).await.expect("state"));
+    let token = chute::app::bootstrap_admin(state.engine.meta.as_ref())
+        .await
+        .expect("bootstrap")
+        .expect("first start makes a token");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let st = state.clone();
+    tokio::spawn(async move {
+        chute::app::serve(listener, st, async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("serve");
+    });
+    TestApp {
+        addr,
+        token,
+        dir,
+        state,
+        client: reqwest::Client::new(),
+        shutdown: Some(tx),
+    }
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+pub const BOUNDARY: &str = "----chutetestboundary7MA4YWxk";
+
+/// A multipart body from parts given as (headers, content).
+pub fn multipart_body(parts: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (headers, content) in parts {
+        out.extend_from_slice(format!("--{BOUNDARY}\r\n{headers}\r\n\r\n").as_bytes());
+        out.extend_from_slice(content);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    out
+}
+
+pub fn file_part(field: &str, filename: &str, content: &[u8]) -> (String, Vec<u8>) {
+    (
+        format!(
+            "Content-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream"
+        ),
+        content.to_vec(),
+    )
+}
+
+pub fn text_part(field: &str, value: &str) -> (String, Vec<u8>) {
+    (
+        format!("Content-Disposition: form-data; name=\"{field}\""),
+        value.as_bytes().to_vec(),
+    )
+}
+
+/// A raw HTTP/1.1 response: status, headers (lower-case names), body.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends raw bytes and reads the response until the server closes or Content-Length is read.
+pub fn raw_http(addr: SocketAddr, request: &[u8]) -> RawResponse {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let _ = s.write_all(request);
+    read_response(&mut s)
+}
+
+pub fn read_response(s: &mut TcpStream) -> RawResponse {
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 65536];
+    let head_end;
+    loop {
+        if let Some(i) = find(&buf, b"\r\n\r\n") {
+            head_end = i + 4;
+            break;
+        }
+        match s.read(&mut tmp) {
+            Ok(0) | Err(_) => panic!(
+                "connection ended before a response: {:?}",
+                String::from_utf8_lossy(&buf)
+            ),
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let len: Option<usize> = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok());
+    let mut body = buf[head_end..].to_vec();
+    loop {
+        if let Some(l) = len
+            && body.len() >= l
+        {
+            body.truncate(l);
+            break;
+        }
+        match s.read(&mut tmp) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => body.extend_from_slice(&tmp[..n]),
+        }
+    }
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn find(h: &[u8], n: &[u8]) -> Option<usize> {
+    h.windows(n.len()).position(|w| w == n)
+}
+
+/// A POST of a multipart body with the test boundary.
+pub fn post_multipart(path: &str, token: &str, body: &[u8], extra_headers: &str) -> Vec<u8> {
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {}\r\nConnection: close\r\n{extra_headers}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    req
+}
+
+/// Runs a blocking raw-HTTP exchange off the test's runtime threads.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("blocking task")
+}

@@ -1,0 +1,8 @@
+//! Integration tests: one binary, each test with its own server on port 0 and its own data dir.
+
+mod cli;
+mod files_api;
+mod handlers;
+mod helpers;
+mod limits;
+mod malformed;
