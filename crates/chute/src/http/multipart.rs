@@ -105,6 +105,7 @@ pub async fn upload(
         used_bytes,
         progress: progress.clone(),
         extra_checksums: Vec::new(),
+        request_length: content_length,
     };
     let chain = (state.files_chain)(&ctx);
     let raw = RawInput {

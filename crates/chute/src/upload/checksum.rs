@@ -1,5 +1,10 @@
 //! Streaming digests. Each algorithm is computed once, while the bytes pass, never by reading
 //! the file back.
+//!
+//! SHA-256 and SHA-1 use RustCrypto's implementation where the CPU has the SHA extensions
+//! (it is the fastest there, ~1 GiB/s) and ring's assembly elsewhere: on a CPU without them
+//! RustCrypto falls back to portable code at about half ring's speed (measured here: 176 vs
+//! 316 MiB/s for SHA-256). The choice is made once, at run time.
 
 use md5::Md5;
 use sha1::Sha1;
@@ -47,14 +52,47 @@ pub enum Hasher {
     Md5(Md5),
     Sha1(Sha1),
     Sha256(Sha256),
+    Ring(Algorithm, ring::digest::Context),
     Blake3(Box<blake3::Hasher>),
+}
+
+/// True when the CPU has the SHA extensions RustCrypto's fast path needs.
+fn cpu_has_sha_extensions() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("sha") && std::is_x86_feature_detected!("sse4.1")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("sha2")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
+}
+
+fn use_ring() -> bool {
+    static USE_RING: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *USE_RING.get_or_init(|| !cpu_has_sha_extensions())
 }
 
 impl Hasher {
     pub fn new(alg: Algorithm) -> Self {
+        Self::with_backend(alg, use_ring())
+    }
+
+    fn with_backend(alg: Algorithm, ring: bool) -> Self {
         match alg {
             Algorithm::Md5 => Hasher::Md5(Md5::new()),
+            Algorithm::Sha1 if ring => Hasher::Ring(
+                alg,
+                ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY),
+            ),
             Algorithm::Sha1 => Hasher::Sha1(Sha1::new()),
+            Algorithm::Sha256 if ring => {
+                Hasher::Ring(alg, ring::digest::Context::new(&ring::digest::SHA256))
+            }
             Algorithm::Sha256 => Hasher::Sha256(Sha256::new()),
             Algorithm::Blake3 => Hasher::Blake3(Box::default()),
         }
@@ -65,6 +103,7 @@ impl Hasher {
             Hasher::Md5(_) => Algorithm::Md5,
             Hasher::Sha1(_) => Algorithm::Sha1,
             Hasher::Sha256(_) => Algorithm::Sha256,
+            Hasher::Ring(a, _) => *a,
             Hasher::Blake3(_) => Algorithm::Blake3,
         }
     }
@@ -74,6 +113,7 @@ impl Hasher {
             Hasher::Md5(h) => h.update(data),
             Hasher::Sha1(h) => h.update(data),
             Hasher::Sha256(h) => h.update(data),
+            Hasher::Ring(_, h) => h.update(data),
             Hasher::Blake3(h) => {
                 h.update(data);
             }
@@ -86,6 +126,7 @@ impl Hasher {
             Hasher::Md5(h) => hex::encode(h.finalize()),
             Hasher::Sha1(h) => hex::encode(h.finalize()),
             Hasher::Sha256(h) => hex::encode(h.finalize()),
+            Hasher::Ring(_, h) => hex::encode(h.finish()),
             Hasher::Blake3(h) => h.finalize().to_hex().to_string(),
         }
     }
@@ -122,6 +163,13 @@ mod tests {
         );
         for a in Algorithm::ALL {
             assert_eq!(Algorithm::parse(a.name()), Some(a));
+            // Both backends agree, whichever this CPU uses.
+            let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+            let mut r = Hasher::with_backend(a, true);
+            let mut c = Hasher::with_backend(a, false);
+            r.update(&data);
+            c.update(&data);
+            assert_eq!(r.finish_hex(), c.finish_hex(), "{a:?}");
         }
         assert_eq!(Algorithm::parse("crc32"), None);
     }

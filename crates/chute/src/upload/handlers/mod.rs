@@ -9,7 +9,6 @@ pub mod sniff;
 pub mod spill;
 pub mod store;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::checksum::Algorithm;
@@ -73,6 +72,8 @@ pub struct ChainContext {
     pub progress: Option<Arc<ProgressEntry>>,
     /// Checksums a protocol needs on top of the configured ones.
     pub extra_checksums: Vec<Algorithm>,
+    /// The request's Content-Length, when known.
+    pub request_length: Option<u64>,
 }
 
 /// Builds the chain named by `names` (already validated).
@@ -119,20 +120,19 @@ pub fn build_handlers(names: &[String], ctx: &ChainContext) -> Vec<Box<dyn Uploa
             "compress" => handlers.push(Box::new(compress::CompressHandler::new(
                 s.file_upload_compression_level,
             ))),
-            "spill" => handlers.push(Box::new(spill::SpillHandler::new(
-                s.file_upload_max_memory_size.bytes() as usize,
-                temp_dir(s),
-                s.file_upload_permissions.0,
-            ))),
+            "spill" => handlers.push(Box::new(
+                spill::SpillHandler::new(
+                    s.file_upload_max_memory_size.bytes() as usize,
+                    s.temp_dir(),
+                    s.file_upload_permissions.0,
+                )
+                .with_request_length(ctx.request_length),
+            )),
             "store" => handlers.push(Box::new(store::StoreHandler::new(ctx.storage.clone()))),
             _ => {}
         }
     }
     handlers
-}
-
-fn temp_dir(s: &Settings) -> PathBuf {
-    s.temp_dir()
 }
 
 #[cfg(test)]

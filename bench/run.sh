@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# chute's throughput and memory against this machine's own limits, measured in one run:
+#   sink   curl streaming a multipart body over loopback into a server that discards it
+#   disk   sequential write of the same size with fsync (dd conv=fsync) in the data dir
+#   hash   chute's own SHA-256 (and BLAKE3) over the same bytes, in memory, one core
+#   chute  the same 1 GiB multipart upload into chute (default chain: sha256, spill)
+#   chute with checksums = blake3 (the pipeline's own ceiling where hashing is cheap)
+#   64x    64 concurrent 4 MiB uploads into chute
+# Prints MB/s (10^6 bytes/s), the ratio to min(sink, disk), and chute's peak RSS (VmHWM).
+# Every upload hashes its bytes, so min(sink, disk, that hash) is the ceiling of the default
+# chain; that ratio is printed too.
+# Usage: bench/run.sh [SIZE_MiB]   (default 1024). Loopback only; ends what it starts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE_MIB=${1:-1024}
+OUT=bench/out; mkdir -p "$OUT"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/chute-bench.XXXXXX")
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+cargo build --release -q -p chute --bin chute --example bench_sink --example bench_hash
+BIN=target/release/chute; SINK=target/release/examples/bench_sink; HASH=target/release/examples/bench_hash
+
+echo "making ${SIZE_MIB} MiB of test data…" >&2
+head -c $((SIZE_MIB * 1048576)) /dev/urandom > "$WORK/big.bin"
+mkdir -p "$WORK/small"; for i in $(seq 1 64); do head -c 4194304 /dev/urandom > "$WORK/small/$i.bin"; done
+BYTES=$((SIZE_MIB * 1048576))
+
+mbps() { python3 -c "import sys; print(f'{int(sys.argv[1])/float(sys.argv[2])/1e6:.0f}')" "$1" "$2"; }
+now() { date +%s.%N; }
+elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2])-float(sys.argv[1]):.3f}')" "$1" "$2"; }
+
+# --- sink ---
+"$SINK" 127.0.0.1:0 > "$WORK/sink.out" & PIDS+=($!)
+for _ in $(seq 50); do grep -q listening "$WORK/sink.out" 2>/dev/null && break; sleep 0.1; done
+SINK_URL=$(sed -n 's/.*listening on //p' "$WORK/sink.out")
+t0=$(now); curl -sS -o /dev/null -F "file=@$WORK/big.bin" "$SINK_URL/"; t1=$(now)
+SINK_MBPS=$(mbps $BYTES "$(elapsed $t0 $t1)")
+
+# --- disk ---
+mkdir -p "$WORK/data"
+t0=$(now); dd if="$WORK/big.bin" of="$WORK/data/dd.bin" bs=1M conv=fsync status=none; t1=$(now)
+DISK_MBPS=$(mbps $BYTES "$(elapsed $t0 $t1)"); rm -f "$WORK/data/dd.bin"
+
+# --- hash ---
+"$HASH" "$WORK/big.bin" > "$WORK/hash.out"
+SHA_MBPS=$(awk '$1=="sha256" {print $2}' "$WORK/hash.out")
+B3_MBPS=$(awk '$1=="blake3" {print $2}' "$WORK/hash.out")
+
+# --- chute ---
+start_chute() { # $1: name, then extra flags
+  local name=$1; shift
+  rm -rf "$WORK/data-$name"
+  "$BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/data-$name" --log warn "$@" > "$WORK/$name.out" & CPID=$!; PIDS+=($CPID)
+  for _ in $(seq 100); do grep -q "listening on" "$WORK/$name.out" 2>/dev/null && break; sleep 0.1; done
+  URL=$(sed -n 's/^chute listening on //p' "$WORK/$name.out"); TOKEN=$(grep '^chute_' "$WORK/$name.out")
+}
+stop_chute() { kill "$CPID"; wait "$CPID" 2>/dev/null || true; }
+rss() { awk '/VmHWM/ {print int($2/1024)}' "/proc/$CPID/status"; }
+reset_rss() { echo 5 > "/proc/$CPID/clear_refs" 2>/dev/null || true; }
+upload_big() { # prints MB/s; checks the stored sha256 / blake3 against what was sent
+  local t0 t1 resp
+  t0=$(now); resp=$(curl -sS -H "Authorization: Bearer $TOKEN" -F "file=@$WORK/big.bin" "$URL/api/files"); t1=$(now)
+  echo "$resp" | grep -q "\"size\":$BYTES" || { echo "upload failed: $resp" >&2; exit 1; }
+  echo "$resp" > "$WORK/last.json"
+  mbps $BYTES "$(elapsed $t0 $t1)"
+}
+
+start_chute default
+SENT=$(sha256sum "$WORK/big.bin" | cut -d' ' -f1)
+reset_rss; ONE_MBPS=$(upload_big); ONE_RSS=$(rss)
+grep -q "$SENT" "$WORK/last.json" || { echo "stored checksum does not match what was sent" >&2; exit 1; }
+
+reset_rss
+t0=$(now)
+ls "$WORK"/small/*.bin | xargs -P 64 -I{} curl -sS -o /dev/null -w '%{http_code}\n' \
+  -H "Authorization: Bearer $TOKEN" -F "file=@{}" "$URL/api/files" > "$WORK/codes"
+t1=$(now)
+CONC_MBPS=$(mbps $((64 * 4194304)) "$(elapsed $t0 $t1)"); CONC_RSS=$(rss)
+[ "$(grep -c '^201$' "$WORK/codes")" = 64 ] || { echo "not every concurrent upload succeeded" >&2; exit 1; }
+stop_chute
+
+start_chute blake3 --file-upload-checksums blake3
+reset_rss; B3_ONE_MBPS=$(upload_big); B3_ONE_RSS=$(rss)
+stop_chute
+
+LIMIT=$(( SINK_MBPS < DISK_MBPS ? SINK_MBPS : DISK_MBPS ))
+HLIMIT=$(( SHA_MBPS < LIMIT ? SHA_MBPS : LIMIT ))
+ratio() { python3 -c "import sys; print(f'{int(sys.argv[1])/int(sys.argv[2]):.2f}')" "$1" "$2"; }
+{
+  echo "chute bench, $(date -u +%FT%TZ), $(nproc) cores, ${SIZE_MIB} MiB"
+  printf '%-40s %8s %8s %10s %9s\n' scenario MB/s ratio "w/ hash" "peak RSS"
+  printf '%-40s %8s\n' "sink (loopback HTTP, discard)" "$SINK_MBPS"
+  printf '%-40s %8s\n' "disk (sequential write + fsync)" "$DISK_MBPS"
+  printf '%-40s %8s\n' "sha256, in memory, one core" "$SHA_MBPS"
+  printf '%-40s %8s\n' "blake3, in memory, one core" "$B3_MBPS"
+  printf '%-40s %8s %8s %10s %9s\n' "chute 1 file (sha256, default)" "$ONE_MBPS" "$(ratio "$ONE_MBPS" "$LIMIT")" "$(ratio "$ONE_MBPS" "$HLIMIT")" "${ONE_RSS} MiB"
+  printf '%-40s %8s %8s %10s %9s\n' "chute 1 file (blake3)" "$B3_ONE_MBPS" "$(ratio "$B3_ONE_MBPS" "$LIMIT")" "" "${B3_ONE_RSS} MiB"
+  printf '%-40s %8s %8s %10s %9s\n' "chute 64 x 4 MiB concurrent (sha256)" "$CONC_MBPS" "$(ratio "$CONC_MBPS" "$LIMIT")" "$(ratio "$CONC_MBPS" "$HLIMIT")" "${CONC_RSS} MiB"
+  echo "ratio = MB/s / min(sink, disk) = $LIMIT; w/ hash = MB/s / min(sink, disk, sha256) = $HLIMIT"
+} | tee "$OUT/results.txt"
