@@ -7,7 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use chute::upload::handler::{Chain, FileInfo, HandlerError, NewFile, UploadHandler};
+use chute::upload::handler::{
+    Chain, CompletedFile, FileBody, FileFacts, FileInfo, HandlerError, NewFile, RawInput,
+    RawOutcome, UploadHandler, UploadedFile,
+};
 use chute::upload::handlers::{ChainContext, build_handlers};
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
@@ -277,4 +280,83 @@ async fn upload_interrupted_runs_when_the_client_disconnects() {
     assert!(seen, "{:?}", log.lock().expect("log"));
     assert!(app.list(&app.token).await.is_empty());
     assert!(app.leftovers().is_empty(), "{:?}", app.leftovers());
+}
+
+/// Takes the raw body over when the boundary asks for it (Django's `handle_raw_input`) and
+/// keeps it whole as one file.
+struct RawTaker {
+    body: Vec<u8>,
+}
+
+impl UploadHandler for RawTaker {
+    fn name(&self) -> &'static str {
+        "raw-taker"
+    }
+    fn handle_raw_input(&mut self, raw: &RawInput) -> Result<bool, HandlerError> {
+        Ok(raw.boundary.as_deref() == Some("take-it-raw"))
+    }
+    fn receive_raw(&mut self, chunk: Bytes) -> Result<(), HandlerError> {
+        self.body.extend_from_slice(&chunk);
+        Ok(())
+    }
+    fn raw_complete(&mut self) -> Result<RawOutcome, HandlerError> {
+        let body = std::mem::take(&mut self.body);
+        let file = CompletedFile {
+            info: FileInfo {
+                field_name: "raw".into(),
+                file_name: "raw.bin".into(),
+                ..Default::default()
+            },
+            size: body.len() as u64,
+            facts: FileFacts::default(),
+            file: UploadedFile {
+                stored_size: body.len() as u64,
+                body: FileBody::Memory(Bytes::from(body)),
+            },
+        };
+        Ok(RawOutcome {
+            fields: vec![("taken".into(), "raw".into())],
+            files: vec![file],
+        })
+    }
+    fn receive_chunk(&mut self, chunk: Bytes, _start: u64) -> Result<Option<Bytes>, HandlerError> {
+        Ok(Some(chunk))
+    }
+}
+
+#[tokio::test]
+async fn handle_raw_input_lets_a_handler_take_the_body_over() {
+    let app = spawn_app_with(&[], |mut state| {
+        state.files_chain = Arc::new(|ctx: &ChainContext| {
+            let names: Vec<String> = vec!["checksum".into(), "spill".into()];
+            let mut handlers: Vec<Box<dyn UploadHandler>> =
+                vec![Box::new(RawTaker { body: Vec::new() })];
+            handlers.extend(build_handlers(&names, ctx));
+            Chain::new(handlers, 64 * 1024)
+        });
+        state
+    })
+    .await;
+    let body = b"not even multipart, taken as it is".to_vec();
+    let res = app
+        .auth(app.client.post(app.url("/api/files")))
+        .header("Content-Type", "multipart/form-data; boundary=take-it-raw")
+        .body(body.clone())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), 201);
+    let v: Value = res.json().await.expect("json");
+    assert_eq!(v["fields"]["taken"], serde_json::json!(["raw"]));
+    assert_eq!(
+        app.download(v["files"][0]["id"].as_str().expect("id"))
+            .await,
+        body
+    );
+
+    // Other requests are parsed as usual by the same chain.
+    let res = upload(&app, vec![("normal.txt", b"normal".to_vec())]).await;
+    assert_eq!(res.status(), 201);
+    let v: Value = res.json().await.expect("json");
+    assert_eq!(v["files"][0]["checksums"]["sha256"], sha256_hex(b"normal"));
 }
