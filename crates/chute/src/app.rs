@@ -43,11 +43,7 @@ pub async fn open_state(settings: Settings) -> anyhow::Result<AppState> {
         )
         .with_context(|| format!("opening storage {}", settings.files_dir().display()))?,
     );
-    let engine = Engine {
-        storage,
-        meta,
-        settings: Arc::new(settings),
-    };
+    let engine = Engine::new(storage, meta, Arc::new(settings));
     Ok(AppState::new(engine))
 }
 

@@ -116,6 +116,8 @@ pub trait MetaStore: Send + Sync + 'static {
     /// same transaction.
     async fn complete_upload(&self, id: &str, file: &FileRecord) -> Result<(), MetaError>;
     async fn delete_upload(&self, id: &str) -> Result<(), MetaError>;
+    /// Uploads whose expiry is before `now`, oldest first.
+    async fn expired_uploads(&self, now: i64, limit: u32) -> Result<Vec<UploadRecord>, MetaError>;
 }
 
 pub fn now_unix() -> i64 {

@@ -319,6 +319,18 @@ impl MetaStore for SqliteMeta {
         Ok(())
     }
 
+    async fn expired_uploads(&self, now: i64, limit: u32) -> Result<Vec<UploadRecord>, MetaError> {
+        let rows = sqlx::query(
+            "SELECT * FROM uploads WHERE expires_at IS NOT NULL AND expires_at < $1 \
+             ORDER BY expires_at LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(upload_from_row).collect::<Result<_, _>>()?)
+    }
+
     async fn delete_upload(&self, id: &str) -> Result<(), MetaError> {
         sqlx::query("DELETE FROM uploads WHERE id = $1")
             .bind(id)

@@ -159,6 +159,16 @@ impl Storage for LocalStorage {
         Ok(Box::new(LocalStaged { file, len: offset }))
     }
 
+    fn read_staged(&self, key: &str) -> Result<Box<dyn io::Read + Send>, StorageError> {
+        match File::open(self.staging_path(key)?) {
+            Ok(f) => Ok(Box::new(io::BufReader::with_capacity(256 * 1024, f))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(StorageError::NotFound(key.to_string()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn abort(&self, key: &str) -> Result<(), StorageError> {
         match fs::remove_file(self.staging_path(key)?) {
             Ok(()) => Ok(()),

@@ -86,6 +86,10 @@ pub trait Storage: Send + Sync + 'static {
     /// Fails with `ShortStage` when fewer than `offset` bytes survive.
     fn resume(&self, key: &str, offset: u64) -> Result<Box<dyn StagedWrite>, StorageError>;
 
+    /// Reads a staging object from its start (to recompute digests after a restart, or to
+    /// sniff its first bytes).
+    fn read_staged(&self, key: &str) -> Result<Box<dyn io::Read + Send>, StorageError>;
+
     /// Removes a staging object; absent is not an error.
     fn abort(&self, key: &str) -> Result<(), StorageError>;
 

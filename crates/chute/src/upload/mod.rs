@@ -10,6 +10,7 @@
 pub mod checksum;
 pub mod handler;
 pub mod handlers;
+pub mod hashing;
 pub mod pipeline;
 pub mod progress;
 pub mod resumable;
@@ -60,6 +61,8 @@ pub struct Engine {
     pub storage: Arc<dyn Storage>,
     pub meta: Arc<dyn MetaStore>,
     pub settings: Arc<Settings>,
+    /// Locks and running digests of resumable uploads on this node.
+    pub uploads: Arc<resumable::UploadRegistry>,
 }
 
 /// A storage key for a new catalog entry: sharded by the random tail of the id.
@@ -77,6 +80,19 @@ pub fn new_file_id() -> String {
 }
 
 impl Engine {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        meta: Arc<dyn MetaStore>,
+        settings: Arc<Settings>,
+    ) -> Self {
+        Self {
+            storage,
+            meta,
+            settings,
+            uploads: Arc::default(),
+        }
+    }
+
     /// Places a completed file in storage (durably) and then records it in the catalog, so
     /// that the catalog never lists bytes that could still be lost.
     pub async fn persist(

@@ -171,6 +171,11 @@ fn drive(
             Msg::Finish => return finish(chain, out),
         }
     }
+    // The sender went away mid-upload. Bytes already received still reach the handlers, so
+    // that a resumable append can keep everything that arrived.
+    if !skipping && !buf.is_empty() {
+        chain.receive_chunk(buf.split().freeze())?;
+    }
     Ok(false)
 }
 

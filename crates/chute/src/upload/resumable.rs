@@ -1,23 +1,90 @@
-//! Resumable uploads: bytes appended at an offset, across requests and restarts.
+//! Resumable uploads: bytes appended at an offset, across requests and restarts, for the
+//! django-chunked-upload and tus adapters.
 //!
-//! Write-ahead rule: bytes go to the staging object first and are synced; only then does the
-//! recorded offset advance, by compare-and-set, to the length actually persisted, even when
-//! the body broke off midway. After a crash, bytes past the recorded offset were never
-//! acknowledged and are dropped by `Storage::resume`. The protocol adapters for
-//! django-chunked-upload and tus build on this.
+//! Write-ahead rule: each request's bytes run through a handler chain (the protocol's own
+//! handlers, then the running digests, then the staging writer) on the pipeline thread; they
+//! are synced, and only then does the recorded offset advance, by compare-and-set, to the
+//! length actually persisted, even when the body broke off midway. After a crash, bytes past
+//! the recorded offset were never acknowledged and are dropped by `Storage::resume`.
+//!
+//! Running digests: kept in memory between requests, keyed by upload and offset, so completion
+//! never re-reads the file. When they are missing (after a restart, or on another node) they
+//! are recomputed once from the staged bytes, the only case that reads data back. (RustCrypto's
+//! hashers could be serialised into the database instead, but the assembly backends chosen for
+//! speed cannot; one re-read after a restart is the cheaper trade.)
+
+use std::collections::{HashMap, HashSet as StdHashSet};
+use std::io::Read;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
-use tokio::sync::mpsc;
 
+use super::checksum::{Algorithm, Hasher};
+use super::handler::{
+    Chain, FileFacts, FileInfo, HandlerError, NewFile, UploadHandler, UploadedFile,
+};
+use super::hashing::HashSet;
+use super::pipeline::{Msg, Pipeline};
 use super::{Engine, UploadError, new_file_id, storage_key_for};
 use crate::meta::{FileRecord, UploadRecord, now_unix};
+use crate::storage::{StagedWrite, Storage};
 
-/// What an append achieved: the durable offset, and why it stopped early if it did.
-#[derive(Debug)]
-pub struct Appended {
-    pub offset: u64,
-    pub interrupted: Option<String>,
+/// Chunks above this size hash on helper threads.
+const OFFLOAD_AFTER: u64 = 256 * 1024;
+
+/// In-flight state of resumable uploads on this node.
+#[derive(Default)]
+pub struct UploadRegistry {
+    locks: Mutex<StdHashSet<String>>,
+    digests: Mutex<HashMap<String, (u64, Vec<Hasher>)>>,
+}
+
+/// Held while a request writes or completes an upload; released on drop.
+pub struct UploadLock {
+    registry: Arc<UploadRegistry>,
+    id: String,
+}
+
+impl Drop for UploadLock {
+    fn drop(&mut self) {
+        if let Ok(mut l) = self.registry.locks.lock() {
+            l.remove(&self.id);
+        }
+    }
+}
+
+impl UploadRegistry {
+    /// Locks an upload for one request; None when another request holds it.
+    pub fn try_lock(self: &Arc<Self>, id: &str) -> Option<UploadLock> {
+        let mut l = self.locks.lock().ok()?;
+        if !l.insert(id.to_string()) {
+            return None;
+        }
+        Some(UploadLock {
+            registry: self.clone(),
+            id: id.to_string(),
+        })
+    }
+
+    fn take_digests(&self, id: &str, offset: u64) -> Option<Vec<Hasher>> {
+        let mut d = self.digests.lock().ok()?;
+        match d.remove(id) {
+            Some((o, h)) if o == offset => Some(h),
+            _ => None,
+        }
+    }
+
+    fn put_digests(&self, id: &str, offset: u64, hashers: Vec<Hasher>) {
+        if let Ok(mut d) = self.digests.lock() {
+            d.insert(id.to_string(), (offset, hashers));
+        }
+    }
+
+    pub fn forget(&self, id: &str) {
+        if let Ok(mut d) = self.digests.lock() {
+            d.remove(id);
+        }
+    }
 }
 
 pub struct NewUpload<'a> {
@@ -28,6 +95,227 @@ pub struct NewUpload<'a> {
     pub length: Option<u64>,
     pub expires_at: Option<i64>,
     pub metadata: &'a str,
+}
+
+/// What the append handlers leave behind for the engine.
+#[derive(Default)]
+struct AppendSlot {
+    durable: Option<u64>,
+    hashers: Option<Vec<Hasher>>,
+    error: Option<String>,
+}
+
+type Slot = Arc<Mutex<AppendSlot>>;
+
+fn with_slot(slot: &Slot, f: impl FnOnce(&mut AppendSlot)) {
+    if let Ok(mut s) = slot.lock() {
+        f(&mut s);
+    }
+}
+
+/// Continues the upload's running digests over the request's bytes.
+struct ResumeHashHandler {
+    set: Option<HashSet>,
+    seen: u64,
+    slot: Slot,
+}
+
+impl ResumeHashHandler {
+    fn hand_back(&mut self) {
+        if let Some(set) = self.set.take() {
+            match set.finish() {
+                Ok(h) => with_slot(&self.slot, |s| s.hashers = Some(h)),
+                Err(e) => with_slot(&self.slot, |s| s.error = Some(e.to_string())),
+            }
+        }
+    }
+}
+
+impl UploadHandler for ResumeHashHandler {
+    fn name(&self) -> &'static str {
+        "resume-hash"
+    }
+
+    fn receive_chunk(&mut self, chunk: Bytes, _start: u64) -> Result<Option<Bytes>, HandlerError> {
+        self.seen += chunk.len() as u64;
+        if let Some(set) = self.set.as_mut() {
+            if self.seen > OFFLOAD_AFTER && !set.is_threaded() {
+                set.offload()?;
+            }
+            set.update(&chunk)?;
+        }
+        Ok(Some(chunk))
+    }
+
+    fn file_complete(
+        &mut self,
+        _size: u64,
+        _facts: &mut FileFacts,
+    ) -> Result<Option<UploadedFile>, HandlerError> {
+        self.hand_back();
+        Ok(None)
+    }
+
+    fn upload_interrupted(&mut self) {
+        // The bytes seen so far are kept (when the adapter commits), so are their digests.
+        self.hand_back();
+    }
+}
+
+/// Appends to the staging object at the recorded offset; syncs at the end, and also when the
+/// upload is interrupted, so that what arrived is durable and can be kept.
+struct AppendHandler {
+    storage: Arc<dyn Storage>,
+    key: String,
+    offset: u64,
+    writer: Option<Box<dyn StagedWrite>>,
+    slot: Slot,
+}
+
+impl AppendHandler {
+    fn sync(&mut self) -> std::io::Result<()> {
+        if let Some(mut w) = self.writer.take() {
+            let len = w.sync()?;
+            with_slot(&self.slot, |s| s.durable = Some(len));
+        }
+        Ok(())
+    }
+}
+
+impl UploadHandler for AppendHandler {
+    fn name(&self) -> &'static str {
+        "append"
+    }
+
+    fn new_file(&mut self, _file: &FileInfo) -> Result<NewFile, HandlerError> {
+        let w = self
+            .storage
+            .resume(&self.key, self.offset)
+            .map_err(UploadError::from)?;
+        self.writer = Some(w);
+        with_slot(&self.slot, |s| s.durable = Some(self.offset));
+        Ok(NewFile::Continue)
+    }
+
+    fn receive_chunk(&mut self, chunk: Bytes, _start: u64) -> Result<Option<Bytes>, HandlerError> {
+        if let Some(w) = self.writer.as_mut() {
+            w.write(&chunk)?;
+        }
+        Ok(None)
+    }
+
+    fn file_complete(
+        &mut self,
+        _size: u64,
+        _facts: &mut FileFacts,
+    ) -> Result<Option<UploadedFile>, HandlerError> {
+        self.sync()?;
+        Ok(None)
+    }
+
+    fn upload_interrupted(&mut self) {
+        if let Err(e) = self.sync() {
+            with_slot(&self.slot, |s| s.error = Some(e.to_string()));
+        }
+    }
+}
+
+/// One request's append to an upload, running on a pipeline thread.
+pub struct AppendJob {
+    engine: Engine,
+    pipeline: Pipeline,
+    slot: Slot,
+    upload_id: String,
+    offset: u64,
+    before: Vec<Hasher>,
+}
+
+/// An append that has ended; the adapter decides whether to keep it.
+pub struct EndedAppend {
+    job_engine: Engine,
+    slot: AppendSlot,
+    upload_id: String,
+    offset: u64,
+    before: Vec<Hasher>,
+    /// Bytes made durable by this request.
+    pub written: u64,
+    /// Why the chain refused the bytes, if it did.
+    pub error: Option<UploadError>,
+}
+
+impl AppendJob {
+    /// Sends one chunk of the request body; false when the pipeline has ended (see `end`).
+    pub async fn send(&self, chunk: Bytes) -> bool {
+        self.pipeline.send(Msg::Data(chunk)).await
+    }
+
+    /// Ends the request's bytes. `complete` is true when the body ended normally; false when
+    /// it broke off (the bytes that arrived are synced all the same).
+    pub async fn end(self, complete: bool) -> Result<EndedAppend, UploadError> {
+        let error = if complete {
+            let _ = self.pipeline.send(Msg::EndFile).await;
+            self.pipeline.finish().await.err()
+        } else {
+            self.pipeline.abort().await;
+            None
+        };
+        let slot = self
+            .slot
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .map_err(|_| UploadError::Internal("append state poisoned".into()))?;
+        if let Some(e) = &slot.error {
+            return Err(UploadError::Internal(format!("append failed: {e}")));
+        }
+        let durable = slot.durable.unwrap_or(self.offset);
+        Ok(EndedAppend {
+            job_engine: self.engine,
+            written: durable.saturating_sub(self.offset),
+            slot,
+            upload_id: self.upload_id,
+            offset: self.offset,
+            before: self.before,
+            error,
+        })
+    }
+}
+
+impl EndedAppend {
+    /// Keeps the bytes: advances the recorded offset (compare-and-set) and the digests.
+    pub async fn commit(self) -> Result<u64, UploadError> {
+        let durable = self.offset + self.written;
+        let engine = self.job_engine;
+        let Some(hashers) = self.slot.hashers else {
+            return Err(UploadError::Internal(
+                "the digests were not handed back".into(),
+            ));
+        };
+        if !engine
+            .meta
+            .advance_upload(&self.upload_id, self.offset, durable, None)
+            .await?
+        {
+            engine.uploads.forget(&self.upload_id);
+            let current = engine
+                .meta
+                .get_upload(&self.upload_id)
+                .await?
+                .map(|u| u.offset)
+                .unwrap_or(0);
+            return Err(UploadError::OffsetMismatch { current });
+        }
+        engine
+            .uploads
+            .put_digests(&self.upload_id, durable, hashers);
+        Ok(durable)
+    }
+
+    /// Drops the bytes: the offset stays; the staged bytes past it are cut on the next resume.
+    pub fn discard(self) {
+        self.job_engine
+            .uploads
+            .put_digests(&self.upload_id, self.offset, self.before);
+    }
 }
 
 impl Engine {
@@ -58,89 +346,124 @@ impl Engine {
         Ok(record)
     }
 
-    /// Appends `body` at `offset`, which must be the upload's recorded offset. Returns the new
-    /// durable offset; a body that fails midway keeps what arrived.
-    pub async fn append<S, E>(
+    /// The running digests of `up` at its recorded offset: from memory, else recomputed from
+    /// the staged bytes.
+    async fn running_digests(
         &self,
-        id: &str,
+        up: &UploadRecord,
+        algorithms: &[Algorithm],
+    ) -> Result<Vec<Hasher>, UploadError> {
+        if let Some(h) = self.uploads.take_digests(&up.id, up.offset) {
+            let have: Vec<Algorithm> = h.iter().map(|h| h.algorithm()).collect();
+            if have == algorithms {
+                return Ok(h);
+            }
+        }
+        let storage = self.storage.clone();
+        let key = up.staging_key.clone();
+        let offset = up.offset;
+        let algs = algorithms.to_vec();
+        tokio::task::spawn_blocking(move || -> Result<Vec<Hasher>, UploadError> {
+            let mut set = HashSet::new(algs.iter().map(|a| Hasher::new(*a)).collect());
+            if offset > 0 {
+                let mut r = storage.read_staged(&key)?.take(offset);
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut got = 0u64;
+                loop {
+                    let n = r.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    got += n as u64;
+                    set.update(&Bytes::copy_from_slice(&buf[..n]))?;
+                }
+                if got != offset {
+                    return Err(UploadError::Internal(format!(
+                        "staged upload holds {got} bytes, {offset} recorded"
+                    )));
+                }
+            }
+            set.finish()
+        })
+        .await
+        .map_err(|e| UploadError::Internal(e.to_string()))?
+    }
+
+    /// Starts appending to `up` at its recorded offset (`offset` must equal it). `handlers`
+    /// run first (quota, progress, ...), then the running digests, then the staging writer.
+    pub async fn start_append(
+        &self,
+        up: &UploadRecord,
         offset: u64,
-        body: S,
-    ) -> Result<Appended, UploadError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
-        E: std::fmt::Display,
-    {
-        let up = self
-            .meta
-            .get_upload(id)
-            .await?
-            .ok_or(UploadError::NotFound)?;
+        algorithms: &[Algorithm],
+        handlers: Vec<Box<dyn UploadHandler>>,
+        info: FileInfo,
+    ) -> Result<AppendJob, UploadError> {
         if up.state != "active" {
             return Err(UploadError::AlreadyComplete);
         }
         if up.offset != offset {
             return Err(UploadError::OffsetMismatch { current: up.offset });
         }
-        let limit = up.length;
-        let storage = self.storage.clone();
-        let key = up.staging_key.clone();
-        let (tx, mut rx) = mpsc::channel::<Bytes>(8);
-        let writer = tokio::task::spawn_blocking(move || -> Result<u64, UploadError> {
-            let mut w = storage.resume(&key, offset)?;
-            while let Some(chunk) = rx.blocking_recv() {
-                w.write(&chunk)?;
-            }
-            Ok(w.sync()?)
-        });
-        let mut body = body;
-        let mut at = offset;
-        let mut interrupted = None;
-        while let Some(item) = body.next().await {
-            match item {
-                Ok(mut chunk) => {
-                    if let Some(len) = limit
-                        && at + chunk.len() as u64 > len
-                    {
-                        chunk.truncate((len - at) as usize);
-                        interrupted = Some(format!("body goes past the upload length {len}"));
-                    }
-                    at += chunk.len() as u64;
-                    if tx.send(chunk).await.is_err() || interrupted.is_some() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    interrupted = Some(e.to_string());
-                    break;
-                }
-            }
+        let hashers = self.running_digests(up, algorithms).await?;
+        let before = hashers.clone();
+        let slot: Slot = Arc::default();
+        let mut chain_handlers = handlers;
+        chain_handlers.push(Box::new(ResumeHashHandler {
+            set: Some(HashSet::new(hashers)),
+            seen: 0,
+            slot: slot.clone(),
+        }));
+        chain_handlers.push(Box::new(AppendHandler {
+            storage: self.storage.clone(),
+            key: up.staging_key.clone(),
+            offset,
+            writer: None,
+            slot: slot.clone(),
+        }));
+        let chain = Chain::new(
+            chain_handlers,
+            self.settings.file_upload_chunk_size.bytes() as usize,
+        );
+        let pipeline = Pipeline::start(chain, None)?;
+        if !pipeline.send(Msg::NewFile(info)).await {
+            return Err(pipeline
+                .finish()
+                .await
+                .err()
+                .unwrap_or_else(|| UploadError::Internal("append pipeline ended".into())));
         }
-        drop(tx);
-        let durable = writer
-            .await
-            .map_err(|e| UploadError::Internal(e.to_string()))??;
-        if !self.meta.advance_upload(id, offset, durable, None).await? {
-            let current = self
-                .meta
-                .get_upload(id)
-                .await?
-                .map(|u| u.offset)
-                .unwrap_or(0);
-            return Err(UploadError::OffsetMismatch { current });
-        }
-        Ok(Appended {
-            offset: durable,
-            interrupted,
+        Ok(AppendJob {
+            engine: self.clone(),
+            pipeline,
+            slot,
+            upload_id: up.id.clone(),
+            offset,
+            before,
         })
     }
 
-    /// Turns a fully received upload into a catalog entry.
-    pub async fn complete_upload(&self, id: &str) -> Result<FileRecord, UploadError> {
-        let up = self
-            .meta
-            .get_upload(id)
-            .await?
-            .ok_or(UploadError::NotFound)?;
+    /// The finished digests of a fully received upload, without consuming them.
+    pub async fn upload_digests(
+        &self,
+        up: &UploadRecord,
+        algorithms: &[Algorithm],
+    ) -> Result<Vec<(Algorithm, String)>, UploadError> {
+        let hashers = self.running_digests(up, algorithms).await?;
+        let out = hashers
+            .iter()
+            .map(|h| (h.algorithm(), h.clone().finish_hex()))
+            .collect();
+        self.uploads.put_digests(&up.id, up.offset, hashers);
+        Ok(out)
+    }
+
+    /// Turns a fully received upload into a catalog entry, with the given digests.
+    pub async fn complete_upload(
+        &self,
+        up: &UploadRecord,
+        digests: &[(Algorithm, String)],
+    ) -> Result<FileRecord, UploadError> {
         if up.state != "active" {
             return Err(UploadError::AlreadyComplete);
         }
@@ -153,11 +476,24 @@ impl Engine {
         let key = storage_key_for(&file_id);
         let storage = self.storage.clone();
         let (k, staged) = (key.clone(), up.staging_key.clone());
-        tokio::task::spawn_blocking(move || {
-            storage.put(&k, crate::storage::Source::Staged(&staged))
-        })
-        .await
-        .map_err(|e| UploadError::Internal(e.to_string()))??;
+        let detected =
+            tokio::task::spawn_blocking(move || -> Result<Option<String>, UploadError> {
+                let mut head = Vec::with_capacity(8192);
+                storage
+                    .read_staged(&staged)?
+                    .take(8192)
+                    .read_to_end(&mut head)?;
+                storage.put(&k, crate::storage::Source::Staged(&staged))?;
+                Ok(super::handlers::sniff::detect(&head))
+            })
+            .await
+            .map_err(|e| UploadError::Internal(e.to_string()))??;
+        let sum = |a: Algorithm| {
+            digests
+                .iter()
+                .find(|(alg, _)| *alg == a)
+                .map(|(_, v)| v.clone())
+        };
         let record = FileRecord {
             id: file_id,
             owner_id: up.owner_id,
@@ -165,17 +501,46 @@ impl Engine {
             size: up.offset,
             stored_size: up.offset,
             content_type: up.content_type.clone(),
-            detected_type: None,
+            detected_type: detected,
             encoding: None,
-            storage_key: key,
-            md5: None,
-            sha1: None,
-            sha256: None,
-            blake3: None,
+            storage_key: key.clone(),
+            md5: sum(Algorithm::Md5),
+            sha1: sum(Algorithm::Sha1),
+            sha256: sum(Algorithm::Sha256),
+            blake3: sum(Algorithm::Blake3),
             created_at: now_unix(),
         };
-        self.meta.complete_upload(id, &record).await?;
+        if let Err(e) = self.meta.complete_upload(&up.id, &record).await {
+            let storage = self.storage.clone();
+            let _ = tokio::task::spawn_blocking(move || storage.delete(&key)).await;
+            return Err(e.into());
+        }
+        self.uploads.forget(&up.id);
         Ok(record)
+    }
+
+    /// Deletes uploads whose expiry has passed (their staged bytes and records), skipping any
+    /// a request is writing. Returns the ones deleted (or, with `dry_run`, that would be).
+    pub async fn sweep_expired(&self, dry_run: bool) -> Result<Vec<UploadRecord>, UploadError> {
+        let expired = self.meta.expired_uploads(now_unix(), 1000).await?;
+        if dry_run {
+            return Ok(expired);
+        }
+        let mut done = Vec::with_capacity(expired.len());
+        for up in expired {
+            let Some(_lock) = self.uploads.try_lock(&up.id) else {
+                continue;
+            };
+            let storage = self.storage.clone();
+            let key = up.staging_key.clone();
+            tokio::task::spawn_blocking(move || storage.abort(&key))
+                .await
+                .map_err(|e| UploadError::Internal(e.to_string()))??;
+            self.meta.delete_upload(&up.id).await?;
+            self.uploads.forget(&up.id);
+            done.push(up);
+        }
+        Ok(done)
     }
 }
 
@@ -185,35 +550,43 @@ mod tests {
     use crate::config::Settings;
     use crate::meta::MetaStore;
     use crate::meta::sqlite::SqliteMeta;
-    use crate::storage::Storage;
     use crate::storage::local::LocalStorage;
-    use crate::upload::checksum::{Algorithm, digest_hex};
-    use std::sync::Arc;
+    use crate::upload::checksum::digest_hex;
+    use futures::StreamExt;
+
+    const ALGS: [Algorithm; 2] = [Algorithm::Md5, Algorithm::Sha256];
 
     async fn engine(dir: &std::path::Path) -> Engine {
         let storage: Arc<dyn Storage> =
             Arc::new(LocalStorage::open(dir.join("files"), 0o644, 0o755).expect("storage"));
         let meta: Arc<dyn MetaStore> =
             Arc::new(SqliteMeta::open(&dir.join("chute.db")).await.expect("meta"));
-        Engine {
-            storage,
-            meta,
-            settings: Arc::new(Settings::defaults()),
+        Engine::new(storage, meta, Arc::new(Settings::defaults()))
+    }
+
+    fn info() -> FileInfo {
+        FileInfo {
+            file_name: "data.bin".into(),
+            ..Default::default()
         }
     }
 
-    fn pieces(data: &[u8]) -> impl Stream<Item = Result<Bytes, String>> + Send + Unpin + use<> {
-        let v: Vec<Result<Bytes, String>> = data
-            .chunks(1000)
-            .map(|c| Ok(Bytes::copy_from_slice(c)))
-            .collect();
-        futures::stream::iter(v)
+    async fn append(e: &Engine, id: &str, offset: u64, data: &[u8], complete: bool) -> EndedAppend {
+        let up = e.meta.get_upload(id).await.expect("get").expect("exists");
+        let job = e
+            .start_append(&up, offset, &ALGS, Vec::new(), info())
+            .await
+            .expect("start");
+        for c in data.chunks(1000) {
+            assert!(job.send(Bytes::copy_from_slice(c)).await);
+        }
+        job.end(complete).await.expect("end")
     }
 
     #[tokio::test]
     async fn append_in_pieces_resume_after_crash_and_complete() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let data: Vec<u8> = (0..50_000u32).map(|i| (i % 253) as u8).collect();
+        let data: Vec<u8> = (0..500_000u32).map(|i| (i % 253) as u8).collect();
         let e = engine(dir.path()).await;
         let user = e.meta.create_user("u", false).await.expect("user");
         let up = e
@@ -229,55 +602,58 @@ mod tests {
             .await
             .expect("create");
 
-        let a = e
-            .append(&up.id, 0, pieces(&data[..20_000]))
-            .await
-            .expect("append 1");
-        assert_eq!(a.offset, 20_000);
-        assert!(a.interrupted.is_none());
+        let a = append(&e, &up.id, 0, &data[..200_000], true).await;
+        assert_eq!(a.written, 200_000);
+        assert_eq!(a.commit().await.expect("commit"), 200_000);
 
-        // A body that breaks off midway keeps what arrived.
-        let mut broken: Vec<Result<Bytes, String>> = data[20_000..25_000]
-            .chunks(1000)
-            .map(|c| Ok(Bytes::copy_from_slice(c)))
-            .collect();
-        broken.push(Err("connection reset".into()));
-        let a = e
-            .append(&up.id, 20_000, futures::stream::iter(broken))
-            .await
-            .expect("append 2");
-        assert_eq!(a.offset, 25_000);
-        assert_eq!(a.interrupted.as_deref(), Some("connection reset"));
+        // A body that breaks off midway keeps what arrived (the adapter commits it).
+        let a = append(&e, &up.id, 200_000, &data[200_000..250_000], false).await;
+        assert!(a.written > 0 && a.written <= 50_000, "{}", a.written);
+        let at = a.commit().await.expect("commit");
+
+        // A refused request keeps nothing.
+        let a = append(&e, &up.id, at, b"refused bytes", true).await;
+        a.discard();
+        assert_eq!(
+            e.meta
+                .get_upload(&up.id)
+                .await
+                .expect("get")
+                .expect("up")
+                .offset,
+            at
+        );
 
         // A stale offset is refused and reports the current one.
-        match e.append(&up.id, 20_000, pieces(b"xx")).await {
-            Err(UploadError::OffsetMismatch { current }) => assert_eq!(current, 25_000),
-            other => panic!("expected a mismatch, got {other:?}"),
+        let fresh = e.meta.get_upload(&up.id).await.expect("get").expect("up");
+        match e.start_append(&fresh, 1, &ALGS, Vec::new(), info()).await {
+            Err(UploadError::OffsetMismatch { current }) => assert_eq!(current, at),
+            Err(other) => panic!("expected a mismatch, got {other:?}"),
+            Ok(_) => panic!("expected a mismatch"),
         }
 
         // Simulated crash: bytes reach the staging file but the process dies before the
-        // offset is recorded. A new engine on the same data dir resumes from the record.
+        // offset is recorded. A new engine (no digests in memory) resumes from the record and
+        // recomputes the digests from the staged bytes.
         {
-            let mut w = e.storage.resume(&up.staging_key, 25_000).expect("resume");
+            let mut w = e.storage.resume(&up.staging_key, at).expect("resume");
             w.write(b"GARBAGE NEVER ACKNOWLEDGED").expect("write");
         }
         drop(e);
         let e = engine(dir.path()).await;
-        let rec = e
-            .meta
-            .get_upload(&up.id)
-            .await
-            .expect("get")
-            .expect("exists");
-        assert_eq!(rec.offset, 25_000);
-        let a = e
-            .append(&up.id, 25_000, pieces(&data[25_000..]))
-            .await
-            .expect("append 3");
-        assert_eq!(a.offset, data.len() as u64);
+        let a = append(&e, &up.id, at, &data[at as usize..], true).await;
+        assert_eq!(a.commit().await.expect("commit"), data.len() as u64);
 
-        let file = e.complete_upload(&up.id).await.expect("complete");
+        let up = e.meta.get_upload(&up.id).await.expect("get").expect("up");
+        let digests = e.upload_digests(&up, &ALGS).await.expect("digests");
+        assert_eq!(digests[0].1, digest_hex(Algorithm::Md5, &data));
+        assert_eq!(digests[1].1, digest_hex(Algorithm::Sha256, &data));
+        let file = e.complete_upload(&up, &digests).await.expect("complete");
         assert_eq!(file.size, data.len() as u64);
+        assert_eq!(
+            file.md5.as_deref(),
+            Some(digest_hex(Algorithm::Md5, &data).as_str())
+        );
         let mut stream = e
             .storage
             .open(&file.storage_key, 0, file.size)
@@ -291,40 +667,67 @@ mod tests {
             digest_hex(Algorithm::Sha256, &stored),
             digest_hex(Algorithm::Sha256, &data)
         );
+        let up = e.meta.get_upload(&up.id).await.expect("get").expect("up");
         assert!(matches!(
-            e.complete_upload(&up.id).await,
+            e.complete_upload(&up, &digests).await,
             Err(UploadError::AlreadyComplete)
         ));
-        assert!(matches!(
-            e.append(&up.id, file.size, pieces(b"x")).await,
-            Err(UploadError::AlreadyComplete)
-        ));
-        let listed = e.meta.list_files(user.id, None, 10).await.expect("list");
-        assert_eq!(listed.len(), 1);
+        assert_eq!(
+            e.meta
+                .list_files(user.id, None, 10)
+                .await
+                .expect("list")
+                .len(),
+            1
+        );
     }
 
     #[tokio::test]
-    async fn body_past_the_length_is_cut_at_the_length() {
+    async fn one_writer_at_a_time_and_expired_uploads_are_swept() {
         let dir = tempfile::tempdir().expect("tempdir");
         let e = engine(dir.path()).await;
         let user = e.meta.create_user("u", false).await.expect("user");
-        let up = e
-            .create_upload(NewUpload {
-                owner_id: user.id,
-                protocol: "test",
-                name: "x",
-                content_type: None,
-                length: Some(1500),
-                expires_at: None,
-                metadata: "{}",
-            })
+        let new = |expires_at| NewUpload {
+            owner_id: user.id,
+            protocol: "test",
+            name: "x",
+            content_type: None,
+            length: Some(10),
+            expires_at,
+            metadata: "{}",
+        };
+        let old = e
+            .create_upload(new(Some(now_unix() - 10)))
             .await
-            .expect("create");
-        let a = e
-            .append(&up.id, 0, pieces(&[7u8; 3000]))
+            .expect("old");
+        let live = e
+            .create_upload(new(Some(now_unix() + 3600)))
             .await
-            .expect("append");
-        assert_eq!(a.offset, 1500);
-        assert!(a.interrupted.is_some());
+            .expect("live");
+        let lock = e.uploads.try_lock(&live.id).expect("lock");
+        assert!(
+            e.uploads.try_lock(&live.id).is_none(),
+            "a second writer is refused"
+        );
+        drop(lock);
+        assert!(e.uploads.try_lock(&live.id).is_some());
+
+        let would = e.sweep_expired(true).await.expect("dry run");
+        assert_eq!(
+            would.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(),
+            vec![old.id.as_str()]
+        );
+        assert!(
+            e.meta.get_upload(&old.id).await.expect("get").is_some(),
+            "dry run deletes nothing"
+        );
+        let gone = e.sweep_expired(false).await.expect("sweep");
+        assert_eq!(gone.len(), 1);
+        assert!(e.meta.get_upload(&old.id).await.expect("get").is_none());
+        assert!(
+            e.storage.read_staged(&old.staging_key).is_err(),
+            "staged bytes removed"
+        );
+        assert!(e.meta.get_upload(&live.id).await.expect("get").is_some());
     }
 }
