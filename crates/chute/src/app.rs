@@ -57,6 +57,28 @@ pub async fn bootstrap_admin(meta: &dyn MetaStore) -> anyhow::Result<Option<Stri
     Ok(Some(token))
 }
 
+/// Deletes expired uploads every `upload_sweep_interval` (as `chute gc` does).
+fn spawn_sweeper(engine: Engine) -> Option<tokio::task::JoinHandle<()>> {
+    let every = engine.settings.upload_sweep_interval.0;
+    if every.is_zero() {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match engine.sweep_expired(false).await {
+                Ok(gone) if !gone.is_empty() => {
+                    tracing::info!(count = gone.len(), "deleted expired uploads")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "sweeping expired uploads failed"),
+            }
+        }
+    }))
+}
+
 /// Serves until `shutdown` resolves, then lets requests in flight finish (up to 30 s).
 pub async fn serve(
     listener: TcpListener,
@@ -64,6 +86,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let settings = state.engine.settings.clone();
+    let sweeper = spawn_sweeper(state.engine.clone());
     let app = router(state);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -98,6 +121,9 @@ pub async fn serve(
         }
     }
     drop(listener);
+    if let Some(s) = sweeper {
+        s.abort();
+    }
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(Duration::from_secs(30)) => {

@@ -297,6 +297,16 @@ settings! {
     request_header_timeout: Dur = "30s";
     /// Most bytes of request line and headers; more is answered 431 (at least 8KiB).
     max_request_header_size: Size = "32KiB";
+    /// How long a resumable chunked upload may take, from its first chunk
+    /// (django-chunked-upload's CHUNKED_UPLOAD_EXPIRATION_DELTA).
+    chunked_upload_expiration_delta: Dur = "1d";
+    /// Largest file accepted by the chunked protocol; "none" for no limit
+    /// (CHUNKED_UPLOAD_MAX_BYTES).
+    chunked_upload_max_bytes: Option<Size> = "none";
+    /// The form field that carries each chunk.
+    chunked_upload_field_name: String = "file";
+    /// How often the server deletes expired uploads (as `chute gc` does); "0s" turns it off.
+    upload_sweep_interval: Dur = "10m";
     /// How long a finished upload's progress stays queryable at /api/progress/{id}.
     progress_retention: Dur = "60s";
     /// Log filter, in tracing's EnvFilter syntax (e.g. "info", "chute=debug").

@@ -35,6 +35,12 @@ enum Cmd {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Delete expired resumable uploads (their staged bytes and records).
+    Gc {
+        /// Only list what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print the example configuration with every setting and its default.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -167,6 +173,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let token = chute::auth::issue_token(meta.as_ref(), &u, &label).await?;
             println!("{token}");
+            Ok(())
+        }
+        Cmd::Gc { dry_run } => {
+            let state = chute::app::open_state(settings).await?;
+            let gone = state.engine.sweep_expired(dry_run).await?;
+            for up in &gone {
+                println!("{}\t{}\t{} bytes", up.id, up.name, up.offset);
+            }
+            eprintln!(
+                "{} {} expired upload(s)",
+                if dry_run { "would delete" } else { "deleted" },
+                gone.len()
+            );
             Ok(())
         }
         Cmd::Config(_) => Ok(()),

@@ -15,6 +15,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Extra members of the JSON body (a protocol's `offset`, say).
+    pub extra: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl ApiError {
@@ -24,7 +26,14 @@ impl ApiError {
             code,
             message: message.into(),
             headers: Vec::new(),
+            extra: Vec::new(),
         }
+    }
+
+    /// Adds a member to the JSON body.
+    pub fn with(mut self, key: &'static str, value: impl Into<serde_json::Value>) -> Self {
+        self.extra.push((key, value.into()));
+        self
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -62,7 +71,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({ "error": self.message, "code": self.code }));
+        let mut body = json!({ "error": self.message, "code": self.code });
+        for (k, v) in self.extra {
+            body[k] = v;
+        }
+        let body = Json(body);
         let mut res = (self.status, body).into_response();
         for (k, v) in self.headers {
             res.headers_mut().insert(k, v);

@@ -1,6 +1,7 @@
 //! The HTTP layer, the only place axum lives: one module per protocol adapter or resource.
 //!
 //! - [`multipart`]: `POST /api/files`, Django-style streaming form uploads.
+//! - [`chunked`]: the django-chunked-upload protocol (resumable, Content-Range chunks).
 //! - [`files`]: listing, downloading and deleting catalog files.
 //! - [`progress`]: `GET /api/progress/{id}` for uploads tagged with X-Progress-ID.
 //! - [`health`]: `GET /healthz`.
@@ -8,6 +9,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod chunked;
 pub mod error;
 pub mod files;
 pub mod health;
@@ -19,7 +21,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use tower_http::trace::TraceLayer;
 
 use crate::upload::Engine;
@@ -62,6 +64,16 @@ pub fn router(state: AppState) -> Router {
             get(files::download).delete(files::delete),
         )
         .route("/api/progress/{id}", get(progress::report))
+        .route(
+            "/api/chunked_upload",
+            get(chunked::status).post(chunked::chunk),
+        )
+        .route(
+            "/api/chunked_upload/",
+            get(chunked::status).post(chunked::chunk),
+        )
+        .route("/api/chunked_upload_complete", post(chunked::complete))
+        .route("/api/chunked_upload_complete/", post(chunked::complete))
         .fallback(|| async { ApiError::not_found("route").into_response() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

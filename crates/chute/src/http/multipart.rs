@@ -244,7 +244,7 @@ async fn drain_multipart(mut multipart: multer::Multipart<'static>) {
     .await;
 }
 
-fn body_error(state: &BodyState) -> ApiError {
+pub(super) fn body_error(state: &BodyState) -> ApiError {
     match state.failure() {
         Some(BodyFailure::TooLarge { limit }) => ApiError::too_large(
             "too_large",
@@ -267,7 +267,7 @@ fn body_error(state: &BodyState) -> ApiError {
     }
 }
 
-fn multer_error(e: multer::Error) -> ApiError {
+pub(super) fn multer_error(e: multer::Error) -> ApiError {
     use multer::Error as M;
     match e {
         M::IncompleteStream | M::IncompleteFieldData { .. } | M::IncompleteHeaders => {

@@ -1,0 +1,637 @@
+//! The django-chunked-upload protocol, so that jQuery-File-Upload's chunked mode and the
+//! package's demo work unchanged:
+//!
+//! - `POST /api/chunked_upload/`: multipart with the chunk in field `file`
+//!   (`chunked_upload_field_name`) and `Content-Range: bytes START-END/TOTAL`; `upload_id` as a
+//!   form field (before the file part) or query argument on every chunk but the first. Answers
+//!   200 `{"upload_id", "offset", "expires"}`.
+//! - `POST /api/chunked_upload_complete/` with `upload_id` and `md5` (form-urlencoded or
+//!   multipart): 200 with the stored file's JSON.
+//! - `GET /api/chunked_upload/?upload_id=…`: the current offset, so a client that lost its
+//!   state can resume (the package lacks this).
+//!
+//! Errors are JSON with `error`, `code` and, where it helps the client, the current `offset`:
+//! 403 unauthenticated (the package's status), 404 unknown or another user's upload, 410
+//! expired, 400 for everything the client can fix. Unlike the package, a second completion is
+//! refused and md5 is computed while the chunks arrive, never by reading the file back.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::AuthUser;
+use super::body::{BodyState, GuardedBody};
+use super::error::{ApiError, ApiResult};
+use super::files::file_json;
+use super::multipart::{body_error, multer_error};
+use crate::meta::{UploadRecord, User, now_unix};
+use crate::names::sanitize_file_name;
+use crate::upload::UploadError;
+use crate::upload::checksum::Algorithm;
+use crate::upload::handler::FileInfo;
+use crate::upload::resumable::NewUpload;
+
+const PROTOCOL: &str = "chunked";
+/// The form fields around a chunk are small; this bounds what is read of them.
+const SMALL_FORM: usize = 64 * 1024;
+const PART_HEADER_LIMIT: u64 = 16 * 1024;
+
+/// `Content-Range: bytes START-END/TOTAL`, END inclusive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContentRange {
+    pub start: u64,
+    pub end: u64,
+    pub total: u64,
+}
+
+impl ContentRange {
+    pub fn chunk_len(&self) -> u64 {
+        self.end - self.start + 1
+    }
+}
+
+pub fn parse_content_range(v: &str) -> Option<ContentRange> {
+    let rest = v.trim().strip_prefix("bytes")?.trim_start();
+    let (range, total) = rest.split_once('/')?;
+    let (start, end) = range.trim().split_once('-')?;
+    let num = |s: &str| -> Option<u64> {
+        let s = s.trim();
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let r = ContentRange {
+        start: num(start)?,
+        end: num(end)?,
+        total: num(total)?,
+    };
+    (r.start <= r.end && r.end < r.total).then_some(r)
+}
+
+/// The algorithms every chunked upload keeps: md5 for the protocol, sha256 for ETags, and
+/// whatever the settings add.
+fn algorithms(state: &AppState) -> Vec<Algorithm> {
+    let mut a: Vec<Algorithm> = state
+        .engine
+        .settings
+        .file_upload_checksums
+        .iter()
+        .filter_map(|n| Algorithm::parse(n))
+        .chain([Algorithm::Md5, Algorithm::Sha256])
+        .collect();
+    a.sort();
+    a.dedup();
+    a
+}
+
+fn forbidden(e: ApiError) -> ApiError {
+    // django-chunked-upload answers 403 to an unauthenticated request; keep its status.
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", e.message)
+}
+
+fn rfc3339(t: i64) -> Value {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .map(Value::String)
+        .unwrap_or(Value::Null)
+}
+
+fn progress_json(up: &UploadRecord) -> Value {
+    json!({
+        "upload_id": up.id,
+        "offset": up.offset,
+        "expires": up.expires_at.map(rfc3339).unwrap_or(Value::Null),
+    })
+}
+
+fn valid_upload_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The caller's upload, or the protocol's 404 / 410.
+async fn load(state: &AppState, user: &User, id: &str) -> ApiResult<UploadRecord> {
+    let up = if valid_upload_id(id) {
+        state.engine.meta.get_upload(id).await?
+    } else {
+        None
+    };
+    let up = match up {
+        Some(u) if u.owner_id == user.id && u.protocol == PROTOCOL => u,
+        _ => return Err(ApiError::not_found("upload")),
+    };
+    if up.expires_at.is_some_and(|t| t < now_unix()) {
+        return Err(
+            ApiError::new(StatusCode::GONE, "expired", "the upload has expired")
+                .with("upload_id", up.id.clone()),
+        );
+    }
+    Ok(up)
+}
+
+fn offset_error(code: &'static str, msg: impl Into<String>, offset: u64) -> ApiError {
+    ApiError::bad_request(code, msg).with("offset", offset)
+}
+
+#[derive(Deserialize)]
+pub struct StatusQuery {
+    upload_id: Option<String>,
+}
+
+/// `GET /api/chunked_upload/?upload_id=…`
+pub async fn status(
+    State(state): State<AppState>,
+    auth: Result<AuthUser, ApiError>,
+    Query(q): Query<StatusQuery>,
+) -> ApiResult<Response> {
+    let AuthUser(user) = auth.map_err(forbidden)?;
+    let Some(id) = q.upload_id else {
+        return Err(ApiError::bad_request(
+            "no_upload_id",
+            "give the upload_id to look up",
+        ));
+    };
+    let up = load(&state, &user, &id).await?;
+    let mut body = progress_json(&up);
+    body["length"] = json!(up.length);
+    body["complete"] = json!(up.state == "complete");
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
+}
+
+/// `POST /api/chunked_upload/`: one chunk.
+pub async fn chunk(
+    State(state): State<AppState>,
+    auth: Result<AuthUser, ApiError>,
+    req: Request,
+) -> ApiResult<Response> {
+    let AuthUser(user) = auth.map_err(forbidden)?;
+    let settings = state.engine.settings.clone();
+    let headers = req.headers().clone();
+    let boundary = multipart_boundary(&headers)?;
+    let range = match headers.get(header::CONTENT_RANGE) {
+        None => {
+            return Err(ApiError::bad_request(
+                "no_content_range",
+                "each chunk needs a Content-Range: bytes START-END/TOTAL header",
+            ));
+        }
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(parse_content_range)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "bad_content_range",
+                    "Content-Range must be `bytes START-END/TOTAL` with START <= END < TOTAL",
+                )
+            })?,
+    };
+    if let Some(max) = settings.chunked_upload_max_bytes
+        && range.total > max.bytes()
+    {
+        return Err(ApiError::bad_request(
+            "too_large",
+            format!("the file is over the {}-byte limit", max.bytes()),
+        ));
+    }
+    let query_id = req.uri().query().and_then(|q| {
+        q.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == "upload_id").then(|| v.to_string())
+        })
+    });
+    let (body, body_state) = GuardedBody::new(
+        req.into_body().into_data_stream(),
+        settings.request_body_idle_timeout.0,
+        settings.max_upload_size.map(|s| s.bytes()),
+        PART_HEADER_LIMIT + settings.max_request_header_size.bytes(),
+    );
+    let mut multipart = multer::Multipart::new(body, boundary);
+    let mut upload_id = query_id;
+    let (mut n_fields, mut field_bytes) = (0u64, 0usize);
+    loop {
+        body_state.set_header_phase(true);
+        let next = multipart.next_field().await;
+        body_state.set_header_phase(false);
+        let field = match next {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => return Err(body_or(&body_state, multer_error(e))),
+        };
+        n_fields += 1;
+        if n_fields > settings.data_upload_max_number_fields {
+            return Err(ApiError::too_large(
+                "too_many_fields",
+                "too many form fields",
+            ));
+        }
+        let name = field.name().unwrap_or("").to_string();
+        if name == settings.chunked_upload_field_name {
+            let file_name = sanitize_file_name(field.file_name().unwrap_or("unnamed"));
+            let content_type = field.content_type().map(|m| m.essence_str().to_string());
+            let info = FileInfo {
+                field_name: name,
+                file_name,
+                content_type,
+                ..Default::default()
+            };
+            let res = receive_chunk(
+                &state,
+                &user,
+                upload_id.as_deref(),
+                range,
+                info,
+                field,
+                &body_state,
+            )
+            .await;
+            // What follows the chunk (other fields) does not matter; let the body finish.
+            drain(multipart).await;
+            return res;
+        }
+        let mut field = field;
+        let mut value = Vec::new();
+        loop {
+            match field.chunk().await {
+                Ok(Some(c)) => {
+                    field_bytes += c.len();
+                    if field_bytes > SMALL_FORM {
+                        return Err(ApiError::too_large(
+                            "fields_too_large",
+                            "form fields are too large",
+                        ));
+                    }
+                    value.extend_from_slice(&c);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(body_or(&body_state, multer_error(e))),
+            }
+        }
+        if name == "upload_id" {
+            upload_id = Some(String::from_utf8_lossy(&value).trim().to_string());
+        }
+    }
+    Err(ApiError::bad_request(
+        "no_chunk",
+        format!(
+            "no chunk in the `{}` field",
+            settings.chunked_upload_field_name
+        ),
+    ))
+}
+
+fn body_or(state: &BodyState, fallback: ApiError) -> ApiError {
+    if state.failure().is_some() {
+        body_error(state)
+    } else {
+        fallback
+    }
+}
+
+async fn drain(mut multipart: multer::Multipart<'static>) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Ok(Some(mut f)) = multipart.next_field().await {
+            while let Ok(Some(_)) = f.chunk().await {}
+        }
+    })
+    .await;
+}
+
+fn multipart_boundary(headers: &HeaderMap) -> ApiResult<String> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send each chunk as multipart/form-data",
+        ));
+    }
+    multer::parse_boundary(ct).map_err(|_| {
+        ApiError::bad_request(
+            "bad_boundary",
+            "the multipart Content-Type has no valid boundary",
+        )
+    })
+}
+
+async fn receive_chunk(
+    state: &AppState,
+    user: &User,
+    upload_id: Option<&str>,
+    range: ContentRange,
+    info: FileInfo,
+    mut field: multer::Field<'static>,
+    body_state: &BodyState,
+) -> ApiResult<Response> {
+    let engine = &state.engine;
+    let up = match upload_id.filter(|s| !s.is_empty()) {
+        Some(id) => {
+            let up = load(state, user, id).await?;
+            if up.state != "active" {
+                return Err(offset_error(
+                    "complete",
+                    "the upload is already complete",
+                    up.offset,
+                ));
+            }
+            if up.length != Some(range.total) {
+                return Err(offset_error(
+                    "total_changed",
+                    format!(
+                        "the total size changed from {} to {}",
+                        up.length.unwrap_or(0),
+                        range.total
+                    ),
+                    up.offset,
+                ));
+            }
+            up
+        }
+        None => {
+            if range.start != 0 {
+                return Err(offset_error(
+                    "offset_mismatch",
+                    "a new upload starts at offset 0 (send upload_id to continue one)",
+                    0,
+                ));
+            }
+            if let Some(q) = engine.settings.user_quota {
+                let used = engine.meta.usage_bytes(user.id).await?;
+                if used + range.total > q.bytes() {
+                    return Err(UploadError::QuotaExceeded {
+                        quota: q.bytes(),
+                        used,
+                    }
+                    .into());
+                }
+            }
+            let expires =
+                now_unix() + engine.settings.chunked_upload_expiration_delta.0.as_secs() as i64;
+            engine
+                .create_upload(NewUpload {
+                    owner_id: user.id,
+                    protocol: PROTOCOL,
+                    name: &info.file_name,
+                    content_type: info.content_type.as_deref(),
+                    length: Some(range.total),
+                    expires_at: Some(expires),
+                    metadata: "{}",
+                })
+                .await?
+        }
+    };
+    let Some(_lock) = engine.uploads.try_lock(&up.id) else {
+        return Err(offset_error(
+            "busy",
+            "another request is writing this upload",
+            up.offset,
+        ));
+    };
+    // Re-read under the lock: the request that held it may have moved the offset.
+    let up = engine
+        .meta
+        .get_upload(&up.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("upload"))?;
+    if range.start != up.offset {
+        return Err(offset_error(
+            "offset_mismatch",
+            format!(
+                "the chunk starts at {}, the upload is at {}",
+                range.start, up.offset
+            ),
+            up.offset,
+        ));
+    }
+    let job = engine
+        .start_append(&up, up.offset, &algorithms(state), Vec::new(), info)
+        .await?;
+    let want = range.chunk_len();
+    let mut got = 0u64;
+    let mut too_long = false;
+    let mut broke: Option<ApiError> = None;
+    loop {
+        match field.chunk().await {
+            Ok(Some(mut c)) => {
+                if got + c.len() as u64 > want {
+                    c.truncate((want - got) as usize);
+                    too_long = true;
+                }
+                got += c.len() as u64;
+                if !c.is_empty() && !job.send(Bytes::clone(&c)).await {
+                    break;
+                }
+                if too_long {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                broke = Some(body_or(body_state, multer_error(e)));
+                break;
+            }
+        }
+    }
+    if let Some(err) = broke {
+        // The body broke off: keep what arrived, durably, as the new offset.
+        let ended = job.end(false).await?;
+        let offset = ended.commit().await.map_err(ApiError::from)?;
+        return Err(err.with("offset", offset));
+    }
+    let mut ended = job.end(true).await?;
+    if let Some(e) = ended.error.take() {
+        ended.discard();
+        let err: ApiError = e.into();
+        return Err(err.with("offset", up.offset));
+    }
+    if too_long || got != want {
+        ended.discard();
+        let held = if too_long {
+            format!("more than {want}")
+        } else {
+            got.to_string()
+        };
+        return Err(offset_error(
+            "size_mismatch",
+            format!("the chunk holds {held} bytes, its Content-Range says {want}"),
+            up.offset,
+        ));
+    }
+    let offset = match ended.commit().await {
+        Ok(o) => o,
+        Err(UploadError::OffsetMismatch { current }) => {
+            return Err(offset_error(
+                "offset_mismatch",
+                "another request moved the upload",
+                current,
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut up = up;
+    up.offset = offset;
+    Ok(Json(progress_json(&up)).into_response())
+}
+
+/// `POST /api/chunked_upload_complete/` with `upload_id` and `md5`.
+pub async fn complete(
+    State(state): State<AppState>,
+    auth: Result<AuthUser, ApiError>,
+    req: Request,
+) -> ApiResult<Response> {
+    let AuthUser(user) = auth.map_err(forbidden)?;
+    let form = small_form(req).await?;
+    let (Some(id), Some(md5)) = (form.get("upload_id"), form.get("md5")) else {
+        return Err(ApiError::bad_request(
+            "missing_fields",
+            "completion needs the upload_id and md5 fields",
+        ));
+    };
+    let md5 = md5.trim().to_ascii_lowercase();
+    let up = load(&state, &user, id.trim()).await?;
+    if up.state != "active" {
+        return Err(offset_error(
+            "complete",
+            "the upload is already complete",
+            up.offset,
+        ));
+    }
+    let Some(_lock) = state.engine.uploads.try_lock(&up.id) else {
+        return Err(offset_error(
+            "busy",
+            "another request is writing this upload",
+            up.offset,
+        ));
+    };
+    let up = state
+        .engine
+        .meta
+        .get_upload(&up.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("upload"))?;
+    if up.state != "active" {
+        return Err(offset_error(
+            "complete",
+            "the upload is already complete",
+            up.offset,
+        ));
+    }
+    if Some(up.offset) != up.length {
+        return Err(offset_error(
+            "incomplete",
+            format!(
+                "only {} of {} bytes have arrived",
+                up.offset,
+                up.length.unwrap_or(0)
+            ),
+            up.offset,
+        ));
+    }
+    let digests = state
+        .engine
+        .upload_digests(&up, &algorithms(&state))
+        .await?;
+    let have = digests
+        .iter()
+        .find(|(a, _)| *a == Algorithm::Md5)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
+    if have != md5 {
+        return Err(offset_error(
+            "md5_mismatch",
+            "the md5 does not match the bytes received; the upload is kept, complete it again with the right md5",
+            up.offset,
+        ));
+    }
+    let file = state.engine.complete_upload(&up, &digests).await?;
+    let mut body = file_json(&file);
+    body["upload_id"] = json!(up.id);
+    body["md5"] = json!(file.md5);
+    body["sha256"] = json!(file.sha256);
+    Ok(Json(body).into_response())
+}
+
+/// Reads a small form body, urlencoded or multipart, into name -> value.
+async fn small_form(req: Request) -> ApiResult<HashMap<String, String>> {
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let bytes = axum::body::to_bytes(req.into_body(), SMALL_FORM)
+        .await
+        .map_err(|_| ApiError::too_large("too_large", "the form is too large"))?;
+    if ct.starts_with("multipart/form-data") {
+        let boundary = multer::parse_boundary(&ct).map_err(|_| {
+            ApiError::bad_request(
+                "bad_boundary",
+                "the multipart Content-Type has no valid boundary",
+            )
+        })?;
+        let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(bytes) });
+        let mut mp = multer::Multipart::new(stream, boundary);
+        let mut out = HashMap::new();
+        while let Some(f) = mp.next_field().await.map_err(multer_error)? {
+            let name = f.name().unwrap_or("").to_string();
+            let text = f.text().await.map_err(multer_error)?;
+            out.insert(name, text);
+        }
+        Ok(out)
+    } else {
+        serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
+            .map(|v| v.into_iter().collect())
+            .map_err(|_| ApiError::bad_request("bad_form", "the form body is not valid"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(
+            parse_content_range("bytes 0-999/5000"),
+            Some(ContentRange {
+                start: 0,
+                end: 999,
+                total: 5000
+            })
+        );
+        assert_eq!(
+            parse_content_range("bytes 4000-4999/5000").map(|r| r.chunk_len()),
+            Some(1000)
+        );
+        for bad in [
+            "bytes 0-999/999",
+            "bytes 5-4/10",
+            "bytes -1-4/10",
+            "bytes 0-4/*",
+            "items 0-4/10",
+            "bytes 0-4",
+            "bytes a-b/c",
+            "",
+            "bytes +1-4/10",
+        ] {
+            assert_eq!(parse_content_range(bad), None, "{bad}");
+        }
+    }
+}
