@@ -85,9 +85,19 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let app = router(state.clone());
+    serve_app(listener, state, app, shutdown).await
+}
+
+/// Like [`serve`], for an app that mounts chute's router among routes of its own.
+pub async fn serve_app(
+    listener: TcpListener,
+    state: AppState,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let settings = state.engine.settings.clone();
     let sweeper = spawn_sweeper(state.engine.clone());
-    let app = router(state);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(settings.request_header_timeout.0)

@@ -111,6 +111,15 @@ pub async fn spawn_app_with(
     settings: &[(&str, &str)],
     customize: impl FnOnce(AppState) -> AppState,
 ) -> TestApp {
+    spawn_app_full(settings, customize, None).await
+}
+
+/// Starts chute with routes of the test's own merged in (pages for browser tests).
+pub async fn spawn_app_full(
+    settings: &[(&str, &str)],
+    customize: impl FnOnce(AppState) -> AppState,
+    extra: Option<axum::Router>,
+) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut flags: BTreeMap<String, String> = settings
         .iter()
@@ -134,8 +143,12 @@ pub async fn spawn_app_with(
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let st = state.clone();
+    let mut router = chute::http::router(state.clone());
+    if let Some(extra) = extra {
+        router = router.merge(extra);
+    }
     tokio::spawn(async move {
-        chute::app::serve(listener, st, async {
+        chute::app::serve_app(listener, st, router, async {
             let _ = rx.await;
         })
         .await

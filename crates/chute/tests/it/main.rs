@@ -1,5 +1,6 @@
 //! Integration tests: one binary, each test with its own server on port 0 and its own data dir.
 
+mod browser;
 mod chunked;
 mod cli;
 mod files_api;
