@@ -6,6 +6,10 @@
 #   chute  the same 1 GiB multipart upload into chute (default chain: sha256, spill)
 #   chute with checksums = blake3 (the pipeline's own ceiling where hashing is cheap)
 #   64x    64 concurrent 4 MiB uploads into chute
+#   chunked  the django-chunked-upload protocol: the same bytes in 8 MiB and in 1 MiB chunks,
+#          one client (bench/chunked_client.py), into chute and into django-chunked-upload 2.0.0
+#          (Django 3.2 under gunicorn with 2 workers, installed into bench/out/venv), compared
+#          with the md5 rate (the protocol's own ceiling)
 # Prints MB/s (10^6 bytes/s), the ratio to min(sink, disk), and chute's peak RSS (VmHWM).
 # Every upload hashes its bytes, so min(sink, disk, that hash) is the ceiling of the default
 # chain; that ratio is printed too.
@@ -85,6 +89,34 @@ start_chute blake3 --file-upload-checksums blake3
 reset_rss; B3_ONE_MBPS=$(upload_big); B3_ONE_RSS=$(rss)
 stop_chute
 
+# --- chunked protocol: chute and django-chunked-upload ---
+MD5_MBPS=$(awk '$1=="md5" {print $2}' "$WORK/hash.out")
+chunked() { # $1 base url, $2 chunk bytes, [$3 token] -> MB/s
+  local secs; secs=$(python3 bench/chunked_client.py "$1" "$WORK/big.bin" "$2" ${3:-})
+  mbps $BYTES "$secs"
+}
+start_chute chunked
+reset_rss; CH8=$(chunked "$URL" 8388608 "$TOKEN"); CH1=$(chunked "$URL" 1048576 "$TOKEN"); CH_RSS=$(rss)
+stop_chute
+start_chute chunkedmd5 --file-upload-checksums md5
+CHM8=$(chunked "$URL" 8388608 "$TOKEN"); CHM1=$(chunked "$URL" 1048576 "$TOKEN")
+stop_chute
+
+VENV=bench/out/venv
+if [ ! -x "$VENV/bin/gunicorn" ]; then
+  echo "installing django-chunked-upload into $VENV…" >&2
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q "django>=3.2,<4" "django-chunked-upload==2.0.0" "gunicorn>=21"
+fi
+export BENCH_DJANGO_DIR="$WORK/django"; mkdir -p "$BENCH_DJANGO_DIR"
+(cd bench/django_chunked && DJANGO_SETTINGS_MODULE=benchproj.settings "../../$VENV/bin/python" -m django migrate -v0)
+DPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$VENV/bin/gunicorn" --chdir bench/django_chunked -w 2 -b "127.0.0.1:$DPORT" --timeout 900 \
+  --log-level warning benchproj.wsgi > "$WORK/django.log" 2>&1 & DPID=$!; PIDS+=($DPID)
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$DPORT/" && break; sleep 0.1; done
+DJ8=$(chunked "http://127.0.0.1:$DPORT" 8388608); DJ1=$(chunked "http://127.0.0.1:$DPORT" 1048576)
+DJ_RSS=$(for p in $DPID $(pgrep -P $DPID); do awk '/VmHWM/ {print $2}' /proc/$p/status; done | awk '{s+=$1} END {print int(s/1024)}')
+
 LIMIT=$(( SINK_MBPS < DISK_MBPS ? SINK_MBPS : DISK_MBPS ))
 HLIMIT=$(( SHA_MBPS < LIMIT ? SHA_MBPS : LIMIT ))
 ratio() { python3 -c "import sys; print(f'{int(sys.argv[1])/int(sys.argv[2]):.2f}')" "$1" "$2"; }
@@ -99,4 +131,13 @@ ratio() { python3 -c "import sys; print(f'{int(sys.argv[1])/int(sys.argv[2]):.2f
   printf '%-40s %8s %8s %10s %9s\n' "chute 1 file (blake3)" "$B3_ONE_MBPS" "$(ratio "$B3_ONE_MBPS" "$LIMIT")" "" "${B3_ONE_RSS} MiB"
   printf '%-40s %8s %8s %10s %9s\n' "chute 64 x 4 MiB concurrent (sha256)" "$CONC_MBPS" "$(ratio "$CONC_MBPS" "$LIMIT")" "$(ratio "$CONC_MBPS" "$HLIMIT")" "${CONC_RSS} MiB"
   echo "ratio = MB/s / min(sink, disk) = $LIMIT; w/ hash = MB/s / min(sink, disk, sha256) = $HLIMIT"
+  echo
+  printf '%-40s %8s %8s %10s %9s\n' "chunked protocol" MB/s "x md5" "x django" "peak RSS"
+  printf '%-40s %8s\n' "md5, in memory, one core" "$MD5_MBPS"
+  printf '%-40s %8s %8s %10s %9s\n' "chute 8 MiB chunks (md5+sha256)" "$CH8" "$(ratio "$CH8" "$MD5_MBPS")" "$(ratio "$CH8" "$DJ8")" "${CH_RSS} MiB"
+  printf '%-40s %8s %8s %10s\n' "chute 1 MiB chunks (md5+sha256)" "$CH1" "$(ratio "$CH1" "$MD5_MBPS")" "$(ratio "$CH1" "$DJ1")"
+  printf '%-40s %8s %8s %10s\n' "chute 8 MiB chunks (md5 only)" "$CHM8" "$(ratio "$CHM8" "$MD5_MBPS")" "$(ratio "$CHM8" "$DJ8")"
+  printf '%-40s %8s %8s %10s\n' "chute 1 MiB chunks (md5 only)" "$CHM1" "$(ratio "$CHM1" "$MD5_MBPS")" "$(ratio "$CHM1" "$DJ1")"
+  printf '%-40s %8s %8s %10s %9s\n' "django-chunked-upload 8 MiB chunks" "$DJ8" "$(ratio "$DJ8" "$MD5_MBPS")" "" "${DJ_RSS} MiB"
+  printf '%-40s %8s %8s\n' "django-chunked-upload 1 MiB chunks" "$DJ1" "$(ratio "$DJ1" "$MD5_MBPS")"
 } | tee "$OUT/results.txt"

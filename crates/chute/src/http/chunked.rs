@@ -75,8 +75,8 @@ pub fn parse_content_range(v: &str) -> Option<ContentRange> {
     (r.start <= r.end && r.end < r.total).then_some(r)
 }
 
-/// The algorithms every chunked upload keeps: md5 for the protocol, sha256 for ETags, and
-/// whatever the settings add.
+/// The algorithms every chunked upload keeps: md5 for the protocol, and those of
+/// `file_upload_checksums` (sha256 by default).
 fn algorithms(state: &AppState) -> Vec<Algorithm> {
     let mut a: Vec<Algorithm> = state
         .engine
@@ -84,7 +84,7 @@ fn algorithms(state: &AppState) -> Vec<Algorithm> {
         .file_upload_checksums
         .iter()
         .filter_map(|n| Algorithm::parse(n))
-        .chain([Algorithm::Md5, Algorithm::Sha256])
+        .chain([Algorithm::Md5])
         .collect();
     a.sort();
     a.dedup();
@@ -420,7 +420,7 @@ async fn receive_chunk(
             up.offset,
         ));
     }
-    let job = engine
+    let mut job = engine
         .start_append(&up, up.offset, &algorithms(state), Vec::new(), info)
         .await?;
     let want = range.chunk_len();

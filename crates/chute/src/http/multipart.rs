@@ -144,7 +144,7 @@ where
     E: std::fmt::Display + Send + 'static,
 {
     let settings = &state.engine.settings;
-    let pipeline = Pipeline::start(chain, Some(&raw)).map_err(ApiError::from)?;
+    let mut pipeline = Pipeline::start(chain, Some(&raw)).map_err(ApiError::from)?;
 
     // A handler that took the raw input gets the body as it is.
     if pipeline.is_raw() {
@@ -178,7 +178,7 @@ where
     let mut fields: Vec<(String, String)> = Vec::new();
     let stop = parse(
         &mut multipart,
-        &pipeline,
+        &mut pipeline,
         &body_state,
         settings,
         &mut fields,
@@ -291,7 +291,7 @@ pub(super) fn multer_error(e: multer::Error) -> ApiError {
 
 async fn parse(
     multipart: &mut multer::Multipart<'static>,
-    pipeline: &Pipeline,
+    pipeline: &mut Pipeline,
     body_state: &BodyState,
     settings: &crate::config::Settings,
     fields: &mut Vec<(String, String)>,

@@ -21,7 +21,8 @@ pub struct Worker {
 
 pub enum HashSet {
     Inline(Vec<Hasher>),
-    Threaded(Vec<Worker>),
+    /// The first hasher may stay inline (`Some`), the others run on their threads.
+    Threaded(Option<Box<Hasher>>, Vec<Worker>),
 }
 
 impl HashSet {
@@ -30,16 +31,23 @@ impl HashSet {
     }
 
     pub fn is_threaded(&self) -> bool {
-        matches!(self, HashSet::Threaded(_))
+        matches!(self, HashSet::Threaded(..))
     }
 
-    /// Moves each hasher to a thread of its own.
-    pub fn offload(&mut self) -> Result<(), UploadError> {
+    /// Moves each hasher to a thread of its own; with `keep_first`, the first stays on the
+    /// calling thread (for callers whose own thread has nothing else to do).
+    pub fn offload(&mut self, keep_first: bool) -> Result<(), UploadError> {
         let HashSet::Inline(hashers) = self else {
             return Ok(());
         };
-        let mut workers = Vec::with_capacity(hashers.len());
-        for mut h in std::mem::take(hashers) {
+        let mut all = std::mem::take(hashers).into_iter();
+        let first = if keep_first {
+            all.next().map(Box::new)
+        } else {
+            None
+        };
+        let mut workers = Vec::new();
+        for mut h in all {
             let (tx, rx) = sync_channel::<Bytes>(QUEUE_DEPTH);
             let join = std::thread::Builder::new()
                 .name(format!("chute-{}", h.algorithm().name()))
@@ -52,14 +60,17 @@ impl HashSet {
                 .map_err(UploadError::Io)?;
             workers.push(Worker { tx, join });
         }
-        *self = HashSet::Threaded(workers);
+        *self = HashSet::Threaded(first, workers);
         Ok(())
     }
 
     pub fn update(&mut self, chunk: &Bytes) -> Result<(), UploadError> {
         match self {
             HashSet::Inline(hashers) => hashers.iter_mut().for_each(|h| h.update(chunk)),
-            HashSet::Threaded(workers) => {
+            HashSet::Threaded(first, workers) => {
+                if let Some(h) = first {
+                    h.update(chunk);
+                }
                 for w in workers {
                     w.tx.send(chunk.clone()).map_err(|_| {
                         UploadError::Internal("a hashing thread ended early".into())
@@ -74,15 +85,18 @@ impl HashSet {
     pub fn finish(self) -> Result<Vec<Hasher>, UploadError> {
         match self {
             HashSet::Inline(h) => Ok(h),
-            HashSet::Threaded(workers) => workers
-                .into_iter()
-                .map(|w| {
+            HashSet::Threaded(first, workers) => {
+                let mut out: Vec<Hasher> = first.map(|h| *h).into_iter().collect();
+                for w in workers {
                     drop(w.tx);
-                    w.join
-                        .join()
-                        .map_err(|_| UploadError::Internal("a hashing thread panicked".into()))
-                })
-                .collect(),
+                    out.push(
+                        w.join.join().map_err(|_| {
+                            UploadError::Internal("a hashing thread panicked".into())
+                        })?,
+                    );
+                }
+                Ok(out)
+            }
         }
     }
 }
@@ -101,7 +115,7 @@ mod tests {
             Hasher::new(Algorithm::Sha256),
         ]);
         set.update(&Bytes::copy_from_slice(a)).expect("update");
-        set.offload().expect("offload");
+        set.offload(true).expect("offload");
         assert!(set.is_threaded());
         for c in b.chunks(65536) {
             set.update(&Bytes::copy_from_slice(c)).expect("update");
@@ -109,6 +123,7 @@ mod tests {
         let hashers = set.finish().expect("finish");
         // The running state is handed back: it can be continued later, then finalised.
         let mut more = HashSet::new(hashers);
+        more.offload(false).expect("offload");
         more.update(&Bytes::from_static(b"tail")).expect("update");
         let out: Vec<String> = more
             .finish()

@@ -29,8 +29,11 @@ use super::{Engine, UploadError, new_file_id, storage_key_for};
 use crate::meta::{FileRecord, UploadRecord, now_unix};
 use crate::storage::{StagedWrite, Storage};
 
-/// Chunks above this size hash on helper threads.
+/// Requests above this size hash their second and later digests on helper threads.
 const OFFLOAD_AFTER: u64 = 256 * 1024;
+/// Chunk size of the append chain: larger than the multipart default, since these chunks
+/// only go to digests and the writer, and fewer hand-offs cost less.
+const APPEND_CHUNK: usize = 256 * 1024;
 
 /// In-flight state of resumable uploads on this node.
 #[derive(Default)]
@@ -140,7 +143,9 @@ impl UploadHandler for ResumeHashHandler {
         self.seen += chunk.len() as u64;
         if let Some(set) = self.set.as_mut() {
             if self.seen > OFFLOAD_AFTER && !set.is_threaded() {
-                set.offload()?;
+                // The writes run on the append handler's thread, so this pipeline thread can
+                // keep the first digest; the others get threads of their own.
+                set.offload(true)?;
             }
             set.update(&chunk)?;
         }
@@ -162,20 +167,37 @@ impl UploadHandler for ResumeHashHandler {
     }
 }
 
-/// Appends to the staging object at the recorded offset; syncs at the end, and also when the
-/// upload is interrupted, so that what arrived is durable and can be kept.
+/// Appends to the staging object at the recorded offset, on a writer thread of its own that
+/// syncs every `SYNC_EVERY` bytes: the disk's write-back then overlaps with receiving and
+/// hashing instead of all happening at the end of the request, when the client waits. The
+/// handler syncs at the end, and also when the upload is interrupted, so that what arrived is
+/// durable and can be kept.
 struct AppendHandler {
     storage: Arc<dyn Storage>,
     key: String,
     offset: u64,
-    writer: Option<Box<dyn StagedWrite>>,
+    writer: Option<WriterThread>,
     slot: Slot,
 }
 
+/// Bytes written between two syncs of the staging object.
+const SYNC_EVERY: u64 = 4 << 20;
+/// Chunks queued for the writer thread (2 MiB).
+const WRITE_QUEUE: usize = 8;
+
+struct WriterThread {
+    tx: std::sync::mpsc::SyncSender<Bytes>,
+    join: std::thread::JoinHandle<Result<u64, UploadError>>,
+}
+
 impl AppendHandler {
-    fn sync(&mut self) -> std::io::Result<()> {
-        if let Some(mut w) = self.writer.take() {
-            let len = w.sync()?;
+    fn sync(&mut self) -> Result<(), UploadError> {
+        if let Some(w) = self.writer.take() {
+            drop(w.tx);
+            let len = w
+                .join
+                .join()
+                .map_err(|_| UploadError::Internal("the writer thread panicked".into()))??;
             with_slot(&self.slot, |s| s.durable = Some(len));
         }
         Ok(())
@@ -188,18 +210,38 @@ impl UploadHandler for AppendHandler {
     }
 
     fn new_file(&mut self, _file: &FileInfo) -> Result<NewFile, HandlerError> {
-        let w = self
+        let mut w: Box<dyn StagedWrite> = self
             .storage
             .resume(&self.key, self.offset)
             .map_err(UploadError::from)?;
-        self.writer = Some(w);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(WRITE_QUEUE);
+        let join = std::thread::Builder::new()
+            .name("chute-append".into())
+            .spawn(move || -> Result<u64, UploadError> {
+                let mut unsynced = 0u64;
+                while let Ok(chunk) = rx.recv() {
+                    w.write(&chunk)?;
+                    unsynced += chunk.len() as u64;
+                    if unsynced >= SYNC_EVERY {
+                        w.sync()?;
+                        unsynced = 0;
+                    }
+                }
+                Ok(w.sync()?)
+            })
+            .map_err(UploadError::Io)?;
+        self.writer = Some(WriterThread { tx, join });
         with_slot(&self.slot, |s| s.durable = Some(self.offset));
         Ok(NewFile::Continue)
     }
 
     fn receive_chunk(&mut self, chunk: Bytes, _start: u64) -> Result<Option<Bytes>, HandlerError> {
-        if let Some(w) = self.writer.as_mut() {
-            w.write(&chunk)?;
+        if let Some(w) = self.writer.as_ref()
+            && w.tx.send(chunk).is_err()
+        {
+            // The writer stopped on an error; `sync` reports it.
+            self.sync()?;
+            return Err(UploadError::Internal("the staging writer stopped".into()).into());
         }
         Ok(None)
     }
@@ -245,13 +287,13 @@ pub struct EndedAppend {
 
 impl AppendJob {
     /// Sends one chunk of the request body; false when the pipeline has ended (see `end`).
-    pub async fn send(&self, chunk: Bytes) -> bool {
+    pub async fn send(&mut self, chunk: Bytes) -> bool {
         self.pipeline.send(Msg::Data(chunk)).await
     }
 
     /// Ends the request's bytes. `complete` is true when the body ended normally; false when
     /// it broke off (the bytes that arrived are synced all the same).
-    pub async fn end(self, complete: bool) -> Result<EndedAppend, UploadError> {
+    pub async fn end(mut self, complete: bool) -> Result<EndedAppend, UploadError> {
         let error = if complete {
             let _ = self.pipeline.send(Msg::EndFile).await;
             self.pipeline.finish().await.err()
@@ -421,11 +463,8 @@ impl Engine {
             writer: None,
             slot: slot.clone(),
         }));
-        let chain = Chain::new(
-            chain_handlers,
-            self.settings.file_upload_chunk_size.bytes() as usize,
-        );
-        let pipeline = Pipeline::start(chain, None)?;
+        let chain = Chain::new(chain_handlers, APPEND_CHUNK);
+        let mut pipeline = Pipeline::start(chain, None)?;
         if !pipeline.send(Msg::NewFile(info)).await {
             return Err(pipeline
                 .finish()
@@ -573,7 +612,7 @@ mod tests {
 
     async fn append(e: &Engine, id: &str, offset: u64, data: &[u8], complete: bool) -> EndedAppend {
         let up = e.meta.get_upload(id).await.expect("get").expect("exists");
-        let job = e
+        let mut job = e
             .start_append(&up, offset, &ALGS, Vec::new(), info())
             .await
             .expect("start");

@@ -48,7 +48,7 @@ impl UploadHandler for ChecksumHandler {
         self.seen += chunk.len() as u64;
         if let Some(set) = self.set.as_mut() {
             if self.seen > OFFLOAD_AFTER && !set.is_threaded() {
-                set.offload()?;
+                set.offload(false)?;
             }
             set.update(&chunk)?;
         }
