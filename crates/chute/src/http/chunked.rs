@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -30,7 +30,7 @@ use super::auth::AuthUser;
 use super::body::{BodyState, GuardedBody};
 use super::error::{ApiError, ApiResult};
 use super::files::file_json;
-use super::multipart::{body_error, multer_error};
+use super::multipart::{body_error, multer_error, multipart_boundary};
 use crate::meta::{UploadRecord, User, now_unix};
 use crate::names::sanitize_file_name;
 use crate::upload::UploadError;
@@ -177,7 +177,7 @@ pub async fn chunk(
     let AuthUser(user) = auth.map_err(forbidden)?;
     let settings = state.engine.settings.clone();
     let headers = req.headers().clone();
-    let boundary = multipart_boundary(&headers)?;
+    let (_, boundary) = multipart_boundary(&headers, "send each chunk as multipart/form-data")?;
     let range = match headers.get(header::CONTENT_RANGE) {
         None => {
             return Err(ApiError::bad_request(
@@ -305,30 +305,6 @@ async fn drain(mut multipart: multer::Multipart<'static>) {
         }
     })
     .await;
-}
-
-fn multipart_boundary(headers: &HeaderMap) -> ApiResult<String> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !ct
-        .trim_start()
-        .to_ascii_lowercase()
-        .starts_with("multipart/form-data")
-    {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send each chunk as multipart/form-data",
-        ));
-    }
-    multer::parse_boundary(ct).map_err(|_| {
-        ApiError::bad_request(
-            "bad_boundary",
-            "the multipart Content-Type has no valid boundary",
-        )
-    })
 }
 
 async fn receive_chunk(

@@ -48,28 +48,8 @@ pub async fn upload(
 ) -> ApiResult<Response> {
     let settings = state.engine.settings.clone();
     let headers = req.headers().clone();
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    if !content_type
-        .trim_start()
-        .to_ascii_lowercase()
-        .starts_with("multipart/form-data")
-    {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send files as multipart/form-data",
-        ));
-    }
-    let boundary = multer::parse_boundary(&content_type).map_err(|_| {
-        ApiError::bad_request(
-            "bad_boundary",
-            "the multipart Content-Type has no valid boundary",
-        )
-    })?;
+    let (content_type, boundary) =
+        multipart_boundary(&headers, "send files as multipart/form-data")?;
     let content_length = content_length(&headers)?;
     let limit = settings.max_upload_size.map(|s| s.bytes());
     if let (Some(limit), Some(cl)) = (limit, content_length)
@@ -466,6 +446,34 @@ async fn respond(
         body["stopped"] = Value::Bool(true);
     }
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// The Content-Type and boundary of a multipart/form-data request; 415 for another type
+/// (`hint` says what to send), 400 for a missing or bad boundary.
+pub(super) fn multipart_boundary(headers: &HeaderMap, hint: &str) -> ApiResult<(String, String)> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if !ct
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            hint,
+        ));
+    }
+    let boundary = multer::parse_boundary(&ct).map_err(|_| {
+        ApiError::bad_request(
+            "bad_boundary",
+            "the multipart Content-Type has no valid boundary",
+        )
+    })?;
+    Ok((ct, boundary))
 }
 
 fn content_length(headers: &HeaderMap) -> ApiResult<Option<u64>> {

@@ -53,6 +53,25 @@ pub struct FileRecord {
     pub created_at: i64,
 }
 
+impl FileRecord {
+    /// Fills the checksum columns from (algorithm, hex) pairs.
+    pub fn set_checksums<'a>(
+        &mut self,
+        digests: impl IntoIterator<Item = (crate::upload::checksum::Algorithm, &'a String)>,
+    ) {
+        use crate::upload::checksum::Algorithm;
+        for (alg, hex) in digests {
+            let slot = match alg {
+                Algorithm::Md5 => &mut self.md5,
+                Algorithm::Sha1 => &mut self.sha1,
+                Algorithm::Sha256 => &mut self.sha256,
+                Algorithm::Blake3 => &mut self.blake3,
+            };
+            *slot = Some(hex.clone());
+        }
+    }
+}
+
 /// A resumable upload in progress (or finished, with `file_id` set).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UploadRecord {

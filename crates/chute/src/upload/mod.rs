@@ -22,7 +22,6 @@ use thiserror::Error;
 use crate::config::Settings;
 use crate::meta::{FileRecord, MetaError, MetaStore, now_unix};
 use crate::storage::{Source, Storage, StorageError};
-use checksum::Algorithm;
 use handler::{CompletedFile, FileBody};
 
 #[derive(Debug, Error)]
@@ -124,8 +123,7 @@ impl Engine {
         })
         .await
         .map_err(|e| UploadError::Internal(e.to_string()))??;
-        let sum = |a: Algorithm| facts.checksums.get(&a).cloned();
-        let record = FileRecord {
+        let mut record = FileRecord {
             id,
             owner_id,
             name: info.file_name,
@@ -135,12 +133,13 @@ impl Engine {
             detected_type: facts.detected_type.clone(),
             encoding: facts.encoding.clone(),
             storage_key: key.clone(),
-            md5: sum(Algorithm::Md5),
-            sha1: sum(Algorithm::Sha1),
-            sha256: sum(Algorithm::Sha256),
-            blake3: sum(Algorithm::Blake3),
+            md5: None,
+            sha1: None,
+            sha256: None,
+            blake3: None,
             created_at: now_unix(),
         };
+        record.set_checksums(facts.checksums.iter().map(|(a, h)| (*a, h)));
         if let Err(e) = self.meta.insert_file(&record).await {
             self.delete_object(key).await;
             return Err(e.into());

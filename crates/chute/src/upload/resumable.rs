@@ -527,13 +527,7 @@ impl Engine {
             })
             .await
             .map_err(|e| UploadError::Internal(e.to_string()))??;
-        let sum = |a: Algorithm| {
-            digests
-                .iter()
-                .find(|(alg, _)| *alg == a)
-                .map(|(_, v)| v.clone())
-        };
-        let record = FileRecord {
+        let mut record = FileRecord {
             id: file_id,
             owner_id: up.owner_id,
             name: up.name.clone(),
@@ -543,12 +537,13 @@ impl Engine {
             detected_type: detected,
             encoding: None,
             storage_key: key.clone(),
-            md5: sum(Algorithm::Md5),
-            sha1: sum(Algorithm::Sha1),
-            sha256: sum(Algorithm::Sha256),
-            blake3: sum(Algorithm::Blake3),
+            md5: None,
+            sha1: None,
+            sha256: None,
+            blake3: None,
             created_at: now_unix(),
         };
+        record.set_checksums(digests.iter().map(|(a, h)| (*a, h)));
         if let Err(e) = self.meta.complete_upload(&up.id, &record).await {
             let storage = self.storage.clone();
             let _ = tokio::task::spawn_blocking(move || storage.delete(&key)).await;
