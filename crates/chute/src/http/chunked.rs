@@ -313,7 +313,7 @@ async fn receive_chunk(
     upload_id: Option<&str>,
     range: ContentRange,
     info: FileInfo,
-    mut field: multer::Field<'static>,
+    field: multer::Field<'static>,
     body_state: &BodyState,
 ) -> ApiResult<Response> {
     let engine = &state.engine;
@@ -373,6 +373,23 @@ async fn receive_chunk(
                 .await?
         }
     };
+    let id = up.id.clone();
+    // Every answer from here on names the upload, so a client whose first chunk failed can
+    // still resume the upload it created.
+    append_chunk(state, up, range, info, field, body_state)
+        .await
+        .map_err(|e| e.with("upload_id", id))
+}
+
+async fn append_chunk(
+    state: &AppState,
+    up: UploadRecord,
+    range: ContentRange,
+    info: FileInfo,
+    mut field: multer::Field<'static>,
+    body_state: &BodyState,
+) -> ApiResult<Response> {
+    let engine = &state.engine;
     let Some(_lock) = engine.uploads.try_lock(&up.id) else {
         return Err(offset_error(
             "busy",
