@@ -305,6 +305,9 @@ settings! {
     chunked_upload_max_bytes: Option<Size> = "none";
     /// The form field that carries each chunk.
     chunked_upload_field_name: String = "file";
+    /// How long a tus upload may take from its creation (the expiration extension's
+    /// Upload-Expires).
+    tus_upload_expiration: Dur = "1d";
     /// How often the server deletes expired uploads (as `chute gc` does); "0s" turns it off.
     upload_sweep_interval: Dur = "10m";
     /// How long a finished upload's progress stays queryable at /api/progress/{id}.

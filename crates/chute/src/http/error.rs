@@ -114,6 +114,11 @@ impl From<UploadError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "offset_mismatch", msg)
             }
             UploadError::NotFound => ApiError::not_found("upload"),
+            UploadError::ChecksumMismatch { .. } => ApiError::new(
+                StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),
+                "checksum_mismatch",
+                msg,
+            ),
             UploadError::AlreadyComplete => ApiError::bad_request("already_complete", msg),
             UploadError::Meta(m) => m.into(),
             other => ApiError::internal(other),

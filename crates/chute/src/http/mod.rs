@@ -2,6 +2,7 @@
 //!
 //! - [`multipart`]: `POST /api/files`, Django-style streaming form uploads.
 //! - [`chunked`]: the django-chunked-upload protocol (resumable, Content-Range chunks).
+//! - [`tus`]: tus 1.0 (core, creation, defer-length, expiration, checksum, termination).
 //! - [`files`]: listing, downloading and deleting catalog files.
 //! - [`progress`]: `GET /api/progress/{id}` for uploads tagged with X-Progress-ID.
 //! - [`health`]: `GET /healthz`.
@@ -15,13 +16,14 @@ pub mod files;
 pub mod health;
 pub mod multipart;
 pub mod progress;
+pub mod tus;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use tower_http::trace::TraceLayer;
 
 use crate::upload::Engine;
@@ -56,7 +58,21 @@ impl AppState {
 
 /// All routes, ready to serve or to mount in another axum app.
 pub fn router(state: AppState) -> Router {
+    let tus = Router::new()
+        .route("/tus", post(tus::create).options(tus::options))
+        .route("/tus/", post(tus::create).options(tus::options))
+        .route(
+            "/tus/{id}",
+            patch(tus::patch)
+                .head(tus::head)
+                .delete(tus::delete)
+                .get(tus::get)
+                .post(tus::method_override)
+                .options(tus::options),
+        )
+        .layer(axum::middleware::from_fn(tus::protocol_layer));
     Router::new()
+        .merge(tus)
         .route("/healthz", get(health::healthz))
         .route("/api/files", get(files::list).post(multipart::upload))
         .route(

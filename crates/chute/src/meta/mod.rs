@@ -135,6 +135,8 @@ pub trait MetaStore: Send + Sync + 'static {
     /// same transaction.
     async fn complete_upload(&self, id: &str, file: &FileRecord) -> Result<(), MetaError>;
     async fn delete_upload(&self, id: &str) -> Result<(), MetaError>;
+    /// Sets a deferred length, once: false when it was already set.
+    async fn set_upload_length(&self, id: &str, length: u64) -> Result<bool, MetaError>;
     /// Uploads whose expiry is before `now`, oldest first.
     async fn expired_uploads(&self, now: i64, limit: u32) -> Result<Vec<UploadRecord>, MetaError>;
 }

@@ -331,6 +331,15 @@ impl MetaStore for SqliteMeta {
         Ok(rows.iter().map(upload_from_row).collect::<Result<_, _>>()?)
     }
 
+    async fn set_upload_length(&self, id: &str, length: u64) -> Result<bool, MetaError> {
+        let r = sqlx::query("UPDATE uploads SET length = $1 WHERE id = $2 AND length IS NULL")
+            .bind(length as i64)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     async fn delete_upload(&self, id: &str) -> Result<(), MetaError> {
         sqlx::query("DELETE FROM uploads WHERE id = $1")
             .bind(id)

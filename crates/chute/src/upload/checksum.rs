@@ -122,12 +122,17 @@ impl Hasher {
 
     /// The digest as lowercase hex.
     pub fn finish_hex(self) -> String {
+        hex::encode(self.finish_bytes())
+    }
+
+    /// The digest's bytes.
+    pub fn finish_bytes(self) -> Vec<u8> {
         match self {
-            Hasher::Md5(h) => hex::encode(h.finalize()),
-            Hasher::Sha1(h) => hex::encode(h.finalize()),
-            Hasher::Sha256(h) => hex::encode(h.finalize()),
-            Hasher::Ring(_, h) => hex::encode(h.finish()),
-            Hasher::Blake3(h) => h.finalize().to_hex().to_string(),
+            Hasher::Md5(h) => h.finalize().to_vec(),
+            Hasher::Sha1(h) => h.finalize().to_vec(),
+            Hasher::Sha256(h) => h.finalize().to_vec(),
+            Hasher::Ring(_, h) => h.finish().as_ref().to_vec(),
+            Hasher::Blake3(h) => h.finalize().as_bytes().to_vec(),
         }
     }
 }

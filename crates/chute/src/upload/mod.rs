@@ -40,6 +40,8 @@ pub enum UploadError {
     Interrupted,
     #[error("the upload is at offset {current}, not at the offset given")]
     OffsetMismatch { current: u64 },
+    #[error("the {algorithm} checksum of the request's bytes does not match")]
+    ChecksumMismatch { algorithm: &'static str },
     #[error("upload not found")]
     NotFound,
     #[error("the upload is already complete")]

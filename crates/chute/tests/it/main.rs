@@ -8,3 +8,4 @@ mod handlers;
 mod helpers;
 mod limits;
 mod malformed;
+mod tus;

@@ -8,6 +8,7 @@ pub mod quota;
 pub mod sniff;
 pub mod spill;
 pub mod store;
+pub mod verify;
 
 use std::sync::Arc;
 

@@ -1,0 +1,584 @@
+//! tus 1.0.0 at `/tus/` (creation URL) and `/tus/{id}` (uploads), on the engine's resumable
+//! appends. This first increment has the core protocol and the creation,
+//! creation-with-upload, creation-defer-length, expiration, checksum and termination
+//! extensions; concatenation, checksum-trailer and the IETF draft are still to come.
+//!
+//! Every request but OPTIONS must carry `Tus-Resumable: 1.0.0` (else 412 with `Tus-Version`,
+//! nothing processed) and every response but OPTIONS's carries it. `X-HTTP-Method-Override`
+//! on a POST to an upload URL turns it into the PATCH, HEAD or DELETE it names.
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use futures::StreamExt;
+use serde_json::json;
+
+use super::AppState;
+use super::auth::AuthUser;
+use super::body::GuardedBody;
+use super::error::{ApiError, ApiResult};
+use super::files::serve_file;
+use crate::meta::{UploadRecord, User, now_unix};
+use crate::names::sanitize_file_name;
+use crate::upload::UploadError;
+use crate::upload::checksum::Algorithm;
+use crate::upload::handler::{FileInfo, UploadHandler};
+use crate::upload::handlers::verify::VerifyHandler;
+use crate::upload::resumable::NewUpload;
+
+const PROTOCOL: &str = "tus";
+const VERSION: &str = "1.0.0";
+const EXTENSIONS: &str =
+    "creation,creation-with-upload,creation-defer-length,expiration,checksum,termination";
+const CHECKSUMS: &str = "sha1,md5,sha256";
+const OFFSET_STREAM: &str = "application/offset+octet-stream";
+
+/// Checks `Tus-Resumable` on requests and sets it on responses (OPTIONS excepted).
+pub async fn protocol_layer(req: Request, next: Next) -> Response {
+    if req.method() == Method::OPTIONS {
+        return next.run(req).await;
+    }
+    // Downloads are plain GETs (a browser sends no Tus-Resumable); they still get the header.
+    let exempt = req.method() == Method::GET;
+    let version_ok = req
+        .headers()
+        .get("tus-resumable")
+        .is_some_and(|v| v.as_bytes() == VERSION.as_bytes());
+    let mut res = if version_ok || exempt {
+        next.run(req).await
+    } else {
+        let mut r = ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "unsupported_version",
+            "send Tus-Resumable: 1.0.0",
+        )
+        .into_response();
+        r.headers_mut()
+            .insert("tus-version", HeaderValue::from_static(VERSION));
+        r
+    };
+    res.headers_mut()
+        .insert("tus-resumable", HeaderValue::from_static(VERSION));
+    res
+}
+
+pub async fn options(State(state): State<AppState>) -> Response {
+    let mut h = HeaderMap::new();
+    h.insert("tus-version", HeaderValue::from_static(VERSION));
+    h.insert("tus-extension", HeaderValue::from_static(EXTENSIONS));
+    h.insert(
+        "tus-checksum-algorithm",
+        HeaderValue::from_static(CHECKSUMS),
+    );
+    if let Some(max) = state.engine.settings.max_upload_size {
+        h.insert("tus-max-size", HeaderValue::from(max.bytes()));
+    }
+    (StatusCode::NO_CONTENT, h).into_response()
+}
+
+fn header_u64(h: &HeaderMap, name: &str) -> ApiResult<Option<u64>> {
+    match h.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "bad_header",
+                    format!("{name} must be a non-negative integer"),
+                )
+            }),
+    }
+}
+
+/// Parses `Upload-Metadata: key base64,key2 base64`: keys unique, ASCII, no spaces or commas;
+/// values base64 and possibly empty. Returns (key, decoded value) pairs.
+pub fn parse_metadata(v: &str) -> Option<Vec<(String, Vec<u8>)>> {
+    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+    if v.trim().is_empty() {
+        return Some(out);
+    }
+    for pair in v.split(',') {
+        let mut it = pair.trim().split(' ');
+        let key = it.next()?;
+        let value = it.next().unwrap_or("");
+        if it.next().is_some()
+            || key.is_empty()
+            || !key.bytes().all(|b| b.is_ascii_graphic())
+            || out.iter().any(|(k, _)| k == key)
+        {
+            return None;
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .ok()?;
+        out.push((key.to_string(), decoded));
+    }
+    Some(out)
+}
+
+fn http_date(t: i64) -> Option<HeaderValue> {
+    let fmt = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let s = time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()?
+        .format(&fmt)
+        .ok()?;
+    HeaderValue::from_str(&s).ok()
+}
+
+fn algorithms(state: &AppState) -> Vec<Algorithm> {
+    let mut a: Vec<Algorithm> = state
+        .engine
+        .settings
+        .file_upload_checksums
+        .iter()
+        .filter_map(|n| Algorithm::parse(n))
+        .collect();
+    a.sort();
+    a.dedup();
+    a
+}
+
+/// The caller's tus upload, or 404 (unknown or another user's) / 410 (expired).
+async fn load(state: &AppState, user: &User, id: &str) -> ApiResult<UploadRecord> {
+    let valid = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    let up = if valid {
+        state.engine.meta.get_upload(id).await?
+    } else {
+        None
+    };
+    let up = match up {
+        Some(u) if u.owner_id == user.id && u.protocol == PROTOCOL => u,
+        _ => return Err(ApiError::not_found("upload")),
+    };
+    if up.state == "active" && up.expires_at.is_some_and(|t| t < now_unix()) {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "expired",
+            "the upload has expired",
+        ));
+    }
+    Ok(up)
+}
+
+fn offset_headers(up: &UploadRecord) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("upload-offset", HeaderValue::from(up.offset));
+    if let Some(t) = up
+        .expires_at
+        .filter(|_| up.state == "active")
+        .and_then(http_date)
+    {
+        h.insert("upload-expires", t);
+    }
+    h
+}
+
+/// `POST /tus/`: creation (and creation-with-upload).
+pub async fn create(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    req: Request,
+) -> ApiResult<Response> {
+    let settings = state.engine.settings.clone();
+    let h = req.headers().clone();
+    let length = header_u64(&h, "upload-length")?;
+    let deferred = match h.get("upload-defer-length") {
+        None => false,
+        Some(v) if v.as_bytes() == b"1" => true,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "bad_header",
+                "Upload-Defer-Length must be 1",
+            ));
+        }
+    };
+    if length.is_some() == deferred {
+        return Err(ApiError::bad_request(
+            "bad_header",
+            "send either Upload-Length or Upload-Defer-Length: 1",
+        ));
+    }
+    if let (Some(max), Some(len)) = (settings.max_upload_size, length)
+        && len > max.bytes()
+    {
+        return Err(ApiError::too_large(
+            "too_large",
+            format!("the upload is over the {}-byte limit", max.bytes()),
+        ));
+    }
+    let raw_meta = h
+        .get("upload-metadata")
+        .map(|v| v.to_str().map(str::to_string))
+        .transpose()
+        .map_err(|_| ApiError::bad_request("bad_metadata", "Upload-Metadata is not ASCII"))?
+        .unwrap_or_default();
+    let meta = parse_metadata(&raw_meta).ok_or_else(|| {
+        ApiError::bad_request("bad_metadata", "Upload-Metadata must be `key base64,...`")
+    })?;
+    let get = |k: &str| {
+        meta.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| String::from_utf8_lossy(v).to_string())
+    };
+    let name = sanitize_file_name(&get("filename").unwrap_or_default());
+    let content_type =
+        get("filetype").filter(|t| t.len() < 200 && !t.chars().any(char::is_control));
+    if let (Some(q), Some(len)) = (settings.user_quota, length) {
+        let used = state.engine.meta.usage_bytes(user.id).await?;
+        if used + len > q.bytes() {
+            return Err(UploadError::QuotaExceeded {
+                quota: q.bytes(),
+                used,
+            }
+            .into());
+        }
+    }
+    let expires = now_unix() + settings.tus_upload_expiration.0.as_secs() as i64;
+    let up = state
+        .engine
+        .create_upload(NewUpload {
+            owner_id: user.id,
+            protocol: PROTOCOL,
+            name: &name,
+            content_type: content_type.as_deref(),
+            length,
+            expires_at: Some(expires),
+            metadata: &json!({ "upload_metadata": raw_meta }).to_string(),
+        })
+        .await?;
+    let location = format!("/tus/{}", up.id);
+    let with_body = h
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == OFFSET_STREAM.as_bytes());
+    let up = if with_body {
+        append(&state, up, 0, &h, req.into_body()).await?
+    } else {
+        finish_if_complete(&state, up).await?
+    };
+    let mut hm = offset_headers(&up);
+    hm.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).map_err(ApiError::internal)?,
+    );
+    Ok((StatusCode::CREATED, hm).into_response())
+}
+
+/// Completes the upload when all its bytes are there (or it is empty).
+async fn finish_if_complete(state: &AppState, up: UploadRecord) -> ApiResult<UploadRecord> {
+    if up.state != "active" || up.length != Some(up.offset) {
+        return Ok(up);
+    }
+    let digests = state.engine.upload_digests(&up, &algorithms(state)).await?;
+    let file = state.engine.complete_upload(&up, &digests).await?;
+    let mut up = up;
+    up.state = "complete".into();
+    up.file_id = Some(file.id);
+    Ok(up)
+}
+
+/// Streams `body` into the upload at `offset`, keeping what arrives (unless a checksum was
+/// sent and does not match), and completes the upload when it is full.
+async fn append(
+    state: &AppState,
+    up: UploadRecord,
+    offset: u64,
+    h: &HeaderMap,
+    body: Body,
+) -> ApiResult<UploadRecord> {
+    let engine = &state.engine;
+    let mut handlers: Vec<Box<dyn UploadHandler>> = Vec::new();
+    let verified = match h.get("upload-checksum") {
+        None => false,
+        Some(v) => {
+            let v = v.to_str().unwrap_or("");
+            let (alg, b64) = v.split_once(' ').unwrap_or((v, ""));
+            let alg = Algorithm::parse(alg)
+                .filter(|a| *a != Algorithm::Blake3)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "bad_checksum_algorithm",
+                        "Upload-Checksum: use sha1, md5 or sha256",
+                    )
+                })?;
+            let expected = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|_| {
+                    ApiError::bad_request("bad_checksum", "the Upload-Checksum value is not base64")
+                })?;
+            handlers.push(Box::new(VerifyHandler::new(alg, expected)));
+            true
+        }
+    };
+    let Some(_lock) = engine.uploads.try_lock(&up.id) else {
+        return Err(ApiError::new(
+            StatusCode::LOCKED,
+            "locked",
+            "another request is writing this upload",
+        ));
+    };
+    let up = engine
+        .meta
+        .get_upload(&up.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("upload"))?;
+    if up.offset != offset {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "offset_mismatch",
+            "Upload-Offset does not match the upload's offset",
+        )
+        .with("offset", up.offset));
+    }
+    let limit = up.length.map(|l| l - offset);
+    let info = FileInfo {
+        file_name: up.name.clone(),
+        content_type: up.content_type.clone(),
+        ..Default::default()
+    };
+    let mut job = engine
+        .start_append(&up, offset, &algorithms(state), handlers, info)
+        .await?;
+    let (mut stream, body_state) = GuardedBody::new(
+        body.into_data_stream(),
+        engine.settings.request_body_idle_timeout.0,
+        limit,
+        u64::MAX,
+    );
+    let mut broke = false;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(c) => {
+                if !job.send(c).await {
+                    break;
+                }
+            }
+            Err(_) => {
+                broke = true;
+                break;
+            }
+        }
+    }
+    let too_large = matches!(
+        body_state.failure(),
+        Some(super::body::BodyFailure::TooLarge { .. })
+    );
+    let mut ended = job.end(!broke).await?;
+    if let Some(e) = ended.error.take() {
+        ended.discard();
+        return Err(e.into());
+    }
+    if broke && (verified || too_large) {
+        // Bytes that cannot be verified, or that run past the length, are not kept.
+        ended.discard();
+        return Err(if too_large {
+            ApiError::too_large("too_large", "the body runs past Upload-Length")
+        } else {
+            ApiError::bad_request(
+                "interrupted",
+                "the body broke off before its checksum could be checked",
+            )
+        });
+    }
+    let new_offset = ended.commit().await.map_err(ApiError::from)?;
+    if broke {
+        return Err(ApiError::bad_request(
+            "interrupted",
+            "the body broke off; what arrived is kept",
+        )
+        .with("offset", new_offset));
+    }
+    let mut up = up;
+    up.offset = new_offset;
+    finish_if_complete(state, up).await
+}
+
+/// `PATCH /tus/{id}`
+pub async fn patch(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    let h = req.headers().clone();
+    if h.get(header::CONTENT_TYPE)
+        .is_none_or(|v| v.as_bytes() != OFFSET_STREAM.as_bytes())
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "PATCH needs Content-Type: application/offset+octet-stream",
+        ));
+    }
+    let Some(offset) = header_u64(&h, "upload-offset")? else {
+        return Err(ApiError::bad_request(
+            "bad_header",
+            "PATCH needs Upload-Offset",
+        ));
+    };
+    let mut up = load(&state, &user, &id).await?;
+    if up.state != "active" {
+        return Err(ApiError::bad_request(
+            "complete",
+            "the upload is already complete",
+        ));
+    }
+    if let Some(len) = header_u64(&h, "upload-length")? {
+        match up.length {
+            Some(l) if l != len => {
+                return Err(ApiError::bad_request(
+                    "length_changed",
+                    "Upload-Length cannot change",
+                ));
+            }
+            Some(_) => {}
+            None => {
+                if let Some(max) = state.engine.settings.max_upload_size
+                    && len > max.bytes()
+                {
+                    return Err(ApiError::too_large(
+                        "too_large",
+                        "the upload is over the limit",
+                    ));
+                }
+                if len < up.offset || !state.engine.meta.set_upload_length(&up.id, len).await? {
+                    return Err(ApiError::bad_request(
+                        "bad_length",
+                        "Upload-Length is below the offset or already set",
+                    ));
+                }
+                up.length = Some(len);
+            }
+        }
+    }
+    let up = append(&state, up, offset, &h, req.into_body()).await?;
+    Ok((StatusCode::NO_CONTENT, offset_headers(&up)).into_response())
+}
+
+/// `HEAD /tus/{id}`
+pub async fn head(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let up = load(&state, &user, &id).await?;
+    let mut h = offset_headers(&up);
+    match up.length {
+        Some(l) => h.insert("upload-length", HeaderValue::from(l)),
+        None => h.insert("upload-defer-length", HeaderValue::from_static("1")),
+    };
+    let raw = serde_json::from_str::<serde_json::Value>(&up.metadata)
+        .ok()
+        .and_then(|v| v["upload_metadata"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    if !raw.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&raw)
+    {
+        h.insert("upload-metadata", v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok((StatusCode::OK, h).into_response())
+}
+
+/// `DELETE /tus/{id}`: termination. A finished upload's file goes too.
+pub async fn delete(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let up = load(&state, &user, &id).await?;
+    let Some(_lock) = state.engine.uploads.try_lock(&up.id) else {
+        return Err(ApiError::new(
+            StatusCode::LOCKED,
+            "locked",
+            "another request is writing this upload",
+        ));
+    };
+    let storage = state.engine.storage.clone();
+    let key = up.staging_key.clone();
+    tokio::task::spawn_blocking(move || storage.abort(&key))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    if let Some(fid) = &up.file_id {
+        state.engine.delete_file(user.id, fid).await?;
+    }
+    state.engine.meta.delete_upload(&up.id).await?;
+    state.engine.uploads.forget(&up.id);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /tus/{id}`: the finished upload's bytes.
+pub async fn get(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let up = load(&state, &user, &id).await?;
+    let file = match &up.file_id {
+        Some(fid) => state.engine.meta.get_file(fid).await?,
+        None => None,
+    };
+    let Some(file) = file else {
+        return Err(ApiError::not_found("finished upload"));
+    };
+    serve_file(&state, &file, &headers, "attachment").await
+}
+
+/// `POST /tus/{id}` with `X-HTTP-Method-Override`.
+pub async fn method_override(
+    state: State<AppState>,
+    user: AuthUser,
+    id: Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    let m = req
+        .headers()
+        .get("x-http-method-override")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_uppercase();
+    match m.as_str() {
+        "PATCH" => patch(state, user, id, req).await,
+        "HEAD" => head(state, user, id).await,
+        "DELETE" => delete(state, user, id).await,
+        _ => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "POST to an upload needs X-HTTP-Method-Override: PATCH, HEAD or DELETE",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata() {
+        let m = parse_metadata("filename d29ybGRfZG9taW5hdGlvbl9wbGFuLnBkZg==,is_confidential")
+            .expect("valid");
+        assert_eq!(
+            m[0],
+            ("filename".into(), b"world_domination_plan.pdf".to_vec())
+        );
+        assert_eq!(m[1], ("is_confidential".into(), Vec::new()));
+        assert!(parse_metadata("a YQ==,a Yg==").is_none(), "duplicate key");
+        assert!(parse_metadata("a !!!").is_none(), "not base64");
+        assert!(parse_metadata("a YQ== extra").is_none());
+        assert_eq!(parse_metadata("").map(|v| v.len()), Some(0));
+        assert_eq!(
+            http_date(784111777).map(|h| h.to_str().map(str::to_string).unwrap_or_default()),
+            Some("Sun, 06 Nov 1994 08:49:37 GMT".to_string())
+        );
+    }
+}

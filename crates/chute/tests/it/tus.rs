@@ -1,0 +1,393 @@
+//! tus 1.0 over real HTTP: core, creation, creation-with-upload, defer-length, expiration,
+//! checksum, termination, method override, and every status the protocol defines.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::helpers::*;
+
+fn b64(s: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+fn req(app: &TestApp, method: Method, path: &str) -> reqwest::RequestBuilder {
+    app.client
+        .request(method, app.url(path))
+        .bearer_auth(&app.token)
+        .header("Tus-Resumable", "1.0.0")
+}
+
+async fn create(app: &TestApp, length: u64, meta: &str) -> String {
+    let res = req(app, Method::POST, "/tus/")
+        .header("Upload-Length", length.to_string())
+        .header("Upload-Metadata", meta)
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status(), 201);
+    res.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_string()
+}
+
+async fn patch(app: &TestApp, loc: &str, offset: u64, data: &[u8]) -> reqwest::Response {
+    req(app, Method::PATCH, loc)
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", offset.to_string())
+        .body(data.to_vec())
+        .send()
+        .await
+        .expect("patch")
+}
+
+fn h<'a>(res: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    res.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+#[tokio::test]
+async fn options_and_version_negotiation() {
+    let app = spawn_app(&[("max_upload_size", "1GiB")]).await;
+    let res = app
+        .client
+        .request(Method::OPTIONS, app.url("/tus/"))
+        .send()
+        .await
+        .expect("options");
+    assert_eq!(res.status(), 204);
+    assert_eq!(h(&res, "tus-version"), Some("1.0.0"));
+    let ext = h(&res, "tus-extension").expect("extensions");
+    for e in [
+        "creation",
+        "creation-with-upload",
+        "creation-defer-length",
+        "expiration",
+        "checksum",
+        "termination",
+    ] {
+        assert!(ext.split(',').any(|x| x == e), "{e} in {ext}");
+    }
+    assert_eq!(h(&res, "tus-max-size"), Some("1073741824"));
+    assert!(
+        h(&res, "tus-checksum-algorithm")
+            .expect("algorithms")
+            .contains("sha1")
+    );
+
+    for version in [None, Some("0.2.2")] {
+        let mut r = app
+            .client
+            .post(app.url("/tus/"))
+            .bearer_auth(&app.token)
+            .header("Upload-Length", "5");
+        if let Some(v) = version {
+            r = r.header("Tus-Resumable", v);
+        }
+        let res = r.send().await.expect("post");
+        assert_eq!(res.status(), 412);
+        assert_eq!(h(&res, "tus-version"), Some("1.0.0"));
+        assert_eq!(h(&res, "tus-resumable"), Some("1.0.0"));
+    }
+    let listed = app
+        .state
+        .engine
+        .meta
+        .expired_uploads(i64::MAX, 10)
+        .await
+        .expect("uploads");
+    assert!(listed.is_empty(), "a refused version processed nothing");
+}
+
+#[tokio::test]
+async fn upload_in_patches_and_it_becomes_an_ordinary_file() {
+    let app = spawn_app(&[]).await;
+    let data = bytes(3 * 1024 * 1024 + 5, 41);
+    let name = "relevé été.bin";
+    let meta = format!(
+        "filename {},filetype {},empty",
+        b64(name.as_bytes()),
+        b64(b"application/x-test")
+    );
+    let loc = create(&app, data.len() as u64, &meta).await;
+    assert!(loc.starts_with("/tus/"), "{loc}");
+
+    let res = req(&app, Method::HEAD, &loc).send().await.expect("head");
+    assert_eq!(res.status(), 200);
+    assert_eq!(h(&res, "upload-offset"), Some("0"));
+    assert_eq!(
+        h(&res, "upload-length"),
+        Some(data.len().to_string().as_str())
+    );
+    assert_eq!(
+        h(&res, "upload-metadata"),
+        Some(meta.as_str()),
+        "metadata, empty values included"
+    );
+    assert_eq!(h(&res, "cache-control"), Some("no-store"));
+    assert_eq!(h(&res, "tus-resumable"), Some("1.0.0"));
+
+    let mut offset = 0u64;
+    for c in data.chunks(1 << 20) {
+        let res = patch(&app, &loc, offset, c).await;
+        assert_eq!(res.status(), 204);
+        offset += c.len() as u64;
+        assert_eq!(h(&res, "upload-offset"), Some(offset.to_string().as_str()));
+        if offset < data.len() as u64 {
+            assert!(h(&res, "upload-expires").is_some_and(|e| e.ends_with(" GMT")));
+        }
+    }
+    let files = app.list(&app.token).await;
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0]["name"], name);
+    assert_eq!(files[0]["content_type"], "application/x-test");
+    assert_eq!(files[0]["checksums"]["sha256"], sha256_hex(&data));
+    let res = req(&app, Method::GET, &loc).send().await.expect("get");
+    assert_eq!(res.status(), 200);
+    let cd = h(&res, "content-disposition").expect("cd").to_string();
+    assert!(
+        cd.contains("filename*=UTF-8''relev%C3%A9%20%C3%A9t%C3%A9.bin"),
+        "{cd}"
+    );
+    assert_eq!(
+        sha256_hex(&res.bytes().await.expect("body")),
+        sha256_hex(&data)
+    );
+    let res = req(&app, Method::HEAD, &loc).send().await.expect("head");
+    assert_eq!(
+        h(&res, "upload-offset"),
+        Some(data.len().to_string().as_str())
+    );
+    let res = patch(&app, &loc, data.len() as u64, b"more").await;
+    assert_eq!(res.status(), 400, "a finished upload takes no more bytes");
+}
+
+#[tokio::test]
+async fn protocol_errors_have_the_right_status() {
+    let app = spawn_app(&[("max_upload_size", "10MiB")]).await;
+    let loc = create(&app, 100, "").await;
+    let res = req(&app, Method::PATCH, &loc)
+        .header("Content-Type", "application/octet-stream")
+        .header("Upload-Offset", "0")
+        .body(vec![1u8; 10])
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let res = patch(&app, &loc, 5, &[1u8; 10]).await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    assert_eq!(res.json::<Value>().await.expect("json")["offset"], 0);
+    let res = req(&app, Method::PATCH, &loc)
+        .header("Content-Type", "application/offset+octet-stream")
+        .send()
+        .await
+        .expect("no offset");
+    assert_eq!(res.status(), 400);
+    // Past the declared length: refused, nothing kept.
+    let res = patch(&app, &loc, 0, &[1u8; 150]).await;
+    assert_eq!(res.status(), 413);
+    let res = req(&app, Method::HEAD, &loc).send().await.expect("head");
+    assert_eq!(h(&res, "upload-offset"), Some("0"));
+
+    for (hdrs, status) in [
+        (vec![("Upload-Length", "20000000")], 413u16),
+        (vec![], 400),
+        (
+            vec![("Upload-Length", "5"), ("Upload-Defer-Length", "1")],
+            400,
+        ),
+        (vec![("Upload-Defer-Length", "2")], 400),
+        (vec![("Upload-Length", "-5")], 400),
+        (
+            vec![
+                ("Upload-Length", "5"),
+                ("Upload-Metadata", "name !!notbase64"),
+            ],
+            400,
+        ),
+        (
+            vec![("Upload-Length", "5"), ("Upload-Metadata", "a YQ==,a YQ==")],
+            400,
+        ),
+    ] {
+        let mut r = req(&app, Method::POST, "/tus/");
+        for (k, v) in &hdrs {
+            r = r.header(*k, *v);
+        }
+        let res = r.send().await.expect("post");
+        assert_eq!(res.status().as_u16(), status, "{hdrs:?}");
+        assert!(res.json::<Value>().await.expect("json")["error"].is_string());
+    }
+    let unknown = "/tus/0123456789abcdef0123456789abcdef";
+    assert_eq!(
+        req(&app, Method::HEAD, unknown)
+            .send()
+            .await
+            .expect("head")
+            .status(),
+        404
+    );
+    assert_eq!(patch(&app, unknown, 0, b"x").await.status(), 404);
+    assert_eq!(
+        req(&app, Method::HEAD, "/tus/..%2F..%2Fetc")
+            .send()
+            .await
+            .expect("head")
+            .status(),
+        404
+    );
+
+    // Another user gets 404 on every method.
+    let bob = app.user("bob").await;
+    for m in [Method::HEAD, Method::PATCH, Method::DELETE, Method::GET] {
+        let res = app
+            .client
+            .request(m.clone(), app.url(&loc))
+            .bearer_auth(&bob)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Content-Type", "application/offset+octet-stream")
+            .header("Upload-Offset", "0")
+            .body("x")
+            .send()
+            .await
+            .expect("bob");
+        assert_eq!(res.status(), 404, "{m}");
+    }
+    let res = app
+        .client
+        .head(app.url(&loc))
+        .header("Tus-Resumable", "1.0.0")
+        .send()
+        .await
+        .expect("anon");
+    assert_eq!(res.status(), 401);
+}
+
+#[tokio::test]
+async fn creation_with_upload_defer_length_and_empty_uploads() {
+    let app = spawn_app(&[]).await;
+    let res = req(&app, Method::POST, "/tus/")
+        .header("Upload-Length", "11")
+        .header("Content-Type", "application/offset+octet-stream")
+        .body("hello world")
+        .send()
+        .await
+        .expect("create with upload");
+    assert_eq!(res.status(), 201);
+    assert_eq!(h(&res, "upload-offset"), Some("11"));
+    assert_eq!(app.list(&app.token).await.len(), 1, "complete at once");
+
+    let res = req(&app, Method::POST, "/tus/")
+        .header("Upload-Defer-Length", "1")
+        .send()
+        .await
+        .expect("defer");
+    assert_eq!(res.status(), 201);
+    let loc = h(&res, "location").expect("location").to_string();
+    let res = req(&app, Method::HEAD, &loc).send().await.expect("head");
+    assert_eq!(h(&res, "upload-defer-length"), Some("1"));
+    assert!(h(&res, "upload-length").is_none());
+    assert_eq!(patch(&app, &loc, 0, b"abc").await.status(), 204);
+    let res = req(&app, Method::PATCH, &loc)
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", "3")
+        .header("Upload-Length", "6")
+        .body("def")
+        .send()
+        .await
+        .expect("last");
+    assert_eq!(res.status(), 204);
+    let res = req(&app, Method::HEAD, &loc).send().await.expect("head");
+    assert_eq!(h(&res, "upload-length"), Some("6"));
+    assert_eq!(app.list(&app.token).await.len(), 2);
+
+    let loc = create(&app, 0, "").await;
+    let res = req(&app, Method::HEAD, &loc).send().await.expect("head");
+    assert_eq!(
+        (h(&res, "upload-offset"), h(&res, "upload-length")),
+        (Some("0"), Some("0"))
+    );
+    assert_eq!(
+        app.list(&app.token).await.len(),
+        3,
+        "an empty upload is complete at creation"
+    );
+}
+
+#[tokio::test]
+async fn checksums_termination_expiration_and_method_override() {
+    let app = spawn_app(&[
+        ("tus_upload_expiration", "2s"),
+        ("upload_sweep_interval", "0s"),
+    ])
+    .await;
+    let loc = create(&app, 8, "").await;
+    let sha1 = |d: &[u8]| {
+        b64(&hex::decode(chute::upload::checksum::digest_hex(
+            chute::upload::checksum::Algorithm::Sha1,
+            d,
+        ))
+        .expect("hex"))
+    };
+    let send = |offset: u64, data: &'static [u8], checksum: String| {
+        req(&app, Method::PATCH, &loc)
+            .header("Content-Type", "application/offset+octet-stream")
+            .header("Upload-Offset", offset.to_string())
+            .header("Upload-Checksum", checksum)
+            .body(data)
+            .send()
+    };
+    let res = send(0, b"abcd", format!("sha1 {}", sha1(b"abcX")))
+        .await
+        .expect("bad sum");
+    assert_eq!(res.status().as_u16(), 460);
+    let res = req(&app, Method::HEAD, &loc).send().await.expect("head");
+    assert_eq!(
+        h(&res, "upload-offset"),
+        Some("0"),
+        "a mismatching chunk is discarded"
+    );
+    let res = send(0, b"abcd", format!("crc99 {}", sha1(b"abcd")))
+        .await
+        .expect("unknown alg");
+    assert_eq!(res.status(), 400);
+    let res = send(0, b"abcd", format!("sha1 {}", sha1(b"abcd")))
+        .await
+        .expect("good sum");
+    assert_eq!(res.status(), 204);
+    assert_eq!(h(&res, "upload-offset"), Some("4"));
+
+    // X-HTTP-Method-Override turns a POST into the PATCH it names.
+    let res = req(&app, Method::POST, &loc)
+        .header("X-HTTP-Method-Override", "PATCH")
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", "4")
+        .body("ef")
+        .send()
+        .await
+        .expect("override");
+    assert_eq!(res.status(), 204);
+    assert_eq!(h(&res, "upload-offset"), Some("6"));
+
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let res = patch(&app, &loc, 6, b"gh").await;
+    assert_eq!(res.status(), 410);
+
+    let loc2 = create(&app, 8, "").await;
+    let res = req(&app, Method::DELETE, &loc2)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(res.status(), 204);
+    assert_eq!(
+        req(&app, Method::HEAD, &loc2)
+            .send()
+            .await
+            .expect("head")
+            .status(),
+        404
+    );
+    assert_eq!(patch(&app, &loc2, 0, b"x").await.status(), 404);
+}
