@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the browser and client tests drive: Debian's chromium, and the npm packages
-# pinned in e2e/package-lock.json (jQuery-File-Upload, spark-md5, playwright-core).
+# Installs what the browser and client tests drive: Debian's chromium, the npm packages
+# pinned in e2e/package-lock.json (jQuery-File-Upload, spark-md5, playwright-core,
+# tus-js-client), and tuspy (e2e/requirements.txt) in e2e/.venv.
 # Idempotent: does nothing when everything is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,7 @@ command -v curl >/dev/null || need+=(curl)
 command -v chromium >/dev/null || need+=(chromium)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing ${need[*]}: install them (apt-get install ${need[*]}) or run this as root" >&2
@@ -22,4 +24,9 @@ fi
 
 if [ ! -d e2e/node_modules/blueimp-file-upload ] || [ e2e/package-lock.json -nt e2e/node_modules/.package-lock.json ]; then
   (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+if [ ! -x e2e/.venv/bin/python ] || ! e2e/.venv/bin/python -c 'import tusclient' 2>/dev/null; then
+  python3 -m venv e2e/.venv
+  e2e/.venv/bin/pip install -q --disable-pip-version-check -r e2e/requirements.txt
 fi

@@ -3,6 +3,7 @@
 mod browser;
 mod chunked;
 mod cli;
+mod clients;
 mod files_api;
 mod handlers;
 mod helpers;
