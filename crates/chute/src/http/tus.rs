@@ -35,6 +35,8 @@ const EXTENSIONS: &str =
     "creation,creation-with-upload,creation-defer-length,expiration,checksum,termination";
 const CHECKSUMS: &str = "sha1,md5,sha256";
 const OFFSET_STREAM: &str = "application/offset+octet-stream";
+/// How long a new request waits for a stale one on the same upload to end.
+const PREEMPT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Checks `Tus-Resumable` on requests and sets it on responses (OPTIONS excepted).
 pub async fn protocol_layer(req: Request, next: Next) -> Response {
@@ -318,7 +320,7 @@ async fn append(
             true
         }
     };
-    let Some(_lock) = engine.uploads.try_lock(&up.id) else {
+    let Some(lock) = engine.uploads.lock_preempting(&up.id, PREEMPT_WAIT).await else {
         return Err(ApiError::new(
             StatusCode::LOCKED,
             "locked",
@@ -354,17 +356,27 @@ async fn append(
         u64::MAX,
     );
     let mut broke = false;
-    while let Some(item) = stream.next().await {
+    loop {
+        let item = tokio::select! {
+            item = stream.next() => item,
+            () = lock.release_requested() => {
+                // A newer request for this upload (a client that reconnected) asks for it:
+                // end here, keeping what is durable.
+                broke = true;
+                break;
+            }
+        };
         match item {
-            Ok(c) => {
+            Some(Ok(c)) => {
                 if !job.send(c).await {
                     break;
                 }
             }
-            Err(_) => {
+            Some(Err(_)) => {
                 broke = true;
                 break;
             }
+            None => break,
         }
     }
     let too_large = matches!(
@@ -470,6 +482,16 @@ pub async fn head(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let up = load(&state, &user, &id).await?;
+    // A request still writing this upload is stale once its client asks where it stands.
+    let lock = state
+        .engine
+        .uploads
+        .lock_preempting(&up.id, PREEMPT_WAIT)
+        .await;
+    let up = match lock {
+        Some(_) => load(&state, &user, &id).await?,
+        None => up,
+    };
     let mut h = offset_headers(&up);
     match up.length {
         Some(l) => h.insert("upload-length", HeaderValue::from(l)),
@@ -495,7 +517,12 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let up = load(&state, &user, &id).await?;
-    let Some(_lock) = state.engine.uploads.try_lock(&up.id) else {
+    let Some(_lock) = state
+        .engine
+        .uploads
+        .lock_preempting(&up.id, PREEMPT_WAIT)
+        .await
+    else {
         return Err(ApiError::new(
             StatusCode::LOCKED,
             "locked",

@@ -13,7 +13,7 @@
 //! hashers could be serialised into the database instead, but the assembly backends chosen for
 //! speed cannot; one re-read after a restart is the cheaper trade.)
 
-use std::collections::{HashMap, HashSet as StdHashSet};
+use std::collections::HashMap;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 
@@ -38,7 +38,8 @@ const APPEND_CHUNK: usize = 256 * 1024;
 /// In-flight state of resumable uploads on this node.
 #[derive(Default)]
 pub struct UploadRegistry {
-    locks: Mutex<StdHashSet<String>>,
+    /// Locked uploads, each with the signal that asks its holder to let go.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     digests: Mutex<HashMap<String, (u64, Vec<Hasher>)>>,
 }
 
@@ -46,6 +47,7 @@ pub struct UploadRegistry {
 pub struct UploadLock {
     registry: Arc<UploadRegistry>,
     id: String,
+    release: Arc<tokio::sync::Notify>,
 }
 
 impl Drop for UploadLock {
@@ -56,17 +58,51 @@ impl Drop for UploadLock {
     }
 }
 
+impl UploadLock {
+    /// Resolves when a newer request asks for the upload (tusd's lock-release requests, the
+    /// IETF draft's recommendation): the holder should end, keeping what is durable.
+    pub async fn release_requested(&self) {
+        self.release.notified().await;
+    }
+}
+
 impl UploadRegistry {
     /// Locks an upload for one request; None when another request holds it.
     pub fn try_lock(self: &Arc<Self>, id: &str) -> Option<UploadLock> {
         let mut l = self.locks.lock().ok()?;
-        if !l.insert(id.to_string()) {
+        if l.contains_key(id) {
             return None;
         }
+        let release = Arc::new(tokio::sync::Notify::new());
+        l.insert(id.to_string(), release.clone());
         Some(UploadLock {
             registry: self.clone(),
             id: id.to_string(),
+            release,
         })
+    }
+
+    /// Locks an upload, asking a request that holds it to end first, and waiting up to
+    /// `wait` for it to do so. None when it did not let go in time.
+    pub async fn lock_preempting(
+        self: &Arc<Self>,
+        id: &str,
+        wait: std::time::Duration,
+    ) -> Option<UploadLock> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(l) = self.try_lock(id) {
+                return Some(l);
+            }
+            let holder = self.locks.lock().ok().and_then(|l| l.get(id).cloned());
+            if let Some(h) = holder {
+                h.notify_one();
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     fn take_digests(&self, id: &str, offset: u64) -> Option<Vec<Hasher>> {

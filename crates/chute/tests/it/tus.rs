@@ -391,3 +391,57 @@ async fn checksums_termination_expiration_and_method_override() {
     );
     assert_eq!(patch(&app, &loc2, 0, b"x").await.status(), 404);
 }
+
+#[tokio::test]
+async fn a_new_request_ends_a_stale_patch_and_keeps_its_bytes() {
+    let app = spawn_app(&[]).await;
+    let data = bytes(600_000, 61);
+    let loc = create(&app, data.len() as u64, "").await;
+    // A PATCH whose client went quiet mid-body (a dropped connection the server has not
+    // noticed yet): it holds the upload.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    let stale = {
+        let r = req(&app, Method::PATCH, &loc)
+            .header("Content-Type", "application/offset+octet-stream")
+            .header("Upload-Offset", "0")
+            .header("Content-Length", data.len().to_string())
+            .body(reqwest::Body::wrap_stream(futures::stream::poll_fn(
+                move |cx| rx.poll_recv(cx),
+            )));
+        tokio::spawn(async move { r.send().await })
+    };
+    tx.send(Ok(bytes::Bytes::copy_from_slice(&data[..250_000])))
+        .await
+        .expect("send");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The client comes back and asks where the upload stands: the stale request is ended
+    // within a second and what it received is kept.
+    let t = std::time::Instant::now();
+    let res = req(&app, Method::HEAD, &loc).send().await.expect("head");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert_eq!(res.status(), 200);
+    let offset: u64 = h(&res, "upload-offset")
+        .expect("offset")
+        .parse()
+        .expect("number");
+    assert_eq!(
+        offset, 250_000,
+        "every byte that arrived is durable and counted"
+    );
+    let stale_res = stale.await.expect("task");
+    assert!(
+        stale_res.map(|r| r.status() != 204).unwrap_or(true),
+        "the stale PATCH did not succeed"
+    );
+    drop(tx);
+
+    let res = patch(&app, &loc, offset, &data[offset as usize..]).await;
+    assert_eq!(res.status(), 204);
+    let files = app.list(&app.token).await;
+    assert_eq!(
+        files[0]["checksums"]["sha256"],
+        sha256_hex(&data),
+        "no byte lost or doubled"
+    );
+}
