@@ -2,6 +2,7 @@
 // Usage: node tus-js.mjs ENDPOINT TOKEN FILE CHUNK_SIZE NAME [abort_after_bytes]
 // With abort_after_bytes, the first client aborts once that many bytes were sent, and a
 // fresh client (new process state, same fingerprint-free upload URL) resumes the upload.
+// TUS_PARALLEL=N splits the file into N partial uploads sent in parallel (concatenation).
 // Prints JSON: {"url": ..., "resumed": bool}.
 import fs from "node:fs";
 import * as tus from "tus-js-client";
@@ -17,6 +18,7 @@ function start(options) {
       headers: { Authorization: `Bearer ${token}` },
       metadata: { filename: name, filetype: "application/octet-stream" },
       retryDelays: [],
+      parallelUploads: Number(process.env.TUS_PARALLEL || 1),
       storeFingerprintForResuming: false,
       ...options,
       onProgress(sent) {

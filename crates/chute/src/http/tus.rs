@@ -1,7 +1,12 @@
 //! tus 1.0.0 at `/tus/` (creation URL) and `/tus/{id}` (uploads), on the engine's resumable
 //! appends. This first increment has the core protocol and the creation,
-//! creation-with-upload, creation-defer-length, expiration, checksum and termination
-//! extensions; concatenation, checksum-trailer and the IETF draft are still to come.
+//! creation-with-upload, creation-defer-length, expiration, checksum, termination and
+//! concatenation extensions; concatenation-unfinished, checksum-trailer and the IETF draft
+//! are still to come.
+//!
+//! Concatenation: a partial upload keeps its bytes staged when full (it is not a file of its
+//! own); a final upload is assembled from finished partials at creation, its digests computed
+//! while the bytes are copied, and becomes the catalog file.
 //!
 //! Every request but OPTIONS must carry `Tus-Resumable: 1.0.0` (else 412 with `Tus-Version`,
 //! nothing processed) and every response but OPTIONS's carries it. `X-HTTP-Method-Override`
@@ -31,8 +36,8 @@ use crate::upload::resumable::NewUpload;
 
 const PROTOCOL: &str = "tus";
 const VERSION: &str = "1.0.0";
-const EXTENSIONS: &str =
-    "creation,creation-with-upload,creation-defer-length,expiration,checksum,termination";
+const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,\
+checksum,termination,concatenation";
 const CHECKSUMS: &str = "sha1,md5,sha256";
 const OFFSET_STREAM: &str = "application/offset+octet-stream";
 /// How long a new request waits for a stale one on the same upload to end.
@@ -149,6 +154,30 @@ fn algorithms(state: &AppState) -> Vec<Algorithm> {
     a
 }
 
+/// The upload's `Upload-Concat` value ("partial" or "final;..."), if any.
+fn concat_of(up: &UploadRecord) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(&up.metadata)
+        .ok()
+        .and_then(|v| v["concat"].as_str().map(str::to_string))
+}
+
+/// The upload ids named by `final;/tus/a http://host/tus/b`.
+fn final_parts(v: &str) -> Option<Vec<String>> {
+    let list = v.strip_prefix("final;")?;
+    let ids: Vec<String> = list
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .map(|u| {
+            u.trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    (!ids.is_empty()).then_some(ids)
+}
+
 /// The caller's tus upload, or 404 (unknown or another user's) / 410 (expired).
 async fn load(state: &AppState, user: &User, id: &str) -> ApiResult<UploadRecord> {
     let valid = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
@@ -192,6 +221,20 @@ pub async fn create(
 ) -> ApiResult<Response> {
     let settings = state.engine.settings.clone();
     let h = req.headers().clone();
+    let concat = h
+        .get("upload-concat")
+        .map(|v| v.to_str().map(str::to_string))
+        .transpose()
+        .map_err(|_| ApiError::bad_request("bad_concat", "Upload-Concat is not readable"))?;
+    if let Some(c) = concat.as_deref().filter(|c| c.starts_with("final;")) {
+        return create_final(&state, &user, c, &h).await;
+    }
+    if concat.as_deref().is_some_and(|c| c != "partial") {
+        return Err(ApiError::bad_request(
+            "bad_concat",
+            "Upload-Concat must be `partial` or `final;URL ...`",
+        ));
+    }
     let length = header_u64(&h, "upload-length")?;
     let deferred = match h.get("upload-defer-length") {
         None => false,
@@ -254,7 +297,7 @@ pub async fn create(
             content_type: content_type.as_deref(),
             length,
             expires_at: Some(expires),
-            metadata: &json!({ "upload_metadata": raw_meta }).to_string(),
+            metadata: &json!({ "upload_metadata": raw_meta, "concat": concat }).to_string(),
         })
         .await?;
     let location = format!("/tus/{}", up.id);
@@ -274,9 +317,105 @@ pub async fn create(
     Ok((StatusCode::CREATED, hm).into_response())
 }
 
-/// Completes the upload when all its bytes are there (or it is empty).
+/// `POST /tus/` with `Upload-Concat: final;...`: assembles finished partial uploads.
+async fn create_final(
+    state: &AppState,
+    user: &User,
+    concat: &str,
+    h: &HeaderMap,
+) -> ApiResult<Response> {
+    if h.contains_key("upload-length") || h.contains_key("upload-defer-length") {
+        return Err(ApiError::bad_request(
+            "bad_concat",
+            "a final upload takes no Upload-Length",
+        ));
+    }
+    let ids = final_parts(concat).ok_or_else(|| {
+        ApiError::bad_request("bad_concat", "Upload-Concat: final; needs upload URLs")
+    })?;
+    let mut parts = Vec::with_capacity(ids.len());
+    for id in &ids {
+        let p = load(state, user, id).await.map_err(|_| {
+            ApiError::bad_request(
+                "bad_concat",
+                format!("`{id}` is not a partial upload of yours"),
+            )
+        })?;
+        if concat_of(&p).as_deref() != Some("partial") {
+            return Err(ApiError::bad_request(
+                "bad_concat",
+                format!("`{id}` is not a partial upload"),
+            ));
+        }
+        if p.length != Some(p.offset) {
+            return Err(ApiError::bad_request(
+                "unfinished_partial",
+                format!("partial upload `{id}` is not finished"),
+            ));
+        }
+        parts.push(p);
+    }
+    let total: u64 = parts.iter().map(|p| p.offset).sum();
+    let settings = &state.engine.settings;
+    if let Some(max) = settings.max_upload_size.filter(|m| total > m.bytes()) {
+        return Err(ApiError::too_large(
+            "too_large",
+            format!("the upload is over the {}-byte limit", max.bytes()),
+        ));
+    }
+    let raw_meta = h
+        .get("upload-metadata")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let meta = parse_metadata(&raw_meta).ok_or_else(|| {
+        ApiError::bad_request("bad_metadata", "Upload-Metadata must be `key base64,...`")
+    })?;
+    let get = |k: &str| {
+        meta.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| String::from_utf8_lossy(v).to_string())
+    };
+    let name = sanitize_file_name(&get("filename").unwrap_or_default());
+    let content_type =
+        get("filetype").filter(|t| t.len() < 200 && !t.chars().any(char::is_control));
+    let up = state
+        .engine
+        .create_upload(NewUpload {
+            owner_id: user.id,
+            protocol: PROTOCOL,
+            name: &name,
+            content_type: content_type.as_deref(),
+            length: Some(total),
+            expires_at: Some(now_unix() + settings.tus_upload_expiration.0.as_secs() as i64),
+            metadata: &json!({ "upload_metadata": raw_meta, "concat": concat }).to_string(),
+        })
+        .await?;
+    let digests = state
+        .engine
+        .concatenate(&up, &parts, &algorithms(state))
+        .await?;
+    let mut up = state
+        .engine
+        .meta
+        .get_upload(&up.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("upload"))?;
+    let file = state.engine.complete_upload(&up, &digests).await?;
+    up.state = "complete".into();
+    up.file_id = Some(file.id);
+    let mut hm = offset_headers(&up);
+    hm.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&format!("/tus/{}", up.id)).map_err(ApiError::internal)?,
+    );
+    Ok((StatusCode::CREATED, hm).into_response())
+}
+
+/// Completes the upload when all its bytes are there (or it is empty). A partial upload of a
+/// concatenation stays staged: it becomes part of a final upload, not a file.
 async fn finish_if_complete(state: &AppState, up: UploadRecord) -> ApiResult<UploadRecord> {
-    if up.state != "active" || up.length != Some(up.offset) {
+    if up.state != "active" || up.length != Some(up.offset) || concat_of(&up).is_some() {
         return Ok(up);
     }
     let digests = state.engine.upload_digests(&up, &algorithms(state)).await?;
@@ -437,7 +576,15 @@ pub async fn patch(
         ));
     };
     let mut up = load(&state, &user, &id).await?;
-    if up.state != "active" {
+    let concat = concat_of(&up);
+    if concat.as_deref().is_some_and(|c| c.starts_with("final")) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "final_upload",
+            "a final upload takes no PATCH",
+        ));
+    }
+    if up.state != "active" || (concat.is_some() && up.length == Some(up.offset)) {
         return Err(ApiError::bad_request(
             "complete",
             "the upload is already complete",
@@ -505,6 +652,9 @@ pub async fn head(
         && let Ok(v) = HeaderValue::from_str(&raw)
     {
         h.insert("upload-metadata", v);
+    }
+    if let Some(c) = concat_of(&up).and_then(|c| HeaderValue::from_str(&c).ok()) {
+        h.insert("upload-concat", c);
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok((StatusCode::OK, h).into_response())

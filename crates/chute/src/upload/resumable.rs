@@ -589,6 +589,59 @@ impl Engine {
         Ok(record)
     }
 
+    /// Fills `dest` (new, empty) with the staged bytes of `parts` in order, hashing them on
+    /// the way, and records its offset. Returns the digests of the whole. The copy runs on a
+    /// blocking thread through the storage's own reads and writes, so it works for every
+    /// backend.
+    pub async fn concatenate(
+        &self,
+        dest: &UploadRecord,
+        parts: &[UploadRecord],
+        algorithms: &[Algorithm],
+    ) -> Result<Vec<(Algorithm, String)>, UploadError> {
+        let storage = self.storage.clone();
+        let dest_key = dest.staging_key.clone();
+        let sources: Vec<(String, u64)> = parts
+            .iter()
+            .map(|p| (p.staging_key.clone(), p.offset))
+            .collect();
+        let algs = algorithms.to_vec();
+        let (total, hashers) =
+            tokio::task::spawn_blocking(move || -> Result<(u64, Vec<Hasher>), UploadError> {
+                let mut set = HashSet::new(algs.iter().map(|a| Hasher::new(*a)).collect());
+                let mut w = storage.begin(&dest_key)?;
+                let mut buf = vec![0u8; 256 * 1024];
+                for (key, len) in sources {
+                    let mut r = storage.read_staged(&key)?.take(len);
+                    let mut got = 0u64;
+                    loop {
+                        let n = r.read(&mut buf)?;
+                        if n == 0 {
+                            break;
+                        }
+                        got += n as u64;
+                        set.update(&Bytes::copy_from_slice(&buf[..n]))?;
+                        w.write(&buf[..n])?;
+                    }
+                    if got != len {
+                        return Err(UploadError::Internal(format!(
+                            "part {key} holds {got} bytes, {len} recorded"
+                        )));
+                    }
+                }
+                Ok((w.sync()?, set.finish()?))
+            })
+            .await
+            .map_err(|e| UploadError::Internal(e.to_string()))??;
+        if !self.meta.advance_upload(&dest.id, 0, total, None).await? {
+            return Err(UploadError::OffsetMismatch { current: 0 });
+        }
+        Ok(hashers
+            .into_iter()
+            .map(|h| (h.algorithm(), h.finish_hex()))
+            .collect())
+    }
+
     /// Deletes uploads whose expiry has passed (their staged bytes and records), skipping any
     /// a request is writing. Returns the ones deleted (or, with `dry_run`, that would be).
     pub async fn sweep_expired(&self, dry_run: bool) -> Result<Vec<UploadRecord>, UploadError> {

@@ -14,6 +14,10 @@ fn e2e() -> PathBuf {
 }
 
 async fn run(cmd: &'static str, args: Vec<String>) -> String {
+    run_env(cmd, args, None).await
+}
+
+async fn run_env(cmd: &'static str, args: Vec<String>, parallel: Option<u32>) -> String {
     let shown = args.clone();
     let out = blocking(move || {
         let mut c = if cmd == "node" {
@@ -25,6 +29,9 @@ async fn run(cmd: &'static str, args: Vec<String>) -> String {
             c.arg("tuspy_client.py");
             c
         };
+        if let Some(p) = parallel {
+            c.env("TUS_PARALLEL", p.to_string());
+        }
         c.current_dir(e2e())
             .args(&args)
             .output()
@@ -116,4 +123,33 @@ async fn tuspy_uploads_with_checksums_and_resumes_with_a_fresh_client() {
         assert_eq!(f["size"], size, "{name}");
         assert_eq!(f["checksums"]["sha256"], sha256_hex(&data), "{name}");
     }
+}
+
+#[tokio::test]
+async fn tus_js_client_parallel_uploads_are_concatenated() {
+    let app = spawn_app(&[]).await;
+    let data = bytes(6 << 20, 90);
+    let file = app.dir.path().join("parallel.bin");
+    std::fs::write(&file, &data).expect("write");
+    let args = vec![
+        app.url("/tus/"),
+        app.token.clone(),
+        file.display().to_string(),
+        (1 << 20).to_string(),
+        "parallel.bin".to_string(),
+    ];
+    let out = run_env("node", args, Some(3)).await;
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert!(
+        v["url"].as_str().is_some_and(|u| u.contains("/tus/")),
+        "{v}"
+    );
+    let files = app.list(&app.token).await;
+    assert_eq!(
+        files.len(),
+        1,
+        "the partials are not files of their own: {files:?}"
+    );
+    assert_eq!(files[0]["name"], "parallel.bin");
+    assert_eq!(files[0]["checksums"]["sha256"], sha256_hex(&data));
 }

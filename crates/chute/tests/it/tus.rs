@@ -445,3 +445,73 @@ async fn a_new_request_ends_a_stale_patch_and_keeps_its_bytes() {
         "no byte lost or doubled"
     );
 }
+
+#[tokio::test]
+async fn concatenation_of_partial_uploads() {
+    let app = spawn_app(&[]).await;
+    let data = bytes(300_000, 62);
+    let mut urls = Vec::new();
+    for part in data.chunks(100_000) {
+        let res = req(&app, Method::POST, "/tus/")
+            .header("Upload-Concat", "partial")
+            .header("Upload-Length", part.len().to_string())
+            .send()
+            .await
+            .expect("partial");
+        assert_eq!(res.status(), 201);
+        let loc = h(&res, "location").expect("location").to_string();
+        assert_eq!(patch(&app, &loc, 0, part).await.status(), 204);
+        let res = req(&app, Method::HEAD, &loc).send().await.expect("head");
+        assert_eq!(h(&res, "upload-concat"), Some("partial"));
+        urls.push(loc);
+    }
+    assert!(
+        app.list(&app.token).await.is_empty(),
+        "partials are not files"
+    );
+
+    // An unfinished partial cannot be concatenated; a foreign one neither.
+    let res = req(&app, Method::POST, "/tus/")
+        .header("Upload-Concat", "partial")
+        .header("Upload-Length", "10")
+        .send()
+        .await
+        .expect("partial");
+    let unfinished = h(&res, "location").expect("location").to_string();
+    let res = req(&app, Method::POST, "/tus/")
+        .header("Upload-Concat", format!("final;{} {unfinished}", urls[0]))
+        .send()
+        .await
+        .expect("final");
+    assert_eq!(res.status(), 400);
+    let res = req(&app, Method::POST, "/tus/")
+        .header("Upload-Concat", format!("final;{}", urls[0]))
+        .header("Upload-Length", "100000")
+        .send()
+        .await
+        .expect("final with length");
+    assert_eq!(res.status(), 400);
+
+    let absolute = format!("http://{}{}", app.addr, urls[1]);
+    let meta = format!("filename {}", b64(b"joined.bin"));
+    let res = req(&app, Method::POST, "/tus/")
+        .header(
+            "Upload-Concat",
+            format!("final;{} {absolute} {}", urls[0], urls[2]),
+        )
+        .header("Upload-Metadata", meta)
+        .send()
+        .await
+        .expect("final");
+    assert_eq!(res.status(), 201);
+    let fin = h(&res, "location").expect("location").to_string();
+    let res = req(&app, Method::HEAD, &fin).send().await.expect("head");
+    assert_eq!(h(&res, "upload-offset"), Some("300000"));
+    assert!(h(&res, "upload-concat").is_some_and(|c| c.starts_with("final;")));
+    let res = patch(&app, &fin, 300_000, b"x").await;
+    assert_eq!(res.status(), 403, "{:?}", res.text().await);
+    let files = app.list(&app.token).await;
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0]["name"], "joined.bin");
+    assert_eq!(files[0]["checksums"]["sha256"], sha256_hex(&data));
+}
