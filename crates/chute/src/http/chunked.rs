@@ -78,17 +78,7 @@ pub fn parse_content_range(v: &str) -> Option<ContentRange> {
 /// The algorithms every chunked upload keeps: md5 for the protocol, and those of
 /// `file_upload_checksums` (sha256 by default).
 fn algorithms(state: &AppState) -> Vec<Algorithm> {
-    let mut a: Vec<Algorithm> = state
-        .engine
-        .settings
-        .file_upload_checksums
-        .iter()
-        .filter_map(|n| Algorithm::parse(n))
-        .chain([Algorithm::Md5])
-        .collect();
-    a.sort();
-    a.dedup();
-    a
+    state.engine.checksum_algorithms(&[Algorithm::Md5])
 }
 
 fn forbidden(e: ApiError) -> ApiError {

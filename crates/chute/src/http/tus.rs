@@ -130,6 +130,28 @@ pub fn parse_metadata(v: &str) -> Option<Vec<(String, Vec<u8>)>> {
     Some(out)
 }
 
+/// The raw `Upload-Metadata` header, and the safe file name and type it gives.
+fn upload_metadata(h: &HeaderMap) -> ApiResult<(String, String, Option<String>)> {
+    let raw = h
+        .get("upload-metadata")
+        .map(|v| v.to_str().map(str::to_string))
+        .transpose()
+        .map_err(|_| ApiError::bad_request("bad_metadata", "Upload-Metadata is not ASCII"))?
+        .unwrap_or_default();
+    let meta = parse_metadata(&raw).ok_or_else(|| {
+        ApiError::bad_request("bad_metadata", "Upload-Metadata must be `key base64,...`")
+    })?;
+    let get = |k: &str| {
+        meta.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| String::from_utf8_lossy(v).to_string())
+    };
+    let name = sanitize_file_name(&get("filename").unwrap_or_default());
+    let content_type =
+        get("filetype").filter(|t| t.len() < 200 && !t.chars().any(char::is_control));
+    Ok((raw, name, content_type))
+}
+
 fn http_date(t: i64) -> Option<HeaderValue> {
     let fmt = time::macros::format_description!(
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
@@ -142,16 +164,7 @@ fn http_date(t: i64) -> Option<HeaderValue> {
 }
 
 fn algorithms(state: &AppState) -> Vec<Algorithm> {
-    let mut a: Vec<Algorithm> = state
-        .engine
-        .settings
-        .file_upload_checksums
-        .iter()
-        .filter_map(|n| Algorithm::parse(n))
-        .collect();
-    a.sort();
-    a.dedup();
-    a
+    state.engine.checksum_algorithms(&[])
 }
 
 /// The upload's `Upload-Concat` value ("partial" or "final;..."), if any.
@@ -260,23 +273,7 @@ pub async fn create(
             format!("the upload is over the {}-byte limit", max.bytes()),
         ));
     }
-    let raw_meta = h
-        .get("upload-metadata")
-        .map(|v| v.to_str().map(str::to_string))
-        .transpose()
-        .map_err(|_| ApiError::bad_request("bad_metadata", "Upload-Metadata is not ASCII"))?
-        .unwrap_or_default();
-    let meta = parse_metadata(&raw_meta).ok_or_else(|| {
-        ApiError::bad_request("bad_metadata", "Upload-Metadata must be `key base64,...`")
-    })?;
-    let get = |k: &str| {
-        meta.iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| String::from_utf8_lossy(v).to_string())
-    };
-    let name = sanitize_file_name(&get("filename").unwrap_or_default());
-    let content_type =
-        get("filetype").filter(|t| t.len() < 200 && !t.chars().any(char::is_control));
+    let (raw_meta, name, content_type) = upload_metadata(&h)?;
     if let (Some(q), Some(len)) = (settings.user_quota, length) {
         let used = state.engine.meta.usage_bytes(user.id).await?;
         if used + len > q.bytes() {
@@ -363,22 +360,7 @@ async fn create_final(
             format!("the upload is over the {}-byte limit", max.bytes()),
         ));
     }
-    let raw_meta = h
-        .get("upload-metadata")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let meta = parse_metadata(&raw_meta).ok_or_else(|| {
-        ApiError::bad_request("bad_metadata", "Upload-Metadata must be `key base64,...`")
-    })?;
-    let get = |k: &str| {
-        meta.iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| String::from_utf8_lossy(v).to_string())
-    };
-    let name = sanitize_file_name(&get("filename").unwrap_or_default());
-    let content_type =
-        get("filetype").filter(|t| t.len() < 200 && !t.chars().any(char::is_control));
+    let (raw_meta, name, content_type) = upload_metadata(&h)?;
     let up = state
         .engine
         .create_upload(NewUpload {

@@ -94,6 +94,21 @@ impl Engine {
         }
     }
 
+    /// The configured checksums (`file_upload_checksums`) plus those a protocol needs,
+    /// sorted and without repeats.
+    pub fn checksum_algorithms(&self, extra: &[checksum::Algorithm]) -> Vec<checksum::Algorithm> {
+        let mut a: Vec<checksum::Algorithm> = self
+            .settings
+            .file_upload_checksums
+            .iter()
+            .filter_map(|n| checksum::Algorithm::parse(n))
+            .chain(extra.iter().copied())
+            .collect();
+        a.sort();
+        a.dedup();
+        a
+    }
+
     /// Places a completed file in storage (durably) and then records it in the catalog, so
     /// that the catalog never lists bytes that could still be lost.
     pub async fn persist(
