@@ -120,7 +120,7 @@ async fn load(state: &AppState, user: &User, id: &str) -> ApiResult<UploadRecord
         Some(u) if u.owner_id == user.id && u.protocol == PROTOCOL => u,
         _ => return Err(ApiError::not_found("upload")),
     };
-    if up.expires_at.is_some_and(|t| t < now_unix()) {
+    if up.expires_at.is_some_and(|t| t <= now_unix()) {
         return Err(
             ApiError::new(StatusCode::GONE, "expired", "the upload has expired")
                 .with("upload_id", up.id.clone()),

@@ -203,7 +203,7 @@ async fn load(state: &AppState, user: &User, id: &str) -> ApiResult<UploadRecord
         Some(u) if u.owner_id == user.id && u.protocol == PROTOCOL => u,
         _ => return Err(ApiError::not_found("upload")),
     };
-    if up.state == "active" && up.expires_at.is_some_and(|t| t < now_unix()) {
+    if up.state == "active" && up.expires_at.is_some_and(|t| t <= now_unix()) {
         return Err(ApiError::new(
             StatusCode::GONE,
             "expired",
@@ -360,7 +360,7 @@ async fn create_final(
             format!("the upload is over the {}-byte limit", max.bytes()),
         ));
     }
-    let (raw_meta, name, content_type) = upload_metadata(&h)?;
+    let (raw_meta, name, content_type) = upload_metadata(h)?;
     let up = state
         .engine
         .create_upload(NewUpload {
