@@ -319,7 +319,7 @@ async fn creation_with_upload_defer_length_and_empty_uploads() {
 #[tokio::test]
 async fn checksums_termination_expiration_and_method_override() {
     let app = spawn_app(&[
-        ("tus_upload_expiration", "2s"),
+        ("tus_upload_expiration", "4s"),
         ("upload_sweep_interval", "0s"),
     ])
     .await;
