@@ -105,20 +105,10 @@ fn progress_json(up: &UploadRecord) -> Value {
     })
 }
 
-fn valid_upload_id(id: &str) -> bool {
-    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
 /// The caller's upload, or the protocol's 404 / 410.
 async fn load(state: &AppState, user: &User, id: &str) -> ApiResult<UploadRecord> {
-    let up = if valid_upload_id(id) {
-        state.engine.meta.get_upload(id).await?
-    } else {
-        None
-    };
-    let up = match up {
-        Some(u) if u.owner_id == user.id && u.protocol == PROTOCOL => u,
-        _ => return Err(ApiError::not_found("upload")),
+    let Some(up) = state.engine.owned_upload(user.id, PROTOCOL, id).await? else {
+        return Err(ApiError::not_found("upload"));
     };
     if up.expires_at.is_some_and(|t| t <= now_unix()) {
         return Err(

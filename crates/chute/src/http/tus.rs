@@ -193,15 +193,8 @@ fn final_parts(v: &str) -> Option<Vec<String>> {
 
 /// The caller's tus upload, or 404 (unknown or another user's) / 410 (expired).
 async fn load(state: &AppState, user: &User, id: &str) -> ApiResult<UploadRecord> {
-    let valid = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
-    let up = if valid {
-        state.engine.meta.get_upload(id).await?
-    } else {
-        None
-    };
-    let up = match up {
-        Some(u) if u.owner_id == user.id && u.protocol == PROTOCOL => u,
-        _ => return Err(ApiError::not_found("upload")),
+    let Some(up) = state.engine.owned_upload(user.id, PROTOCOL, id).await? else {
+        return Err(ApiError::not_found("upload"));
     };
     if up.state == "active" && up.expires_at.is_some_and(|t| t <= now_unix()) {
         return Err(ApiError::new(
@@ -284,19 +277,13 @@ pub async fn create(
             .into());
         }
     }
-    let expires = now_unix() + settings.tus_upload_expiration.0.as_secs() as i64;
-    let up = state
-        .engine
-        .create_upload(NewUpload {
-            owner_id: user.id,
-            protocol: PROTOCOL,
-            name: &name,
-            content_type: content_type.as_deref(),
-            length,
-            expires_at: Some(expires),
-            metadata: &json!({ "upload_metadata": raw_meta, "concat": concat }).to_string(),
-        })
-        .await?;
+    let meta = TusMeta {
+        raw: &raw_meta,
+        name: &name,
+        content_type: content_type.as_deref(),
+        concat: concat.as_deref(),
+    };
+    let up = new_upload(&state, &user, length, meta).await?;
     let location = format!("/tus/{}", up.id);
     let with_body = h
         .get(header::CONTENT_TYPE)
@@ -312,6 +299,35 @@ pub async fn create(
         HeaderValue::from_str(&location).map_err(ApiError::internal)?,
     );
     Ok((StatusCode::CREATED, hm).into_response())
+}
+
+struct TusMeta<'a> {
+    raw: &'a str,
+    name: &'a str,
+    content_type: Option<&'a str>,
+    concat: Option<&'a str>,
+}
+
+/// Creates a tus upload expiring `tus_upload_expiration` from now.
+async fn new_upload(
+    state: &AppState,
+    user: &User,
+    length: Option<u64>,
+    m: TusMeta<'_>,
+) -> ApiResult<UploadRecord> {
+    let expiry = state.engine.settings.tus_upload_expiration.0.as_secs() as i64;
+    Ok(state
+        .engine
+        .create_upload(NewUpload {
+            owner_id: user.id,
+            protocol: PROTOCOL,
+            name: m.name,
+            content_type: m.content_type,
+            length,
+            expires_at: Some(now_unix() + expiry),
+            metadata: &json!({ "upload_metadata": m.raw, "concat": m.concat }).to_string(),
+        })
+        .await?)
 }
 
 /// `POST /tus/` with `Upload-Concat: final;...`: assembles finished partial uploads.
@@ -361,18 +377,13 @@ async fn create_final(
         ));
     }
     let (raw_meta, name, content_type) = upload_metadata(h)?;
-    let up = state
-        .engine
-        .create_upload(NewUpload {
-            owner_id: user.id,
-            protocol: PROTOCOL,
-            name: &name,
-            content_type: content_type.as_deref(),
-            length: Some(total),
-            expires_at: Some(now_unix() + settings.tus_upload_expiration.0.as_secs() as i64),
-            metadata: &json!({ "upload_metadata": raw_meta, "concat": concat }).to_string(),
-        })
-        .await?;
+    let meta = TusMeta {
+        raw: &raw_meta,
+        name: &name,
+        content_type: content_type.as_deref(),
+        concat: Some(concat),
+    };
+    let up = new_upload(state, user, Some(total), meta).await?;
     let digests = state
         .engine
         .concatenate(&up, &parts, &algorithms(state))

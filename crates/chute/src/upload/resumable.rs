@@ -424,6 +424,24 @@ impl Engine {
         Ok(record)
     }
 
+    /// The owner's upload of `protocol` by id; None for a malformed id, an unknown upload, or
+    /// another user's or protocol's (all of which the adapters answer with 404).
+    pub async fn owned_upload(
+        &self,
+        owner_id: i64,
+        protocol: &str,
+        id: &str,
+    ) -> Result<Option<UploadRecord>, UploadError> {
+        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        Ok(self
+            .meta
+            .get_upload(id)
+            .await?
+            .filter(|u| u.owner_id == owner_id && u.protocol == protocol))
+    }
+
     /// The running digests of `up` at its recorded offset: from memory, else recomputed from
     /// the staged bytes.
     async fn running_digests(
