@@ -516,3 +516,43 @@ async fn concatenation_of_partial_uploads() {
     assert_eq!(files[0]["name"], "joined.bin");
     assert_eq!(files[0]["checksums"]["sha256"], sha256_hex(&data));
 }
+
+#[tokio::test]
+async fn a_patch_cut_off_mid_body_keeps_what_arrived() {
+    let app = spawn_app(&[]).await;
+    let data = bytes(2_000_000, 63);
+    let loc = create(&app, data.len() as u64, "").await;
+    let addr = app.addr;
+    let token = app.token.clone();
+    let path = loc.clone();
+    let part = data[..1_200_000].to_vec();
+    blocking(move || {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        let head = format!(
+            "PATCH {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nTus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\nContent-Length: 2000000\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).expect("head");
+        s.write_all(&part).expect("body");
+        std::thread::sleep(Duration::from_millis(500));
+        // The connection drops with 800,000 bytes unsent.
+    })
+    .await;
+    let mut offset = 0u64;
+    for _ in 0..50 {
+        let res = req(&app, Method::HEAD, &loc).send().await.expect("head");
+        offset = h(&res, "upload-offset")
+            .expect("offset")
+            .parse()
+            .expect("number");
+        if offset > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(offset, 1_200_000, "every byte that arrived is kept");
+    let res = patch(&app, &loc, offset, &data[offset as usize..]).await;
+    assert_eq!(res.status(), 204);
+    let files = app.list(&app.token).await;
+    assert_eq!(files[0]["checksums"]["sha256"], sha256_hex(&data));
+}
