@@ -396,6 +396,37 @@ impl EndedAppend {
     }
 }
 
+/// Reads the first `len` staged bytes of `key` through `set` (and into `sink`, if given);
+/// fails when fewer bytes are staged than recorded.
+fn pump_staged(
+    storage: &dyn Storage,
+    key: &str,
+    len: u64,
+    set: &mut HashSet,
+    mut sink: Option<&mut dyn StagedWrite>,
+) -> Result<(), UploadError> {
+    let mut r = storage.read_staged(key)?.take(len);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0u64;
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+        set.update(&Bytes::copy_from_slice(&buf[..n]))?;
+        if let Some(w) = sink.as_mut() {
+            w.write(&buf[..n])?;
+        }
+    }
+    if got != len {
+        return Err(UploadError::Internal(format!(
+            "staged object {key} holds {got} bytes, {len} recorded"
+        )));
+    }
+    Ok(())
+}
+
 impl Engine {
     pub async fn create_upload(&self, n: NewUpload<'_>) -> Result<UploadRecord, UploadError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -462,22 +493,7 @@ impl Engine {
         tokio::task::spawn_blocking(move || -> Result<Vec<Hasher>, UploadError> {
             let mut set = HashSet::new(algs.iter().map(|a| Hasher::new(*a)).collect());
             if offset > 0 {
-                let mut r = storage.read_staged(&key)?.take(offset);
-                let mut buf = vec![0u8; 256 * 1024];
-                let mut got = 0u64;
-                loop {
-                    let n = r.read(&mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    got += n as u64;
-                    set.update(&Bytes::copy_from_slice(&buf[..n]))?;
-                }
-                if got != offset {
-                    return Err(UploadError::Internal(format!(
-                        "staged upload holds {got} bytes, {offset} recorded"
-                    )));
-                }
+                pump_staged(storage.as_ref(), &key, offset, &mut set, None)?;
             }
             set.finish()
         })
@@ -628,24 +644,8 @@ impl Engine {
             tokio::task::spawn_blocking(move || -> Result<(u64, Vec<Hasher>), UploadError> {
                 let mut set = HashSet::new(algs.iter().map(|a| Hasher::new(*a)).collect());
                 let mut w = storage.begin(&dest_key)?;
-                let mut buf = vec![0u8; 256 * 1024];
                 for (key, len) in sources {
-                    let mut r = storage.read_staged(&key)?.take(len);
-                    let mut got = 0u64;
-                    loop {
-                        let n = r.read(&mut buf)?;
-                        if n == 0 {
-                            break;
-                        }
-                        got += n as u64;
-                        set.update(&Bytes::copy_from_slice(&buf[..n]))?;
-                        w.write(&buf[..n])?;
-                    }
-                    if got != len {
-                        return Err(UploadError::Internal(format!(
-                            "part {key} holds {got} bytes, {len} recorded"
-                        )));
-                    }
+                    pump_staged(storage.as_ref(), &key, len, &mut set, Some(w.as_mut()))?;
                 }
                 Ok((w.sync()?, set.finish()?))
             })
