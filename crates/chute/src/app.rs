@@ -57,7 +57,7 @@ pub async fn bootstrap_admin(meta: &dyn MetaStore) -> anyhow::Result<Option<Stri
     Ok(Some(token))
 }
 
-/// Deletes expired uploads every `upload_sweep_interval` (as `chute gc` does).
+/// Deletes expired uploads and expires idle upload sessions every `upload_sweep_interval` (as `chute gc` does).
 fn spawn_sweeper(engine: Engine) -> Option<tokio::task::JoinHandle<()>> {
     let every = engine.settings.upload_sweep_interval.0;
     if every.is_zero() {
@@ -74,6 +74,13 @@ fn spawn_sweeper(engine: Engine) -> Option<tokio::task::JoinHandle<()>> {
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "sweeping expired uploads failed"),
+            }
+            match engine.sweep_sessions(false).await {
+                Ok(gone) if !gone.is_empty() => {
+                    tracing::info!(count = gone.len(), "expired idle upload sessions")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "expiring upload sessions failed"),
             }
         }
     }))

@@ -178,6 +178,108 @@ impl SettingValue for i32 {
     }
 }
 
+impl SettingValue for i64 {
+    fn parse_str(s: &str) -> Result<Self, String> {
+        s.trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not an integer"))
+    }
+}
+
+/// Accepted file formats: groups of extensions (upload.views' ACCEPTED_FILE_FORMATS). In TOML a
+/// table `{ Document = ["pdf", "docx"], Image = ["png"] }`; in env and flags
+/// `Document=pdf,docx;Image=png`. Extensions are kept lower case, without the dot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileFormats(pub BTreeMap<String, Vec<String>>);
+
+impl FileFormats {
+    /// The group that accepts `ext` (lower case, no dot), if any.
+    pub fn group_of(&self, ext: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(_, exts)| exts.iter().any(|e| e == ext))
+            .map(|(g, _)| g.as_str())
+    }
+
+    /// Every accepted extension, sorted.
+    pub fn extensions(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.0.values().flatten().map(String::as_str).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    fn insert(
+        &mut self,
+        group: &str,
+        exts: impl IntoIterator<Item = String>,
+    ) -> Result<(), String> {
+        let group = group.trim();
+        if group.is_empty() {
+            return Err("a format group has no name".into());
+        }
+        let mut list = Vec::new();
+        for e in exts {
+            let e = e.trim().trim_start_matches('.').to_ascii_lowercase();
+            if e.is_empty() || !e.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(format!("`{e}` in group `{group}` is not a file extension"));
+            }
+            list.push(e);
+        }
+        self.0.insert(group.to_string(), list);
+        Ok(())
+    }
+}
+
+impl SettingValue for FileFormats {
+    fn parse_str(s: &str) -> Result<Self, String> {
+        let mut f = FileFormats(BTreeMap::new());
+        for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let (group, exts) = part
+                .split_once('=')
+                .ok_or_else(|| format!("`{part}` is not Group=ext,ext"))?;
+            f.insert(group, exts.split(',').map(str::to_string))?;
+        }
+        Ok(f)
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        match v {
+            toml::Value::Table(t) => {
+                let mut f = FileFormats(BTreeMap::new());
+                for (group, exts) in t {
+                    f.insert(group, Vec::<String>::from_toml(exts)?)?;
+                }
+                Ok(f)
+            }
+            toml::Value::String(s) => Self::parse_str(s),
+            other => Err(format!(
+                "expected a table of groups to extensions, got {other}"
+            )),
+        }
+    }
+}
+
+/// How a session file's GET is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServeMode {
+    /// chute streams the bytes (with Range).
+    Direct,
+    /// chute answers headers and `X-Accel-Redirect`; nginx serves the bytes.
+    XAccelRedirect,
+}
+
+impl SettingValue for ServeMode {
+    fn parse_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "direct" => Ok(Self::Direct),
+            "x-accel-redirect" | "x_accel_redirect" => Ok(Self::XAccelRedirect),
+            _ => Err(format!(
+                "`{s}` is not a serve mode (direct, x-accel-redirect)"
+            )),
+        }
+    }
+}
+
 /// Unix permission bits, written in octal: "0o644", "644" or "0644".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mode(pub u32);
@@ -308,6 +410,32 @@ settings! {
     /// How long a tus upload may take from its creation (the expiration extension's
     /// Upload-Expires).
     tus_upload_expiration: Dur = "1d";
+    /// false puts chute in read-only mode: only the GET of one upload-session file is
+    /// served; every upload and delete answers 405.
+    file_upload_enabled: bool = "true";
+    /// Largest single file of an upload session (MAX_SINGLE_UPLOAD_SIZE_MB).
+    max_single_upload_size: Size = "64MiB";
+    /// Most bytes in one upload session (MAX_TOTAL_UPLOAD_SIZE_MB).
+    max_total_upload_size: Size = "256MiB";
+    /// Most files in one upload session (MAX_TOTAL_UPLOAD_COUNT).
+    max_total_upload_count: u64 = "40";
+    /// Extensions an upload session accepts, by group (ACCEPTED_FILE_FORMATS); the content's
+    /// magic bytes must agree with the extension.
+    accepted_file_formats: FileFormats = "Archive=zip;Audio=mp3,wav,flac,ogg;Document=pdf,docx,odt,rtf,txt,csv,md;Image=jpg,jpeg,png,gif,tif,tiff,webp;Spreadsheet=xlsx,ods;Video=mp4,mov,webm,mkv";
+    /// Minutes without an upload interaction after which a session expires and its files are
+    /// removed; -1 never (UPLOAD_SESSION_EXPIRE_AFTER_INACTIVE_MINUTES).
+    upload_session_expire_after_inactive_minutes: i64 = "1440";
+    /// Scan every upload-session file with ClamAV (clamd) while it arrives.
+    clamav_enabled: bool = "false";
+    /// clamd's address: "host:port" for TCP or "unix:/path/to/clamd.ctl".
+    clamav_address: String = "127.0.0.1:3310";
+    /// How long to wait for clamd's verdict; no answer is an error (fail closed).
+    clamav_timeout: Dur = "60s";
+    /// How a session file's GET is answered: "direct" (chute streams it) or
+    /// "x-accel-redirect" (nginx serves it from an internal location).
+    serve_mode: ServeMode = "direct";
+    /// Prefix of the X-Accel-Redirect path; nginx maps it (alias) to `<data_dir>/files/objects/`.
+    x_accel_prefix: String = "/protected/";
     /// How often the server deletes expired uploads (as `chute gc` does); "0s" turns it off.
     upload_sweep_interval: Dur = "10m";
     /// How long a finished upload's progress stays queryable at /api/progress/{id}.
@@ -433,6 +561,21 @@ impl Settings {
                 "must be 1..=22".into(),
             ));
         }
+        if self.upload_session_expire_after_inactive_minutes < -1 {
+            return Err(bad(
+                "upload_session_expire_after_inactive_minutes",
+                "must be -1 (never) or a number of minutes".into(),
+            ));
+        }
+        if self.x_accel_prefix.is_empty() || !self.x_accel_prefix.starts_with('/') {
+            return Err(bad("x_accel_prefix", "must start with '/'".into()));
+        }
+        if self.accepted_file_formats.0.is_empty() {
+            return Err(bad(
+                "accepted_file_formats",
+                "name at least one group of extensions".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -483,6 +626,18 @@ fn toml_literal(name: &str, default: &str) -> String {
     if matches!(name, "file_upload_handlers" | "file_upload_checksums") {
         let items: Vec<String> = default.split(',').map(|s| format!("\"{s}\"")).collect();
         return format!("[{}]", items.join(", "));
+    }
+    if name == "accepted_file_formats"
+        && let Ok(f) = FileFormats::parse_str(default)
+    {
+        let groups: Vec<String> =
+            f.0.iter()
+                .map(|(g, exts)| {
+                    let exts: Vec<String> = exts.iter().map(|e| format!("\"{e}\"")).collect();
+                    format!("{g} = [{}]", exts.join(", "))
+                })
+                .collect();
+        return format!("{{ {} }}", groups.join(", "));
     }
     if default.parse::<i64>().is_ok() || default == "true" || default == "false" {
         return default.to_string();

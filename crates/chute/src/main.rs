@@ -35,7 +35,8 @@ enum Cmd {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCmd),
-    /// Delete expired resumable uploads (their staged bytes and records).
+    /// Delete expired resumable uploads (their staged bytes and records) and expire idle
+    /// upload sessions (their temporary files).
     Gc {
         /// Only list what would be deleted.
         #[arg(long)]
@@ -185,6 +186,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "{} {} expired upload(s)",
                 if dry_run { "would delete" } else { "deleted" },
                 gone.len()
+            );
+            let sessions = state.engine.sweep_sessions(dry_run).await?;
+            for token in &sessions {
+                println!("session\t{token}");
+            }
+            eprintln!(
+                "{} {} idle upload session(s)",
+                if dry_run { "would expire" } else { "expired" },
+                sessions.len()
             );
             Ok(())
         }

@@ -120,6 +120,17 @@ impl From<UploadError> for ApiError {
                 msg,
             ),
             UploadError::AlreadyComplete => ApiError::bad_request("already_complete", msg),
+            UploadError::Invalid { error, verbose } => {
+                ApiError::bad_request("invalid_file", error).with("verboseError", verbose)
+            }
+            UploadError::ScannerUnavailable(_) => {
+                tracing::error!(error = %msg, "malware scanner unavailable");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "scanner_unavailable",
+                    msg,
+                )
+            }
             UploadError::Meta(m) => m.into(),
             other => ApiError::internal(other),
         }

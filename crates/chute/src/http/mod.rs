@@ -3,6 +3,7 @@
 //! - [`multipart`]: `POST /api/files`, Django-style streaming form uploads.
 //! - [`chunked`]: the django-chunked-upload protocol (resumable, Content-Range chunks).
 //! - [`tus`]: tus 1.0 (core, creation, defer-length, expiration, checksum, termination).
+//! - [`sessions`]: upload sessions (the upload.views API), validation, scanning, X-Accel.
 //! - [`files`]: listing, downloading and deleting catalog files.
 //! - [`progress`]: `GET /api/progress/{id}` for uploads tagged with X-Progress-ID.
 //! - [`health`]: `GET /healthz`.
@@ -16,6 +17,7 @@ pub mod files;
 pub mod health;
 pub mod multipart;
 pub mod progress;
+pub mod sessions;
 pub mod tus;
 
 use std::sync::Arc;
@@ -56,6 +58,68 @@ impl AppState {
     }
 }
 
+/// The upload-session routes, with and without the trailing slash Django's URLs have.
+fn session_routes() -> Router<AppState> {
+    let mut r = Router::new();
+    for slash in ["/", ""] {
+        r = r
+            .route(&format!("/upload-session{slash}"), post(sessions::create))
+            .route(
+                &format!("/upload-session/{{token}}{slash}"),
+                get(sessions::show),
+            )
+            .route(
+                &format!("/upload-session/{{token}}/files{slash}"),
+                get(sessions::list).post(sessions::upload),
+            )
+            .route(
+                &format!("/upload-session/{{token}}/files/{{name}}{slash}"),
+                get(sessions::get_file).delete(sessions::delete_file),
+            )
+            .route(
+                &format!("/upload-session/{{token}}/store{slash}"),
+                post(sessions::store),
+            );
+    }
+    r
+}
+
+/// Read-only mode (`file_upload_enabled = false`): every change answers 405, and of the
+/// upload-session routes only the GET of one file is served.
+async fn read_only_layer(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if state.engine.settings.file_upload_enabled {
+        return next.run(req).await;
+    }
+    let read = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    let path = req.uri().path();
+    let session_read = path.starts_with("/upload-session/") && {
+        let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+        // "", "upload-session", token, "files", name
+        parts.len() == 5 && parts[3] == "files"
+    };
+    let allowed = if path.starts_with("/upload-session") {
+        read && session_read
+    } else {
+        read
+    };
+    if allowed {
+        return next.run(req).await;
+    }
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "read_only",
+        "uploads are disabled: chute is in read-only mode",
+    )
+    .into_response()
+}
+
 /// All routes, ready to serve or to mount in another axum app.
 pub fn router(state: AppState) -> Router {
     let tus = Router::new()
@@ -88,6 +152,7 @@ pub fn router(state: AppState) -> Router {
             "/api/chunked_upload/",
             get(chunked::status).post(chunked::chunk),
         )
+        .merge(session_routes())
         .route("/api/chunked_upload_complete", post(chunked::complete))
         .route("/api/chunked_upload_complete/", post(chunked::complete))
         .fallback(|| async { ApiError::not_found("route").into_response() })
@@ -99,6 +164,10 @@ pub fn router(state: AppState) -> Router {
             )
             .into_response()
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            read_only_layer,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

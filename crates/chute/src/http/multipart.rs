@@ -88,19 +88,10 @@ pub async fn upload(
         request_length: content_length,
     };
     let chain = (state.files_chain)(&ctx);
-    let raw = RawInput {
-        content_type: content_type.clone(),
-        content_length,
-        boundary: Some(boundary.clone()),
+    let result = match receive_request(&state, req, chain, content_type, boundary).await {
+        Ok(got) => respond(&state, user.id, got.outcome, got.fields).await,
+        Err(e) => Err(e),
     };
-    let (body, body_state) = GuardedBody::new(
-        req.into_body().into_data_stream(),
-        settings.request_body_idle_timeout.0,
-        limit,
-        PART_HEADER_LIMIT + settings.max_request_header_size.bytes(),
-    );
-
-    let result = receive(&state, chain, raw, body, body_state, boundary, user.id).await;
     if let Some(p) = &progress {
         p.finish(match &result {
             Ok(_) => ProgressState::Done,
@@ -110,6 +101,37 @@ pub async fn upload(
     result
 }
 
+/// What a multipart request delivered: the chain's files and the text fields.
+pub(super) struct Received {
+    pub outcome: Outcome,
+    pub fields: Vec<(String, String)>,
+}
+
+/// Streams a multipart request (its boundary already checked) through `chain`, within the
+/// body limits of the settings.
+pub(super) async fn receive_request(
+    state: &AppState,
+    req: Request,
+    chain: crate::upload::handler::Chain,
+    content_type: String,
+    boundary: String,
+) -> ApiResult<Received> {
+    let settings = &state.engine.settings;
+    let content_length = content_length(req.headers())?;
+    let raw = RawInput {
+        content_type,
+        content_length,
+        boundary: Some(boundary.clone()),
+    };
+    let (body, body_state) = GuardedBody::new(
+        req.into_body().into_data_stream(),
+        settings.request_body_idle_timeout.0,
+        settings.max_upload_size.map(|s| s.bytes()),
+        PART_HEADER_LIMIT + settings.max_request_header_size.bytes(),
+    );
+    receive(state, chain, raw, body, body_state, boundary).await
+}
+
 async fn receive<S, E>(
     state: &AppState,
     chain: crate::upload::handler::Chain,
@@ -117,8 +139,7 @@ async fn receive<S, E>(
     body: GuardedBody<S>,
     body_state: std::sync::Arc<BodyState>,
     boundary: String,
-    owner_id: i64,
-) -> ApiResult<Response>
+) -> ApiResult<Received>
 where
     S: Stream<Item = Result<bytes::Bytes, E>> + Unpin + Send + 'static,
     E: std::fmt::Display + Send + 'static,
@@ -151,7 +172,7 @@ where
             stopped: outcome.stopped,
             raw: None,
         };
-        return respond(state, owner_id, outcome, fields).await;
+        return Ok(Received { outcome, fields });
     }
 
     let mut multipart = multer::Multipart::new(body, boundary);
@@ -167,7 +188,7 @@ where
     match stop {
         Ok(()) | Err(ParseStop::Pipeline) => {
             let outcome = pipeline.finish().await;
-            finish_outcome(state, owner_id, outcome, fields, multipart, &body_state).await
+            finish_outcome(outcome, fields, multipart, &body_state).await
         }
         Err(ParseStop::Api(err)) => {
             pipeline.abort().await;
@@ -184,19 +205,17 @@ where
 }
 
 async fn finish_outcome(
-    state: &AppState,
-    owner_id: i64,
     outcome: Result<Outcome, UploadError>,
     fields: Vec<(String, String)>,
     multipart: multer::Multipart<'static>,
     body_state: &BodyState,
-) -> ApiResult<Response> {
+) -> ApiResult<Received> {
     match outcome {
         Ok(outcome) => {
             if outcome.stopped == Some(false) {
                 drain_multipart(multipart).await;
             }
-            respond(state, owner_id, outcome, fields).await
+            Ok(Received { outcome, fields })
         }
         Err(e) => {
             if body_state.failure().is_some() {
@@ -399,6 +418,7 @@ fn file_info(field: &str, raw_name: &str, headers: &HeaderMap) -> FileInfo {
     FileInfo {
         field_name: field.to_string(),
         file_name: sanitize_file_name(raw_name),
+        raw_name: raw_name.to_string(),
         content_type,
         content_length: headers
             .get(header::CONTENT_LENGTH)

@@ -91,6 +91,88 @@ pub struct UploadRecord {
     pub created_at: i64,
 }
 
+/// The life of an upload session (the states of the upload.views model).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SessionStatus {
+    Created,
+    Uploading,
+    CopyingInProgress,
+    Stored,
+    Expired,
+    CopyingFailed,
+    RemovingInProgress,
+}
+
+impl SessionStatus {
+    pub const ALL: [SessionStatus; 7] = [
+        Self::Created,
+        Self::Uploading,
+        Self::CopyingInProgress,
+        Self::Stored,
+        Self::Expired,
+        Self::CopyingFailed,
+        Self::RemovingInProgress,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "CREATED",
+            Self::Uploading => "UPLOADING",
+            Self::CopyingInProgress => "COPYING_IN_PROGRESS",
+            Self::Stored => "STORED",
+            Self::Expired => "EXPIRED",
+            Self::CopyingFailed => "COPYING_FAILED",
+            Self::RemovingInProgress => "REMOVING_IN_PROGRESS",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// Files may be added or removed only in these states.
+    pub fn accepts_changes(self) -> bool {
+        matches!(self, Self::Created | Self::Uploading)
+    }
+}
+
+/// An upload session: its files are catalog rows marked temporary until it is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub token: String,
+    pub owner_id: i64,
+    pub status: SessionStatus,
+    pub last_activity: i64,
+    pub created_at: i64,
+    /// Number and total size of the session's files.
+    pub file_count: u64,
+    pub total_size: u64,
+}
+
+/// Limits checked atomically when a file joins a session.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionLimits {
+    pub max_count: u64,
+    pub max_total: u64,
+}
+
+/// Why a file could not join a session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionAddRefused {
+    /// The session no longer takes files (stored, expired, ...).
+    NotWritable(SessionStatus),
+    NotFound,
+    TooMany {
+        max: u64,
+    },
+    TooLarge {
+        max: u64,
+        total: u64,
+    },
+    Duplicate,
+}
+
 /// Metadata storage. Implementations must be safe to share between requests and nodes:
 /// every method is one atomic operation.
 #[async_trait]
@@ -139,6 +221,49 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn set_upload_length(&self, id: &str, length: u64) -> Result<bool, MetaError>;
     /// Uploads whose expiry is before `now`, oldest first.
     async fn expired_uploads(&self, now: i64, limit: u32) -> Result<Vec<UploadRecord>, MetaError>;
+
+    async fn create_session(&self, token: &str, owner_id: i64, now: i64) -> Result<(), MetaError>;
+    /// The session with its file count and total size.
+    async fn get_session(&self, token: &str) -> Result<Option<SessionRecord>, MetaError>;
+    /// Records an upload interaction (the model's `touch()`), while the session takes files.
+    async fn touch_session(&self, token: &str, now: i64) -> Result<(), MetaError>;
+    /// Moves a session from one of `from` to `to`; false when it was in none of them.
+    async fn set_session_status(
+        &self,
+        token: &str,
+        from: &[SessionStatus],
+        to: SessionStatus,
+    ) -> Result<bool, MetaError>;
+    /// The session's files in upload order (temporary or stored).
+    async fn session_files(&self, token: &str) -> Result<Vec<FileRecord>, MetaError>;
+    async fn session_file(&self, token: &str, name: &str) -> Result<Option<FileRecord>, MetaError>;
+    /// Adds a file to a session in one transaction: the session must take files, and the count,
+    /// total size and unique-name rules must still hold with the file in. The session becomes
+    /// UPLOADING and is touched.
+    async fn add_session_file(
+        &self,
+        token: &str,
+        file: &FileRecord,
+        limits: SessionLimits,
+        now: i64,
+    ) -> Result<Result<(), SessionAddRefused>, MetaError>;
+    /// Removes one file of a session that takes changes; the last one out returns the session
+    /// to CREATED. Ok(None) when there is no such file; Err(status) when the session is not
+    /// writable.
+    async fn remove_session_file(
+        &self,
+        token: &str,
+        name: &str,
+        now: i64,
+    ) -> Result<Result<Option<FileRecord>, SessionStatus>, MetaError>;
+    /// Makes a session's files permanent (visible in the file catalog) and the session STORED;
+    /// the session must be COPYING_IN_PROGRESS. Returns the number of files.
+    async fn store_session(&self, token: &str) -> Result<Option<u64>, MetaError>;
+    /// Sessions that take files and whose last activity is before `before`.
+    async fn stale_sessions(&self, before: i64, limit: u32) -> Result<Vec<String>, MetaError>;
+    /// Removes the temporary files of a session from the catalog and returns them, so that
+    /// their bytes can be deleted.
+    async fn take_temporary_files(&self, token: &str) -> Result<Vec<FileRecord>, MetaError>;
 }
 
 pub fn now_unix() -> i64 {

@@ -10,7 +10,10 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use super::{FileRecord, MetaError, MetaStore, UploadRecord, User, now_unix};
+use super::{
+    FileRecord, MetaError, MetaStore, SessionAddRefused, SessionLimits, SessionRecord,
+    SessionStatus, UploadRecord, User, now_unix,
+};
 
 pub struct SqliteMeta {
     pool: SqlitePool,
@@ -201,7 +204,7 @@ impl MetaStore for SqliteMeta {
         let row = sqlx::query(concat!(
             "SELECT ",
             file_columns!(),
-            " FROM files WHERE id = $1"
+            " FROM files WHERE id = $1 AND temporary = 0"
         ))
         .bind(id)
         .fetch_optional(&self.pool)
@@ -218,7 +221,7 @@ impl MetaStore for SqliteMeta {
         let rows = sqlx::query(concat!(
             "SELECT ",
             file_columns!(),
-            " FROM files WHERE owner_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+            " FROM files WHERE owner_id = $1 AND id > $2 AND temporary = 0 ORDER BY id LIMIT $3"
         ))
         .bind(owner_id)
         .bind(after.unwrap_or(""))
@@ -230,7 +233,7 @@ impl MetaStore for SqliteMeta {
 
     async fn delete_file(&self, owner_id: i64, id: &str) -> Result<Option<FileRecord>, MetaError> {
         let row = sqlx::query(concat!(
-            "DELETE FROM files WHERE id = $1 AND owner_id = $2 RETURNING ",
+            "DELETE FROM files WHERE id = $1 AND owner_id = $2 AND temporary = 0 RETURNING ",
             file_columns!()
         ))
         .bind(id)
@@ -347,4 +350,266 @@ impl MetaStore for SqliteMeta {
             .await?;
         Ok(())
     }
+
+    async fn create_session(&self, token: &str, owner_id: i64, now: i64) -> Result<(), MetaError> {
+        sqlx::query(
+            "INSERT INTO upload_sessions (token, owner_id, status, last_activity, created_at) \
+             VALUES ($1, $2, $3, $4, $4)",
+        )
+        .bind(token)
+        .bind(owner_id)
+        .bind(SessionStatus::Created.as_str())
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                MetaError::Conflict("upload session".into())
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(())
+    }
+
+    async fn get_session(&self, token: &str) -> Result<Option<SessionRecord>, MetaError> {
+        let row = sqlx::query(
+            "SELECT s.token, s.owner_id, s.status, s.last_activity, s.created_at, \
+             (SELECT COUNT(*) FROM files f WHERE f.session_token = s.token) AS n, \
+             (SELECT COALESCE(SUM(size), 0) FROM files f WHERE f.session_token = s.token) AS total \
+             FROM upload_sessions s WHERE s.token = $1",
+        )
+        .bind(token)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let status: String = r.try_get("status")?;
+        Ok(Some(SessionRecord {
+            token: r.try_get("token")?,
+            owner_id: r.try_get("owner_id")?,
+            status: SessionStatus::parse(&status)
+                .ok_or_else(|| MetaError::NotFound(format!("session status {status}")))?,
+            last_activity: r.try_get("last_activity")?,
+            created_at: r.try_get("created_at")?,
+            file_count: r.try_get::<i64, _>("n")? as u64,
+            total_size: r.try_get::<i64, _>("total")? as u64,
+        }))
+    }
+
+    async fn touch_session(&self, token: &str, now: i64) -> Result<(), MetaError> {
+        sqlx::query(
+            "UPDATE upload_sessions SET last_activity = MAX(last_activity, $2) \
+             WHERE token = $1 AND status IN ('CREATED', 'UPLOADING')",
+        )
+        .bind(token)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn set_session_status(
+        &self,
+        token: &str,
+        from: &[SessionStatus],
+        to: SessionStatus,
+    ) -> Result<bool, MetaError> {
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        let from = serde_json::to_string(&from).unwrap_or_else(|_| "[]".into());
+        let n = sqlx::query(
+            "UPDATE upload_sessions SET status = $2 WHERE token = $1 \
+             AND status IN (SELECT value FROM json_each($3))",
+        )
+        .bind(token)
+        .bind(to.as_str())
+        .bind(from)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn session_files(&self, token: &str) -> Result<Vec<FileRecord>, MetaError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            file_columns!(),
+            " FROM files WHERE session_token = $1 ORDER BY id"
+        ))
+        .bind(token)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(file_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn session_file(&self, token: &str, name: &str) -> Result<Option<FileRecord>, MetaError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            file_columns!(),
+            " FROM files WHERE session_token = $1 AND name = $2"
+        ))
+        .bind(token)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(file_from_row).transpose()?)
+    }
+
+    async fn add_session_file(
+        &self,
+        token: &str,
+        f: &FileRecord,
+        limits: SessionLimits,
+        now: i64,
+    ) -> Result<Result<(), SessionAddRefused>, MetaError> {
+        // BEGIN IMMEDIATE: the checks and the insert see no other writer in between.
+        // A dropped transaction rolls back, also when the request is cancelled.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let res = add_session_file_in(&mut tx, token, f, limits, now).await?;
+        if res.is_ok() {
+            tx.commit().await?;
+        }
+        Ok(res)
+    }
+
+    async fn remove_session_file(
+        &self,
+        token: &str,
+        name: &str,
+        now: i64,
+    ) -> Result<Result<Option<FileRecord>, SessionStatus>, MetaError> {
+        let mut tx = self.pool.begin().await?;
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM upload_sessions WHERE token = $1")
+                .bind(token)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(status) = status.as_deref().and_then(SessionStatus::parse) else {
+            return Ok(Ok(None));
+        };
+        if !status.accepts_changes() {
+            return Ok(Err(status));
+        }
+        let row = sqlx::query(concat!(
+            "DELETE FROM files WHERE session_token = $1 AND name = $2 AND temporary = 1 RETURNING ",
+            file_columns!()
+        ))
+        .bind(token)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let removed = row.as_ref().map(file_from_row).transpose()?;
+        if removed.is_some() {
+            sqlx::query(
+                "UPDATE upload_sessions SET last_activity = $2, status = CASE WHEN \
+                 (SELECT COUNT(*) FROM files WHERE session_token = $1) = 0 THEN 'CREATED' \
+                 ELSE status END WHERE token = $1",
+            )
+            .bind(token)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Ok(removed))
+    }
+
+    async fn store_session(&self, token: &str) -> Result<Option<u64>, MetaError> {
+        let mut tx = self.pool.begin().await?;
+        let moved = sqlx::query(
+            "UPDATE upload_sessions SET status = 'STORED' \
+             WHERE token = $1 AND status = 'COPYING_IN_PROGRESS'",
+        )
+        .bind(token)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved != 1 {
+            return Ok(None);
+        }
+        let n = sqlx::query("UPDATE files SET temporary = 0 WHERE session_token = $1")
+            .bind(token)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(Some(n))
+    }
+
+    async fn stale_sessions(&self, before: i64, limit: u32) -> Result<Vec<String>, MetaError> {
+        Ok(sqlx::query_scalar(
+            "SELECT token FROM upload_sessions WHERE status IN ('CREATED', 'UPLOADING') \
+             AND last_activity < $1 ORDER BY last_activity LIMIT $2",
+        )
+        .bind(before)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn take_temporary_files(&self, token: &str) -> Result<Vec<FileRecord>, MetaError> {
+        let rows = sqlx::query(concat!(
+            "DELETE FROM files WHERE session_token = $1 AND temporary = 1 RETURNING ",
+            file_columns!()
+        ))
+        .bind(token)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(file_from_row).collect::<Result<_, _>>()?)
+    }
+}
+
+async fn add_session_file_in(
+    conn: &mut sqlx::SqliteConnection,
+    token: &str,
+    f: &FileRecord,
+    limits: SessionLimits,
+    now: i64,
+) -> Result<Result<(), SessionAddRefused>, MetaError> {
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM upload_sessions WHERE token = $1")
+            .bind(token)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(status) = status.as_deref().and_then(SessionStatus::parse) else {
+        return Ok(Err(SessionAddRefused::NotFound));
+    };
+    if !status.accepts_changes() {
+        return Ok(Err(SessionAddRefused::NotWritable(status)));
+    }
+    let (n, total, dup): (i64, i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(name = $2), 0) \
+         FROM files WHERE session_token = $1",
+    )
+    .bind(token)
+    .bind(&f.name)
+    .fetch_one(&mut *conn)
+    .await?;
+    if dup > 0 {
+        return Ok(Err(SessionAddRefused::Duplicate));
+    }
+    if n as u64 >= limits.max_count {
+        return Ok(Err(SessionAddRefused::TooMany {
+            max: limits.max_count,
+        }));
+    }
+    if total as u64 + f.size > limits.max_total {
+        return Ok(Err(SessionAddRefused::TooLarge {
+            max: limits.max_total,
+            total: total as u64,
+        }));
+    }
+    insert_file_with(&mut *conn, f).await?;
+    sqlx::query("UPDATE files SET session_token = $1, temporary = 1 WHERE id = $2")
+        .bind(token)
+        .bind(&f.id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "UPDATE upload_sessions SET status = 'UPLOADING', last_activity = $2 WHERE token = $1",
+    )
+    .bind(token)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(Ok(()))
 }

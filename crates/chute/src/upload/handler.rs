@@ -21,6 +21,8 @@ pub struct FileInfo {
     pub field_name: String,
     /// The client's file name, already reduced to a safe display name (never a path).
     pub file_name: String,
+    /// The name exactly as the client sent it, for validators; never use it as a path.
+    pub raw_name: String,
     pub content_type: Option<String>,
     pub content_length: Option<u64>,
     pub charset: Option<String>,

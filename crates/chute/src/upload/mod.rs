@@ -14,6 +14,7 @@ pub mod hashing;
 pub mod pipeline;
 pub mod progress;
 pub mod resumable;
+pub mod sessions;
 
 use std::sync::Arc;
 
@@ -34,6 +35,12 @@ pub enum UploadError {
     TypeMismatch { name: String, detected: String },
     #[error("{0}")]
     Rejected(String),
+    /// A file refused by validation, with a short reason and a sentence for people.
+    #[error("{error}: {verbose}")]
+    Invalid { error: String, verbose: String },
+    /// The malware scanner could not give a verdict (fail closed).
+    #[error("the malware scanner is unavailable: {0}")]
+    ScannerUnavailable(String),
     #[error("the upload was stopped by a handler")]
     Stopped,
     #[error("the client went away before the upload finished")]
@@ -116,6 +123,21 @@ impl Engine {
         owner_id: i64,
         done: CompletedFile,
     ) -> Result<FileRecord, UploadError> {
+        let record = self.place(owner_id, done).await?;
+        if let Err(e) = self.meta.insert_file(&record).await {
+            self.delete_object(record.storage_key.clone()).await;
+            return Err(e.into());
+        }
+        Ok(record)
+    }
+
+    /// Places a completed file in storage, durably, and returns its catalog record, not yet
+    /// inserted: the caller records it (or deletes the object if it cannot).
+    pub async fn place(
+        &self,
+        owner_id: i64,
+        done: CompletedFile,
+    ) -> Result<FileRecord, UploadError> {
         let id = new_file_id();
         let key = storage_key_for(&id);
         let storage = self.storage.clone();
@@ -157,10 +179,6 @@ impl Engine {
             created_at: now_unix(),
         };
         record.set_checksums(facts.checksums.iter().map(|(a, h)| (*a, h)));
-        if let Err(e) = self.meta.insert_file(&record).await {
-            self.delete_object(key).await;
-            return Err(e.into());
-        }
         Ok(record)
     }
 
@@ -177,7 +195,7 @@ impl Engine {
         Ok(Some(rec))
     }
 
-    async fn delete_object(&self, key: String) {
+    pub(crate) async fn delete_object(&self, key: String) {
         let storage = self.storage.clone();
         let res = tokio::task::spawn_blocking(move || storage.delete(&key)).await;
         if let Ok(Err(e)) = res {

@@ -9,4 +9,5 @@ mod handlers;
 mod helpers;
 mod limits;
 mod malformed;
+mod sessions;
 mod tus;

@@ -2,12 +2,14 @@
 //! from names (the `file_upload_handlers` setting).
 
 pub mod checksum;
+pub mod clamav;
 pub mod compress;
 pub mod progress;
 pub mod quota;
 pub mod sniff;
 pub mod spill;
 pub mod store;
+pub mod validate;
 pub mod verify;
 
 use std::sync::Arc;

@@ -1,0 +1,484 @@
+//! Upload sessions, the upload.views API (paths and JSON names as in the original, so its
+//! front ends work unchanged):
+//!
+//! - `POST /upload-session/` opens a session; `GET /upload-session/{token}/` shows it.
+//! - `GET|POST /upload-session/{token}/files/` lists or adds files (multipart field `file`,
+//!   validated and, with `clamav_enabled`, scanned while it streams).
+//! - `GET|DELETE /upload-session/{token}/files/{name}/` serves or removes one file; the GET
+//!   streams it, or hands it to nginx by `X-Accel-Redirect` (`serve_mode`).
+//! - `POST /upload-session/{token}/store/` keeps the files for good (they join the catalog).
+//!
+//! Owners do everything with their sessions; staff read any session but change none; others
+//! see an invalid token (400) on upload and 404 elsewhere, never another user's data.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::AuthUser;
+use super::error::{ApiError, ApiResult};
+use super::files::serve_file;
+use super::multipart::{multipart_boundary, receive_request};
+use crate::config::ServeMode;
+use crate::meta::{
+    FileRecord, SessionAddRefused, SessionLimits, SessionRecord, SessionStatus, User, now_unix,
+};
+use crate::names::content_disposition;
+use crate::upload::UploadError;
+use crate::upload::handler::{Chain, UploadHandler};
+use crate::upload::handlers::clamav::{ClamavHandler, ClamdAddress};
+use crate::upload::handlers::validate::{SessionUsage, ValidateHandler};
+use crate::upload::handlers::{ChainContext, build_handlers};
+use crate::upload::sessions::{new_session_token, valid_session_token};
+
+fn rfc3339(t: Option<i64>) -> Value {
+    t.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .map_or(Value::Null, Value::String)
+}
+
+fn session_json(state: &AppState, s: &SessionRecord) -> Value {
+    json!({
+        "uploadSessionToken": s.token,
+        "status": s.status,
+        "fileCount": s.file_count,
+        "totalSize": s.total_size,
+        "expiresAt": rfc3339(state.engine.session_expires_at(s)),
+    })
+}
+
+/// The URL of a session file (the name percent-encoded as one path segment).
+pub fn file_url(token: &str, name: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let enc = percent_encoding::utf8_percent_encode(name, SEGMENT);
+    format!("/upload-session/{token}/files/{enc}/")
+}
+
+fn invalid_token(token: &str) -> ApiError {
+    ApiError::bad_request("invalid_session", "Invalid upload session token")
+        .with("uploadSessionToken", token.to_string())
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found("upload session")
+}
+
+/// How the user may use a session.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Owner,
+    /// Staff reading another user's session.
+    StaffReader,
+}
+
+/// Loads a session the user may see, expiring it first if it went idle. None for an unknown
+/// token or another user's session (unless the user is staff).
+async fn visible_session(
+    state: &AppState,
+    user: &User,
+    token: &str,
+) -> ApiResult<Option<(SessionRecord, Access)>> {
+    if !valid_session_token(token) {
+        return Ok(None);
+    }
+    let Some(mut s) = state.engine.meta.get_session(token).await? else {
+        return Ok(None);
+    };
+    let access = if s.owner_id == user.id {
+        Access::Owner
+    } else if user.is_staff {
+        Access::StaffReader
+    } else {
+        return Ok(None);
+    };
+    if state.engine.session_is_stale(&s, now_unix()) {
+        state.engine.expire_session(token).await?;
+        s = match state.engine.meta.get_session(token).await? {
+            Some(s) => s,
+            None => return Ok(None),
+        };
+    }
+    Ok(Some((s, access)))
+}
+
+/// The session, for its owner only: others get 404, staff 403 (they may read, not change).
+async fn owned_session(state: &AppState, user: &User, token: &str) -> ApiResult<SessionRecord> {
+    match visible_session(state, user, token).await? {
+        Some((s, Access::Owner)) => Ok(s),
+        Some((_, Access::StaffReader)) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "read_only_access",
+            "staff may read another user's session but not change it",
+        )),
+        None => Err(not_found()),
+    }
+}
+
+fn not_writable(token: &str, status: SessionStatus) -> ApiError {
+    ApiError::bad_request(
+        "session_closed",
+        format!(
+            "the upload session is {}; its files can no longer change",
+            status.as_str()
+        ),
+    )
+    .with("uploadSessionToken", token.to_string())
+    .with("status", status.as_str())
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+) -> ApiResult<Response> {
+    let token = new_session_token().map_err(ApiError::internal)?;
+    let now = now_unix();
+    state
+        .engine
+        .meta
+        .create_session(&token, user.id, now)
+        .await?;
+    let s = state
+        .engine
+        .meta
+        .get_session(&token)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok((StatusCode::CREATED, Json(session_json(&state, &s))).into_response())
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(token): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let (s, _) = visible_session(&state, &user, &token)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(Json(session_json(&state, &s)))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(token): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let (s, _) = visible_session(&state, &user, &token)
+        .await?
+        .ok_or_else(not_found)?;
+    let files = state.engine.meta.session_files(&s.token).await?;
+    Ok(Json(json!({
+        "files": files.iter().map(|f| json!({
+            "name": f.name,
+            "size": f.size,
+            "url": file_url(&s.token, &f.name),
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+/// Adds the handlers every session upload starts with to the route's chain.
+fn session_chain(
+    state: &AppState,
+    ctx: &ChainContext,
+    usage: SessionUsage,
+    name_slot: Arc<Mutex<Option<String>>>,
+) -> Chain {
+    let s = &state.engine.settings;
+    let mut handlers: Vec<Box<dyn UploadHandler>> = vec![Box::new(
+        ValidateHandler::new(
+            s.accepted_file_formats.clone(),
+            s.max_single_upload_size.bytes(),
+            Some(usage),
+        )
+        .only_field("file")
+        .with_name_slot(name_slot),
+    )];
+    if s.clamav_enabled {
+        handlers.push(Box::new(ClamavHandler::new(
+            ClamdAddress::parse(&s.clamav_address),
+            s.clamav_timeout.0,
+        )));
+    }
+    // Session files are served by nginx in x-accel-redirect mode, which cannot undo zstd.
+    let names: Vec<String> = s
+        .file_upload_handlers
+        .iter()
+        .filter(|n| !(n.as_str() == "compress" && s.serve_mode == ServeMode::XAccelRedirect))
+        .cloned()
+        .collect();
+    handlers.extend(build_handlers(&names, ctx));
+    Chain::new(handlers, s.file_upload_chunk_size.bytes() as usize)
+}
+
+pub async fn upload(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(token): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    let settings = state.engine.settings.clone();
+    let session = match visible_session(&state, &user, &token).await? {
+        Some((s, Access::Owner)) => s,
+        _ => return Err(invalid_token(&token)),
+    };
+    if !session.status.accepts_changes() {
+        return Err(not_writable(&token, session.status));
+    }
+    let (content_type, boundary) = multipart_boundary(
+        req.headers(),
+        "send the file as multipart/form-data, field `file`",
+    )
+    .map_err(|e| e.with("uploadSessionToken", token.clone()))?;
+    let existing = state.engine.meta.session_files(&token).await?;
+    let usage = SessionUsage {
+        count: existing.len() as u64,
+        total: existing.iter().map(|f| f.size).sum(),
+        names: existing.into_iter().map(|f| f.name).collect(),
+        max_count: settings.max_total_upload_count,
+        max_total: settings.max_total_upload_size.bytes(),
+    };
+    let used_bytes = match settings.user_quota {
+        Some(_) => state.engine.meta.usage_bytes(user.id).await?,
+        None => 0,
+    };
+    let ctx = ChainContext {
+        storage: state.engine.storage.clone(),
+        settings: settings.clone(),
+        used_bytes,
+        progress: None,
+        extra_checksums: Vec::new(),
+        request_length: None,
+    };
+    let name_slot = Arc::new(Mutex::new(None));
+    let chain = session_chain(&state, &ctx, usage, name_slot.clone());
+    let refused = |e: ApiError| {
+        let e = e.with("uploadSessionToken", token.clone());
+        if !e.status.is_client_error() {
+            return e;
+        }
+        let name = name_slot.lock().ok().and_then(|n| n.clone());
+        e.with("accepted", false)
+            .with("file", name.map_or(Value::Null, Value::String))
+    };
+    let got = receive_request(&state, req, chain, content_type, boundary)
+        .await
+        .map_err(&refused)?;
+    let mut files = got.outcome.files.into_iter();
+    let Some(done) = files.next() else {
+        return Err(
+            ApiError::bad_request("no_file", "No file was uploaded (field `file`)")
+                .with("uploadSessionToken", token.clone()),
+        );
+    };
+    let mut record = state.engine.place(user.id, done).await?;
+    // The validated name is the session's name for the file (unique within the session).
+    if let Ok(Some(n)) = name_slot.lock().map(|n| n.clone()) {
+        record.name = n;
+    }
+    let limits = SessionLimits {
+        max_count: settings.max_total_upload_count,
+        max_total: settings.max_total_upload_size.bytes(),
+    };
+    let added = state
+        .engine
+        .meta
+        .add_session_file(&token, &record, limits, now_unix())
+        .await;
+    let refusal = match added {
+        Ok(Ok(())) => None,
+        Ok(Err(r)) => Some(r),
+        Err(e) => {
+            state.engine.delete_object(record.storage_key.clone()).await;
+            return Err(e.into());
+        }
+    };
+    if let Some(r) = refusal {
+        state.engine.delete_object(record.storage_key.clone()).await;
+        let (error, verbose) = match r {
+            SessionAddRefused::NotWritable(status) => return Err(not_writable(&token, status)),
+            SessionAddRefused::NotFound => return Err(invalid_token(&token)),
+            SessionAddRefused::Duplicate => (
+                "Duplicate file name",
+                format!(
+                    "A file named \"{}\" is already in this session.",
+                    record.name
+                ),
+            ),
+            SessionAddRefused::TooMany { max } => (
+                "Too many files",
+                format!("The session already holds the most files allowed ({max})."),
+            ),
+            SessionAddRefused::TooLarge { max, .. } => (
+                "Session is too large",
+                format!(
+                    "With \"{}\" the session would hold more than the {max} bytes allowed.",
+                    record.name
+                ),
+            ),
+        };
+        return Err(refused(
+            UploadError::Invalid {
+                error: error.into(),
+                verbose,
+            }
+            .into(),
+        ));
+    }
+    Ok(Json(json!({
+        "file": record.name,
+        "accepted": true,
+        "uploadSessionToken": token,
+        "url": file_url(&token, &record.name),
+    }))
+    .into_response())
+}
+
+/// Types a browser may show inline: images, audio, video and PDF, never markup or scripts.
+fn inline_safe(content_type: &str) -> bool {
+    matches!(
+        content_type,
+        "image/jpeg"
+            | "image/png"
+            | "image/gif"
+            | "image/webp"
+            | "image/bmp"
+            | "image/tiff"
+            | "audio/mpeg"
+            | "audio/wav"
+            | "audio/x-wav"
+            | "audio/ogg"
+            | "audio/flac"
+            | "audio/mp4"
+            | "video/mp4"
+            | "video/webm"
+            | "video/ogg"
+            | "video/quicktime"
+            | "application/pdf"
+    )
+}
+
+pub async fn get_file(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path((token, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let (s, _) = visible_session(&state, &user, &token)
+        .await?
+        .ok_or_else(|| ApiError::not_found("file"))?;
+    let mut f = state
+        .engine
+        .meta
+        .session_file(&s.token, &name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("file"))?;
+    // Content-Type from the extension (validation made the content agree with it).
+    let ctype = mime_guess::from_path(&f.name)
+        .first_raw()
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    let disposition = if inline_safe(&ctype) {
+        "inline"
+    } else {
+        "attachment"
+    };
+    f.content_type = Some(ctype.clone());
+    if state.engine.settings.serve_mode == ServeMode::XAccelRedirect && f.encoding.is_none() {
+        return Ok(x_accel(&state, &f, &ctype, disposition));
+    }
+    serve_file(&state, &f, &headers, disposition).await
+}
+
+/// Headers only: nginx serves the bytes from its internal location.
+fn x_accel(state: &AppState, f: &FileRecord, ctype: &str, disposition: &str) -> Response {
+    let mut h = HeaderMap::new();
+    let target = format!("{}{}", state.engine.settings.x_accel_prefix, f.storage_key);
+    let value =
+        |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    h.insert("x-accel-redirect", value(&target));
+    h.insert(header::CONTENT_TYPE, value(ctype));
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        value(&content_disposition(disposition, &f.name)),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
+    (StatusCode::OK, h).into_response()
+}
+
+pub async fn delete_file(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path((token, name)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let s = owned_session(&state, &user, &token).await?;
+    match state
+        .engine
+        .meta
+        .remove_session_file(&s.token, &name, now_unix())
+        .await?
+    {
+        Ok(Some(f)) => {
+            state.engine.delete_object(f.storage_key).await;
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Ok(None) => Err(ApiError::not_found("file")),
+        Err(status) => Err(not_writable(&token, status)),
+    }
+}
+
+/// Keeps the session's files for good: COPYING_IN_PROGRESS, then STORED (files join the
+/// catalog in one transaction), or COPYING_FAILED if that fails.
+pub async fn store(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(token): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let s = owned_session(&state, &user, &token).await?;
+    let meta = &state.engine.meta;
+    if !meta
+        .set_session_status(
+            &token,
+            &[SessionStatus::Uploading],
+            SessionStatus::CopyingInProgress,
+        )
+        .await?
+    {
+        return Err(match s.status {
+            SessionStatus::Created => {
+                ApiError::bad_request("empty_session", "the upload session has no files to store")
+                    .with("uploadSessionToken", token.clone())
+            }
+            other => not_writable(&token, other),
+        });
+    }
+    if let Err(e) = meta.store_session(&token).await {
+        let _ = meta
+            .set_session_status(
+                &token,
+                &[SessionStatus::CopyingInProgress],
+                SessionStatus::CopyingFailed,
+            )
+            .await;
+        return Err(e.into());
+    }
+    let s = meta.get_session(&token).await?.ok_or_else(not_found)?;
+    Ok(Json(session_json(&state, &s)))
+}
