@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the browser and client tests drive: Debian's chromium, the npm packages
-# pinned in e2e/package-lock.json (jQuery-File-Upload, spark-md5, playwright-core,
-# tus-js-client), and tuspy (e2e/requirements.txt) in e2e/.venv.
+# Installs the real components the tests drive: Debian's chromium, clamd (clamav-daemon) and
+# nginx (nginx-light); the npm packages pinned in e2e/package-lock.json (jQuery-File-Upload,
+# spark-md5, playwright-core, tus-js-client); and tuspy (e2e/requirements.txt) in e2e/.venv.
+# The tests start clamd and nginx themselves (scripts/clamd-test.sh, scripts/nginx-test.sh).
 # Idempotent: does nothing when everything is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,14 +13,19 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
-if [ ${#need[@]} -gt 0 ]; then
+services=()
+[ -x /usr/sbin/clamd ] || services+=(clamav-daemon)
+[ -x /usr/sbin/nginx ] || services+=(nginx-light)
+if [ $((${#need[@]} + ${#services[@]})) -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
-    echo "missing ${need[*]}: install them (apt-get install ${need[*]}) or run this as root" >&2
+    echo "missing ${need[*]} ${services[*]}: install them with apt-get or run this as root" >&2
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  apt-get install -y -q "${need[@]}"
+  [ ${#need[@]} -eq 0 ] || apt-get install -y -q "${need[@]}"
+  # The daemons are installed, not started: the tests start their own on loopback.
+  [ ${#services[@]} -eq 0 ] || apt-get install -y -q --no-install-recommends "${services[@]}"
 fi
 
 if [ ! -d e2e/node_modules/blueimp-file-upload ] || [ e2e/package-lock.json -nt e2e/node_modules/.package-lock.json ]; then

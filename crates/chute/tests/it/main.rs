@@ -2,6 +2,7 @@
 
 mod browser;
 mod chunked;
+mod clamav;
 mod cli;
 mod clients;
 mod files_api;
@@ -9,5 +10,6 @@ mod handlers;
 mod helpers;
 mod limits;
 mod malformed;
+mod nginx;
 mod sessions;
 mod tus;

@@ -1,0 +1,143 @@
+//! ClamAV scanning of upload-session files against a real clamd (Debian's clamav-daemon),
+//! started by `scripts/clamd-test.sh` with a signature database of its own for the EICAR
+//! test string. Over TCP and the unix socket; a detection, a file over clamd's stream limit
+//! and an unreachable clamd each keep nothing.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::*;
+use crate::sessions::{open_session, pdf, post_file};
+
+const EICAR: &[u8] = br"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+
+/// A clamd process, killed when dropped.
+struct Clamd {
+    child: Child,
+    port: u16,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Clamd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scripts")
+        .join(name)
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn ping(socket: &Path) -> bool {
+    let Ok(mut s) = UnixStream::connect(socket) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut out = Vec::new();
+    s.write_all(b"zPING\0").is_ok() && s.read_to_end(&mut out).is_ok() && out.starts_with(b"PONG")
+}
+
+fn start_clamd(stream_max: &str) -> Clamd {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let child = Command::new(script("clamd-test.sh"))
+        .arg(dir.path())
+        .arg(port.to_string())
+        .arg(stream_max)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("scripts/clamd-test.sh must run (it needs Debian's clamav-daemon)");
+    let socket = dir.path().join("clamd.sock");
+    let mut clamd = Clamd {
+        child,
+        port,
+        socket,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ping(&clamd.socket) {
+        if let Ok(Some(status)) = clamd.child.try_wait() {
+            panic!("clamd exited before it answered PING: {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "clamd did not answer PING within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    clamd
+}
+
+#[tokio::test]
+async fn clamd_refuses_malware_while_the_file_streams_and_fails_closed() {
+    let clamd = blocking(|| start_clamd("1M")).await;
+    let tcp = format!("127.0.0.1:{}", clamd.port);
+    let unix = format!("unix:{}", clamd.socket.display());
+    for address in [tcp.as_str(), unix.as_str()] {
+        let app = spawn_app(&[("clamav_enabled", "true"), ("clamav_address", address)]).await;
+        let s = open_session(&app, &app.token).await;
+
+        let clean = pdf(500_000, 21);
+        let (st, v) = post_file(&app, &s, "clean.pdf", &clean).await;
+        assert_eq!(st, 200, "{address}: {v}");
+
+        // EICAR alone, and EICAR deep inside a larger text file (found mid-stream).
+        let mut buried = b"notes\n".repeat(20_000);
+        buried.extend_from_slice(EICAR);
+        buried.extend_from_slice(b"\nmore notes\n");
+        for (name, content) in [("eicar.txt", EICAR.to_vec()), ("buried.txt", buried)] {
+            let (st, v) = post_file(&app, &s, name, &content).await;
+            assert_eq!(st, 400, "{address} {name}: {v}");
+            assert_eq!(v["accepted"], false);
+            assert_eq!(v["error"], "Malware detected");
+            let verbose = v["verboseError"].as_str().unwrap_or_default();
+            assert!(verbose.contains("Chute-Test.EICAR"), "{verbose}");
+        }
+
+        // Over clamd's StreamMaxLength (1M here): cannot be scanned, so not kept.
+        let (st, v) = post_file(&app, &s, "large.pdf", &pdf(12 << 20, 22)).await;
+        assert_eq!(st, 400, "{address}: {v}");
+        assert_eq!(v["error"], "File is too large to scan");
+
+        let res = app
+            .client
+            .get(app.url(&format!("/upload-session/{s}/files/")))
+            .bearer_auth(&app.token)
+            .send()
+            .await
+            .expect("list");
+        let v: serde_json::Value = res.json().await.expect("json");
+        assert_eq!(v["files"].as_array().map(Vec::len), Some(1), "{v}");
+        assert_eq!(app.stored_objects().len(), 1);
+        assert!(app.leftovers().is_empty(), "{:?}", app.leftovers());
+    }
+
+    // clamd down: a port nothing listens on, and a socket path that does not exist.
+    let closed = format!("127.0.0.1:{}", free_port());
+    let gone = format!("unix:{}", clamd.socket.with_extension("gone").display());
+    for address in [closed.as_str(), gone.as_str()] {
+        let app = spawn_app(&[("clamav_enabled", "true"), ("clamav_address", address)]).await;
+        let s = open_session(&app, &app.token).await;
+        let (st, v) = post_file(&app, &s, "clean.pdf", &pdf(1000, 23)).await;
+        assert_eq!(st, 500, "{address}: {v}");
+        assert_eq!(v["code"], "scanner_unavailable");
+        assert!(app.stored_objects().is_empty());
+        assert!(app.leftovers().is_empty(), "{:?}", app.leftovers());
+    }
+    drop(clamd);
+}
