@@ -524,16 +524,31 @@ async fn idle_sessions_expire_by_gc_and_their_files_go() {
     age_session(&app, &idle, 301).await;
     age_session(&app, &stored, 3600).await;
 
-    let engine = &app.state.engine;
-    assert_eq!(
-        engine.sweep_sessions(true).await.expect("dry run"),
-        vec![idle.clone()]
-    );
+    // `chute gc` from the command line, beside the running server, as an operator runs it.
+    let data = app.data_dir();
+    let gc = move |dry: bool| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_chute"));
+        c.env_remove("CHUTE_CONFIG")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--upload-session-expire-after-inactive-minutes", "5", "gc"]);
+        if dry {
+            c.arg("--dry-run");
+        }
+        let out = c.output().expect("run chute gc");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf8")
+    };
+    let g = gc.clone();
+    let out = blocking(move || g(true)).await;
+    assert_eq!(out.trim(), format!("session\t{idle}"));
     assert_eq!(app.stored_objects().len(), 3, "a dry run deletes nothing");
-    assert_eq!(
-        engine.sweep_sessions(false).await.expect("sweep"),
-        vec![idle.clone()]
-    );
+    let out = blocking(move || gc(false)).await;
+    assert_eq!(out.trim(), format!("session\t{idle}"));
     assert_eq!(app.stored_objects().len(), 2);
     let (_, v) = json_of(get(&app, &app.token, &format!("/upload-session/{idle}/")).await).await;
     assert_eq!(v["status"], "EXPIRED");
