@@ -37,7 +37,7 @@ use crate::upload::resumable::NewUpload;
 const PROTOCOL: &str = "tus";
 const VERSION: &str = "1.0.0";
 const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,\
-checksum,termination,concatenation";
+checksum,termination,concatenation,concatenation-unfinished";
 const CHECKSUMS: &str = "sha1,md5,sha256";
 const OFFSET_STREAM: &str = "application/offset+octet-stream";
 /// How long a new request waits for a stale one on the same upload to end.
@@ -360,17 +360,11 @@ async fn create_final(
                 format!("`{id}` is not a partial upload"),
             ));
         }
-        if p.length != Some(p.offset) {
-            return Err(ApiError::bad_request(
-                "unfinished_partial",
-                format!("partial upload `{id}` is not finished"),
-            ));
-        }
         parts.push(p);
     }
-    let total: u64 = parts.iter().map(|p| p.offset).sum();
+    let known: u64 = parts.iter().filter_map(|p| p.length).sum();
     let settings = &state.engine.settings;
-    if let Some(max) = settings.max_upload_size.filter(|m| total > m.bytes()) {
+    if let Some(max) = settings.max_upload_size.filter(|m| known > m.bytes()) {
         return Err(ApiError::too_large(
             "too_large",
             format!("the upload is over the {}-byte limit", max.bytes()),
@@ -383,21 +377,11 @@ async fn create_final(
         content_type: content_type.as_deref(),
         concat: Some(concat),
     };
-    let up = new_upload(state, user, Some(total), meta).await?;
-    let digests = state
-        .engine
-        .concatenate(&up, &parts, &algorithms(state))
-        .await?;
-    let mut up = state
-        .engine
-        .meta
-        .get_upload(&up.id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("upload"))?;
-    let file = state.engine.complete_upload(&up, &digests).await?;
-    up.state = "complete".into();
-    up.file_id = Some(file.id);
-    let mut hm = offset_headers(&up);
+    // concatenation-unfinished: the final upload may name partials still in progress; it is
+    // assembled when the last of them finishes (or when it is next asked about).
+    let up = new_upload(state, user, None, meta).await?;
+    let up = assemble_final(state, up).await?;
+    let mut hm = final_headers(&up, &parts);
     hm.insert(
         header::LOCATION,
         HeaderValue::from_str(&format!("/tus/{}", up.id)).map_err(ApiError::internal)?,
@@ -405,10 +389,112 @@ async fn create_final(
     Ok((StatusCode::CREATED, hm).into_response())
 }
 
+/// Offset headers of a final upload: no Upload-Offset until it is assembled (the
+/// concatenation-unfinished rule), its length once every partial's length is known.
+fn final_headers(up: &UploadRecord, parts: &[UploadRecord]) -> HeaderMap {
+    if up.state != "active" {
+        return offset_headers(up);
+    }
+    let mut h = offset_headers(up);
+    h.remove("upload-offset");
+    if parts.iter().all(|p| p.length.is_some()) {
+        let total: u64 = parts.iter().filter_map(|p| p.length).sum();
+        h.insert("upload-length", HeaderValue::from(total));
+    }
+    h
+}
+
+/// The partial uploads a final upload names, as they are now (None if one is gone).
+async fn parts_of(state: &AppState, fin: &UploadRecord) -> ApiResult<Option<Vec<UploadRecord>>> {
+    let ids = concat_of(fin)
+        .as_deref()
+        .and_then(final_parts)
+        .unwrap_or_default();
+    let mut parts = Vec::with_capacity(ids.len());
+    for id in &ids {
+        match state
+            .engine
+            .owned_upload(fin.owner_id, PROTOCOL, id)
+            .await?
+        {
+            Some(p) => parts.push(p),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(parts))
+}
+
+/// Assembles a final upload once all its partials are finished: one pass that copies and
+/// hashes their staged bytes, then the file joins the catalog. Returns the upload as it is
+/// after (still active when a partial is unfinished, or another request is assembling it).
+async fn assemble_final(state: &AppState, fin: UploadRecord) -> ApiResult<UploadRecord> {
+    if fin.state != "active" {
+        return Ok(fin);
+    }
+    let Some(parts) = parts_of(state, &fin).await? else {
+        return Ok(fin);
+    };
+    if parts.iter().any(|p| p.length != Some(p.offset)) {
+        return Ok(fin);
+    }
+    let engine = &state.engine;
+    let Some(_lock) = engine.uploads.try_lock(&fin.id) else {
+        return Ok(fin);
+    };
+    let reload = |id: String| async move {
+        engine
+            .meta
+            .get_upload(&id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("upload"))
+    };
+    let fin = reload(fin.id.clone()).await?;
+    if fin.state != "active" {
+        return Ok(fin);
+    }
+    let total: u64 = parts.iter().map(|p| p.offset).sum();
+    if fin.length.is_none() {
+        engine.meta.set_upload_length(&fin.id, total).await?;
+    }
+    let digests = engine.concatenate(&fin, &parts, &algorithms(state)).await?;
+    let fin = reload(fin.id.clone()).await?;
+    let file = engine.complete_upload(&fin, &digests).await?;
+    let mut fin = fin;
+    fin.state = "complete".into();
+    fin.file_id = Some(file.id);
+    Ok(fin)
+}
+
+/// After a partial upload finishes: assembles the owner's final uploads waiting for it.
+async fn assemble_waiting_finals(state: &AppState, partial: &UploadRecord) -> ApiResult<()> {
+    for up in state
+        .engine
+        .meta
+        .active_uploads(partial.owner_id, PROTOCOL)
+        .await?
+    {
+        let waits = concat_of(&up)
+            .as_deref()
+            .and_then(final_parts)
+            .is_some_and(|ids| ids.contains(&partial.id));
+        if waits {
+            assemble_final(state, up).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Completes the upload when all its bytes are there (or it is empty). A partial upload of a
 /// concatenation stays staged: it becomes part of a final upload, not a file.
 async fn finish_if_complete(state: &AppState, up: UploadRecord) -> ApiResult<UploadRecord> {
-    if up.state != "active" || up.length != Some(up.offset) || concat_of(&up).is_some() {
+    if up.state != "active" || up.length != Some(up.offset) {
+        return Ok(up);
+    }
+    if concat_of(&up).as_deref() == Some("partial") {
+        assemble_waiting_finals(state, &up).await?;
+        return Ok(up);
+    }
+    if concat_of(&up).is_some() {
         return Ok(up);
     }
     let digests = state.engine.upload_digests(&up, &algorithms(state)).await?;
@@ -632,10 +718,20 @@ pub async fn head(
         Some(_) => load(&state, &user, &id).await?,
         None => up,
     };
-    let mut h = offset_headers(&up);
-    match up.length {
-        Some(l) => h.insert("upload-length", HeaderValue::from(l)),
-        None => h.insert("upload-defer-length", HeaderValue::from_static("1")),
+    // Let go before a final upload is assembled: that takes the same lock.
+    drop(lock);
+    let is_final = concat_of(&up).is_some_and(|c| c.starts_with("final;"));
+    let mut h = if is_final {
+        let up = assemble_final(&state, up.clone()).await?;
+        let parts = parts_of(&state, &up).await?.unwrap_or_default();
+        final_headers(&up, &parts)
+    } else {
+        let mut h = offset_headers(&up);
+        match up.length {
+            Some(l) => h.insert("upload-length", HeaderValue::from(l)),
+            None => h.insert("upload-defer-length", HeaderValue::from_static("1")),
+        };
+        h
     };
     let raw = serde_json::from_str::<serde_json::Value>(&up.metadata)
         .ok()

@@ -219,6 +219,12 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn delete_upload(&self, id: &str) -> Result<(), MetaError>;
     /// Sets a deferred length, once: false when it was already set.
     async fn set_upload_length(&self, id: &str, length: u64) -> Result<bool, MetaError>;
+    /// The owner's unfinished uploads of a protocol, oldest first.
+    async fn active_uploads(
+        &self,
+        owner_id: i64,
+        protocol: &str,
+    ) -> Result<Vec<UploadRecord>, MetaError>;
     /// Uploads whose expiry is before `now`, oldest first.
     async fn expired_uploads(&self, now: i64, limit: u32) -> Result<Vec<UploadRecord>, MetaError>;
 

@@ -334,6 +334,22 @@ impl MetaStore for SqliteMeta {
         Ok(rows.iter().map(upload_from_row).collect::<Result<_, _>>()?)
     }
 
+    async fn active_uploads(
+        &self,
+        owner_id: i64,
+        protocol: &str,
+    ) -> Result<Vec<UploadRecord>, MetaError> {
+        let rows = sqlx::query(
+            "SELECT * FROM uploads WHERE owner_id = $1 AND protocol = $2 AND state = 'active' \
+             ORDER BY created_at, id",
+        )
+        .bind(owner_id)
+        .bind(protocol)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(upload_from_row).collect::<Result<_, _>>()?)
+    }
+
     async fn set_upload_length(&self, id: &str, length: u64) -> Result<bool, MetaError> {
         let r = sqlx::query("UPDATE uploads SET length = $1 WHERE id = $2 AND length IS NULL")
             .bind(length as i64)

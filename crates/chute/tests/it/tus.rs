@@ -471,7 +471,9 @@ async fn concatenation_of_partial_uploads() {
         "partials are not files"
     );
 
-    // An unfinished partial cannot be concatenated; a foreign one neither.
+    // concatenation-unfinished: a final upload may name a partial still in progress; it has
+    // no offset until the partial finishes, and is assembled then.
+    let tail = bytes(10, 63);
     let res = req(&app, Method::POST, "/tus/")
         .header("Upload-Concat", "partial")
         .header("Upload-Length", "10")
@@ -484,7 +486,79 @@ async fn concatenation_of_partial_uploads() {
         .send()
         .await
         .expect("final");
+    assert_eq!(res.status(), 201);
+    assert_eq!(h(&res, "upload-offset"), None, "no offset while unfinished");
+    let pending = h(&res, "location").expect("location").to_string();
+    let res = req(&app, Method::HEAD, &pending)
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(res.status(), 200);
+    assert_eq!(h(&res, "upload-offset"), None);
+    assert_eq!(h(&res, "upload-length"), Some("100010"));
+    assert_eq!(patch(&app, &unfinished, 0, &tail[..4]).await.status(), 204);
+    let res = req(&app, Method::HEAD, &pending)
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(
+        h(&res, "upload-offset"),
+        None,
+        "one partial still unfinished"
+    );
+    assert_eq!(patch(&app, &unfinished, 4, &tail[4..]).await.status(), 204);
+    let res = req(&app, Method::HEAD, &pending)
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(
+        h(&res, "upload-offset"),
+        Some("100010"),
+        "assembled when the partial finished"
+    );
+    let res = req(&app, Method::GET, &pending).send().await.expect("get");
+    assert_eq!(res.status(), 200);
+    let mut expected = data[..100_000].to_vec();
+    expected.extend_from_slice(&tail);
+    assert_eq!(
+        sha256_hex(&res.bytes().await.expect("bytes")),
+        sha256_hex(&expected)
+    );
+    // A final upload naming a partial whose length is deferred has no length yet.
+    let res = req(&app, Method::POST, "/tus/")
+        .header("Upload-Concat", "partial")
+        .header("Upload-Defer-Length", "1")
+        .send()
+        .await
+        .expect("deferred partial");
+    let deferred = h(&res, "location").expect("location").to_string();
+    let res = req(&app, Method::POST, "/tus/")
+        .header("Upload-Concat", format!("final;{deferred}"))
+        .send()
+        .await
+        .expect("final");
+    let waiting = h(&res, "location").expect("location").to_string();
+    let res = req(&app, Method::HEAD, &waiting)
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(
+        (h(&res, "upload-offset"), h(&res, "upload-length")),
+        (None, None)
+    );
+    // A partial of another user cannot be named.
+    let other = app.user("other").await;
+    let res = app
+        .client
+        .post(app.url("/tus/"))
+        .bearer_auth(&other)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Concat", format!("final;{}", urls[0]))
+        .send()
+        .await
+        .expect("foreign final");
     assert_eq!(res.status(), 400);
+
     let res = req(&app, Method::POST, "/tus/")
         .header("Upload-Concat", format!("final;{}", urls[0]))
         .header("Upload-Length", "100000")
@@ -512,8 +586,9 @@ async fn concatenation_of_partial_uploads() {
     let res = patch(&app, &fin, 300_000, b"x").await;
     assert_eq!(res.status(), 403, "{:?}", res.text().await);
     let files = app.list(&app.token).await;
+    assert_eq!(files.len(), 2);
+    let files: Vec<&Value> = files.iter().filter(|f| f["name"] == "joined.bin").collect();
     assert_eq!(files.len(), 1);
-    assert_eq!(files[0]["name"], "joined.bin");
     assert_eq!(files[0]["checksums"]["sha256"], sha256_hex(&data));
 }
 
