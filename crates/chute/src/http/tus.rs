@@ -1,12 +1,13 @@
 //! tus 1.0.0 at `/tus/` (creation URL) and `/tus/{id}` (uploads), on the engine's resumable
-//! appends. This first increment has the core protocol and the creation,
-//! creation-with-upload, creation-defer-length, expiration, checksum, termination and
-//! concatenation extensions; concatenation-unfinished, checksum-trailer and the IETF draft
-//! are still to come.
+//! appends: the core protocol and every extension (creation, creation-with-upload,
+//! creation-defer-length, expiration, checksum, checksum-trailer, termination, concatenation,
+//! concatenation-unfinished).
 //!
 //! Concatenation: a partial upload keeps its bytes staged when full (it is not a file of its
-//! own); a final upload is assembled from finished partials at creation, its digests computed
-//! while the bytes are copied, and becomes the catalog file.
+//! own); a final upload is assembled once all its partials are finished (at creation, or when
+//! the last partial finishes), its digests computed while the bytes are copied, and becomes
+//! the catalog file. checksum-trailer: a PATCH announcing `Trailer: Upload-Checksum` is hashed
+//! with every offered algorithm as it streams and checked when the trailer arrives.
 //!
 //! Every request but OPTIONS must carry `Tus-Resumable: 1.0.0` (else 412 with `Tus-Version`,
 //! nothing processed) and every response but OPTIONS's carries it. `X-HTTP-Method-Override`
@@ -23,7 +24,7 @@ use serde_json::json;
 
 use super::AppState;
 use super::auth::AuthUser;
-use super::body::GuardedBody;
+use super::body::{GuardedBody, with_trailers};
 use super::error::{ApiError, ApiResult};
 use super::files::serve_file;
 use crate::meta::{UploadRecord, User, now_unix};
@@ -31,13 +32,13 @@ use crate::names::sanitize_file_name;
 use crate::upload::UploadError;
 use crate::upload::checksum::Algorithm;
 use crate::upload::handler::{FileInfo, UploadHandler};
-use crate::upload::handlers::verify::VerifyHandler;
+use crate::upload::handlers::verify::{TrailerDigest, VerifyHandler};
 use crate::upload::resumable::NewUpload;
 
 const PROTOCOL: &str = "tus";
 const VERSION: &str = "1.0.0";
 const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,\
-checksum,termination,concatenation,concatenation-unfinished";
+checksum,checksum-trailer,termination,concatenation,concatenation-unfinished";
 const CHECKSUMS: &str = "sha1,md5,sha256";
 const OFFSET_STREAM: &str = "application/offset+octet-stream";
 /// How long a new request waits for a stale one on the same upload to end.
@@ -505,6 +506,35 @@ async fn finish_if_complete(state: &AppState, up: UploadRecord) -> ApiResult<Upl
     Ok(up)
 }
 
+/// `Upload-Checksum: ALGORITHM BASE64` (sha1, md5 or sha256).
+fn parse_checksum(v: &str) -> ApiResult<(Algorithm, Vec<u8>)> {
+    let (alg, b64) = v.trim().split_once(' ').unwrap_or((v, ""));
+    let alg = Algorithm::parse(alg)
+        .filter(|a| *a != Algorithm::Blake3)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_checksum_algorithm",
+                "Upload-Checksum: use sha1, md5 or sha256",
+            )
+        })?;
+    let expected = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|_| {
+            ApiError::bad_request("bad_checksum", "the Upload-Checksum value is not base64")
+        })?;
+    Ok((alg, expected))
+}
+
+/// True when the request announces an `Upload-Checksum` trailer (`Trailer: Upload-Checksum`).
+fn announces_checksum_trailer(h: &HeaderMap) -> bool {
+    h.get_all(header::TRAILER).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|f| f.trim().eq_ignore_ascii_case("upload-checksum"))
+        })
+    })
+}
+
 /// Streams `body` into the upload at `offset`, keeping what arrives (unless a checksum was
 /// sent and does not match), and completes the upload when it is full.
 async fn append(
@@ -516,27 +546,21 @@ async fn append(
 ) -> ApiResult<UploadRecord> {
     let engine = &state.engine;
     let mut handlers: Vec<Box<dyn UploadHandler>> = Vec::new();
+    // checksum-trailer: the digest comes after the body, announced by `Trailer`.
+    let mut trailer_digest: Option<TrailerDigest> = None;
     let verified = match h.get("upload-checksum") {
-        None => false,
         Some(v) => {
-            let v = v.to_str().unwrap_or("");
-            let (alg, b64) = v.split_once(' ').unwrap_or((v, ""));
-            let alg = Algorithm::parse(alg)
-                .filter(|a| *a != Algorithm::Blake3)
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "bad_checksum_algorithm",
-                        "Upload-Checksum: use sha1, md5 or sha256",
-                    )
-                })?;
-            let expected = base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
-                .map_err(|_| {
-                    ApiError::bad_request("bad_checksum", "the Upload-Checksum value is not base64")
-                })?;
+            let (alg, expected) = parse_checksum(v.to_str().unwrap_or(""))?;
             handlers.push(Box::new(VerifyHandler::new(alg, expected)));
             true
         }
+        None if announces_checksum_trailer(h) => {
+            let slot = TrailerDigest::default();
+            handlers.push(Box::new(VerifyHandler::from_trailer(slot.clone())));
+            trailer_digest = Some(slot);
+            true
+        }
+        None => false,
     };
     let Some(lock) = engine.uploads.lock_preempting(&up.id, PREEMPT_WAIT).await else {
         return Err(ApiError::new(
@@ -567,8 +591,9 @@ async fn append(
     let mut job = engine
         .start_append(&up, offset, &algorithms(state), handlers, info)
         .await?;
+    let (data, trailers) = with_trailers(body);
     let (mut stream, body_state) = GuardedBody::new(
-        body.into_data_stream(),
+        data,
         engine.settings.request_body_idle_timeout.0,
         limit,
         u64::MAX,
@@ -601,6 +626,18 @@ async fn append(
         body_state.failure(),
         Some(super::body::BodyFailure::TooLarge { .. })
     );
+    if let Some(slot) = &trailer_digest {
+        let sent = trailers
+            .lock()
+            .ok()
+            .and_then(|mut t| t.take())
+            .and_then(|t| t.get("upload-checksum").cloned());
+        let digest =
+            sent.map(|v| parse_checksum(v.to_str().unwrap_or("")).map_err(|e| e.message.clone()));
+        if let Ok(mut s) = slot.lock() {
+            *s = digest;
+        }
+    }
     let mut ended = job.end(!broke).await?;
     if let Some(e) = ended.error.take() {
         ended.discard();

@@ -631,3 +631,90 @@ async fn a_patch_cut_off_mid_body_keeps_what_arrived() {
     let files = app.list(&app.token).await;
     assert_eq!(files[0]["checksums"]["sha256"], sha256_hex(&data));
 }
+
+/// A PATCH with a chunked body whose `Upload-Checksum` comes as a trailer, over raw HTTP.
+fn trailer_patch(
+    app: &TestApp,
+    loc: &str,
+    offset: u64,
+    data: &[u8],
+    trailer: Option<&str>,
+) -> RawResponse {
+    let mut req = format!(
+        "PATCH {loc} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {}\r\nTus-Resumable: 1.0.0\r\n\
+         Content-Type: application/offset+octet-stream\r\nUpload-Offset: {offset}\r\n\
+         Transfer-Encoding: chunked\r\nTrailer: Upload-Checksum\r\nConnection: close\r\n\r\n",
+        app.token
+    )
+    .into_bytes();
+    for c in data.chunks(7000) {
+        req.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+        req.extend_from_slice(c);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n");
+    if let Some(t) = trailer {
+        req.extend_from_slice(format!("Upload-Checksum: {t}\r\n").as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    raw_http(app.addr, &req)
+}
+
+#[tokio::test]
+async fn checksum_trailer_verifies_the_patch_after_its_body() {
+    use sha1::Digest as _;
+    let app = spawn_app(&[]).await;
+    let data = bytes(50_000, 71);
+    let loc = create(&app, data.len() as u64, "").await;
+    let (a, b) = data.split_at(20_000);
+    let sha1 = |d: &[u8]| b64(&sha1::Sha1::digest(d));
+    let md5 = |d: &[u8]| b64(&md5::Md5::digest(d));
+
+    let offset_now = |app: &TestApp, loc: &str| {
+        let r = raw_http(
+            app.addr,
+            format!(
+                "HEAD {loc} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\nTus-Resumable: 1.0.0\r\nConnection: close\r\n\r\n",
+                app.token
+            )
+            .as_bytes(),
+        );
+        r.header("upload-offset").map(str::to_string)
+    };
+    let (app2, loc2) = (std::sync::Arc::new(app), loc.clone());
+    let app = app2.clone();
+    let a = a.to_vec();
+    let b = b.to_vec();
+    blocking(move || {
+        let app = &*app2;
+        // Wrong digest: 460, nothing counted.
+        let r = trailer_patch(app, &loc2, 0, &a, Some(&format!("sha1 {}", sha1(b"other"))));
+        assert_eq!(r.status, 460, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(offset_now(app, &loc2).as_deref(), Some("0"));
+        // Announced but never sent: 400, nothing counted.
+        let r = trailer_patch(app, &loc2, 0, &a, None);
+        assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(offset_now(app, &loc2).as_deref(), Some("0"));
+        // An algorithm the server does not offer: 400.
+        let r = trailer_patch(app, &loc2, 0, &a, Some("crc32 AAAA"));
+        assert_eq!(r.status, 400);
+        assert_eq!(offset_now(app, &loc2).as_deref(), Some("0"));
+        // Right digests (sha1, then md5): kept.
+        let r = trailer_patch(app, &loc2, 0, &a, Some(&format!("sha1 {}", sha1(&a))));
+        assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.header("upload-offset"), Some("20000"));
+        let r = trailer_patch(app, &loc2, 20_000, &b, Some(&format!("md5 {}", md5(&b))));
+        assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    })
+    .await;
+    let res = req(&app, Method::OPTIONS, "/tus/")
+        .send()
+        .await
+        .expect("options");
+    assert!(
+        h(&res, "tus-extension").is_some_and(|e| e.split(',').any(|x| x == "checksum-trailer"))
+    );
+    let files = app.list(&app.token).await;
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0]["checksums"]["sha256"], sha256_hex(&data));
+}

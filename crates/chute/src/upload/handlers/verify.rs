@@ -1,5 +1,8 @@
 //! Verify: checks the bytes of one request against a digest the client sent with it (tus's
-//! `Upload-Checksum`); a mismatch refuses the request, so its bytes are not kept.
+//! `Upload-Checksum`, as a header or, with checksum-trailer, as a trailer after the body); a
+//! mismatch refuses the request, so its bytes are not kept.
+
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
@@ -9,18 +12,42 @@ use crate::upload::handler::{
     FileFacts, FileInfo, HandlerError, NewFile, UploadHandler, UploadedFile,
 };
 
+/// A digest that arrives after the body: the algorithm and bytes, or why they are unusable.
+pub type TrailerDigest = Arc<Mutex<Option<Result<(Algorithm, Vec<u8>), String>>>>;
+
+/// Algorithms a trailer may name; all are computed, as the trailer comes last.
+pub const TRAILER_ALGORITHMS: [Algorithm; 3] = [Algorithm::Md5, Algorithm::Sha1, Algorithm::Sha256];
+
+enum Expected {
+    Now(Algorithm, Vec<u8>),
+    Trailer(TrailerDigest),
+}
+
 pub struct VerifyHandler {
-    algorithm: Algorithm,
-    expected: Vec<u8>,
-    hasher: Option<Hasher>,
+    expected: Expected,
+    hashers: Vec<Hasher>,
 }
 
 impl VerifyHandler {
     pub fn new(algorithm: Algorithm, expected: Vec<u8>) -> Self {
         Self {
-            algorithm,
-            expected,
-            hasher: None,
+            expected: Expected::Now(algorithm, expected),
+            hashers: Vec::new(),
+        }
+    }
+
+    /// Checks against a digest that the adapter fills in once the body's trailer is read.
+    pub fn from_trailer(slot: TrailerDigest) -> Self {
+        Self {
+            expected: Expected::Trailer(slot),
+            hashers: Vec::new(),
+        }
+    }
+
+    fn algorithms(&self) -> Vec<Algorithm> {
+        match &self.expected {
+            Expected::Now(a, _) => vec![*a],
+            Expected::Trailer(_) => TRAILER_ALGORITHMS.to_vec(),
         }
     }
 }
@@ -31,12 +58,12 @@ impl UploadHandler for VerifyHandler {
     }
 
     fn new_file(&mut self, _file: &FileInfo) -> Result<NewFile, HandlerError> {
-        self.hasher = Some(Hasher::new(self.algorithm));
+        self.hashers = self.algorithms().into_iter().map(Hasher::new).collect();
         Ok(NewFile::Continue)
     }
 
     fn receive_chunk(&mut self, chunk: Bytes, _start: u64) -> Result<Option<Bytes>, HandlerError> {
-        if let Some(h) = self.hasher.as_mut() {
+        for h in &mut self.hashers {
             h.update(&chunk);
         }
         Ok(Some(chunk))
@@ -47,14 +74,27 @@ impl UploadHandler for VerifyHandler {
         _size: u64,
         _facts: &mut FileFacts,
     ) -> Result<Option<UploadedFile>, HandlerError> {
-        let got = self
-            .hasher
-            .take()
+        let (algorithm, expected) = match &self.expected {
+            Expected::Now(a, e) => (*a, e.clone()),
+            Expected::Trailer(slot) => match slot.lock().ok().and_then(|s| s.clone()) {
+                Some(Ok(pair)) => pair,
+                Some(Err(why)) => return Err(UploadError::Rejected(why).into()),
+                None => {
+                    return Err(UploadError::Rejected(
+                        "the Upload-Checksum trailer announced did not arrive".into(),
+                    )
+                    .into());
+                }
+            },
+        };
+        let got = std::mem::take(&mut self.hashers)
+            .into_iter()
+            .find(|h| h.algorithm() == algorithm)
             .map(Hasher::finish_bytes)
             .unwrap_or_default();
-        if got != self.expected {
+        if got != expected {
             return Err(UploadError::ChecksumMismatch {
-                algorithm: self.algorithm.name(),
+                algorithm: algorithm.name(),
             }
             .into());
         }
