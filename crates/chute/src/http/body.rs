@@ -131,6 +131,38 @@ where
     }
 }
 
+/// A trailer section, filled in when the body ends (HTTP/1.1 chunked trailers).
+pub type Trailers = Arc<std::sync::Mutex<Option<axum::http::HeaderMap>>>;
+
+/// The body's data frames as a stream; its trailer fields, if any, land in the returned slot
+/// once the last data frame has been read.
+pub fn with_trailers(
+    body: axum::body::Body,
+) -> (
+    impl Stream<Item = Result<Bytes, axum::Error>> + Send + Unpin + 'static,
+    Trailers,
+) {
+    use futures::StreamExt;
+    let slot: Trailers = Arc::default();
+    let fill = slot.clone();
+    let stream = http_body_util::BodyStream::new(body).filter_map(move |frame| {
+        let out = match frame {
+            Ok(f) => match f.into_data() {
+                Ok(d) => Some(Ok(d)),
+                Err(f) => {
+                    if let (Ok(t), Ok(mut g)) = (f.into_trailers(), fill.lock()) {
+                        *g = Some(t);
+                    }
+                    None
+                }
+            },
+            Err(e) => Some(Err(e)),
+        };
+        futures::future::ready(out)
+    });
+    (stream, slot)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,36 +200,4 @@ mod tests {
         assert!(body.next().await.expect("second").is_err());
         assert_eq!(state.failure(), Some(BodyFailure::PartHeadersTooLarge));
     }
-}
-
-/// A trailer section, filled in when the body ends (HTTP/1.1 chunked trailers).
-pub type Trailers = Arc<std::sync::Mutex<Option<axum::http::HeaderMap>>>;
-
-/// The body's data frames as a stream; its trailer fields, if any, land in the returned slot
-/// once the last data frame has been read.
-pub fn with_trailers(
-    body: axum::body::Body,
-) -> (
-    impl Stream<Item = Result<Bytes, axum::Error>> + Send + Unpin + 'static,
-    Trailers,
-) {
-    use futures::StreamExt;
-    let slot: Trailers = Arc::default();
-    let fill = slot.clone();
-    let stream = http_body_util::BodyStream::new(body).filter_map(move |frame| {
-        let out = match frame {
-            Ok(f) => match f.into_data() {
-                Ok(d) => Some(Ok(d)),
-                Err(f) => {
-                    if let (Ok(t), Ok(mut g)) = (f.into_trailers(), fill.lock()) {
-                        *g = Some(t);
-                    }
-                    None
-                }
-            },
-            Err(e) => Some(Err(e)),
-        };
-        futures::future::ready(out)
-    });
-    (stream, slot)
 }
