@@ -496,7 +496,7 @@ pub(super) fn multipart_boundary(headers: &HeaderMap, hint: &str) -> ApiResult<(
     Ok((ct, boundary))
 }
 
-fn content_length(headers: &HeaderMap) -> ApiResult<Option<u64>> {
+pub(super) fn content_length(headers: &HeaderMap) -> ApiResult<Option<u64>> {
     match headers.get(header::CONTENT_LENGTH) {
         None => Ok(None),
         Some(v) => v
@@ -511,7 +511,7 @@ fn content_length(headers: &HeaderMap) -> ApiResult<Option<u64>> {
 }
 
 /// The client's progress id, from the `X-Progress-ID` header or query argument.
-fn progress_id(headers: &HeaderMap, query: Option<&str>) -> ApiResult<Option<String>> {
+pub(super) fn progress_id(headers: &HeaderMap, query: Option<&str>) -> ApiResult<Option<String>> {
     let from_header = headers
         .get("x-progress-id")
         .map(|v| v.to_str().unwrap_or("\u{0}").to_string());

@@ -31,9 +31,8 @@ use crate::meta::{
 use crate::names::content_disposition;
 use crate::upload::UploadError;
 use crate::upload::handler::{Chain, UploadHandler};
-use crate::upload::handlers::clamav::{ClamavHandler, ClamdAddress};
 use crate::upload::handlers::validate::{SessionUsage, ValidateHandler};
-use crate::upload::handlers::{ChainContext, build_handlers};
+use crate::upload::handlers::{ChainContext, build_handlers, scanner};
 use crate::upload::sessions::{new_session_token, valid_session_token};
 
 fn rfc3339(t: Option<i64>) -> Value {
@@ -204,12 +203,7 @@ fn session_chain(
         .only_field("file")
         .with_name_slot(name_slot),
     )];
-    if s.clamav_enabled {
-        handlers.push(Box::new(ClamavHandler::new(
-            ClamdAddress::parse(&s.clamav_address),
-            s.clamav_timeout.0,
-        )));
-    }
+    handlers.extend(scanner(s));
     // Session files are served by nginx in x-accel-redirect mode, which cannot undo zstd.
     let names: Vec<String> = s
         .file_upload_handlers

@@ -32,7 +32,9 @@ use crate::names::sanitize_file_name;
 use crate::upload::UploadError;
 use crate::upload::checksum::Algorithm;
 use crate::upload::handler::{FileInfo, UploadHandler};
+use crate::upload::handlers::progress::ProgressHandler;
 use crate::upload::handlers::verify::{TrailerDigest, VerifyHandler};
+use crate::upload::progress::ProgressState;
 use crate::upload::resumable::NewUpload;
 
 const PROTOCOL: &str = "tus";
@@ -544,8 +546,34 @@ async fn append(
     h: &HeaderMap,
     body: Body,
 ) -> ApiResult<UploadRecord> {
-    let engine = &state.engine;
+    // `X-Progress-ID` on a PATCH: its progress at /api/progress/{id}, as for form uploads.
+    let progress = super::multipart::progress_id(h, None)?.map(|id| {
+        let expected = super::multipart::content_length(h).ok().flatten();
+        state.progress.start(up.owner_id, &id, expected)
+    });
     let mut handlers: Vec<Box<dyn UploadHandler>> = Vec::new();
+    if let Some(p) = &progress {
+        handlers.push(Box::new(ProgressHandler::new(p.clone())));
+    }
+    let result = append_body(state, up, offset, h, body, handlers).await;
+    if let Some(p) = &progress {
+        p.finish(match &result {
+            Ok(_) => ProgressState::Done,
+            Err(e) => ProgressState::Error(e.status.as_u16()),
+        });
+    }
+    result
+}
+
+async fn append_body(
+    state: &AppState,
+    up: UploadRecord,
+    offset: u64,
+    h: &HeaderMap,
+    body: Body,
+    mut handlers: Vec<Box<dyn UploadHandler>>,
+) -> ApiResult<UploadRecord> {
+    let engine = &state.engine;
     // checksum-trailer: the digest comes after the body, announced by `Trailer`.
     let mut trailer_digest: Option<TrailerDigest> = None;
     let verified = match h.get("upload-checksum") {
@@ -805,17 +833,10 @@ pub async fn delete(
             "another request is writing this upload",
         ));
     };
-    let storage = state.engine.storage.clone();
-    let key = up.staging_key.clone();
-    tokio::task::spawn_blocking(move || storage.abort(&key))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
     if let Some(fid) = &up.file_id {
         state.engine.delete_file(user.id, fid).await?;
     }
-    state.engine.meta.delete_upload(&up.id).await?;
-    state.engine.uploads.forget(&up.id);
+    state.engine.discard_upload(&up).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

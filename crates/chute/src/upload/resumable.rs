@@ -521,6 +521,14 @@ impl Engine {
         let before = hashers.clone();
         let slot: Slot = Arc::default();
         let mut chain_handlers = handlers;
+        if let Some(q) = self.settings.user_quota {
+            // Staged bytes count as stored: the upload will become a file.
+            let used = self.meta.usage_bytes(up.owner_id).await? + up.offset;
+            chain_handlers.push(Box::new(super::handlers::quota::QuotaHandler::new(
+                q.bytes(),
+                used,
+            )));
+        }
         chain_handlers.push(Box::new(ResumeHashHandler {
             set: Some(HashSet::new(hashers)),
             seen: 0,
@@ -585,18 +593,36 @@ impl Engine {
         let key = storage_key_for(&file_id);
         let storage = self.storage.clone();
         let (k, staged) = (key.clone(), up.staging_key.clone());
-        let detected =
-            tokio::task::spawn_blocking(move || -> Result<Option<String>, UploadError> {
-                let mut head = Vec::with_capacity(8192);
-                storage
-                    .read_staged(&staged)?
-                    .take(8192)
-                    .read_to_end(&mut head)?;
-                storage.put(&k, crate::storage::Source::Staged(&staged))?;
-                Ok(super::handlers::sniff::detect(&head))
-            })
-            .await
-            .map_err(|e| UploadError::Internal(e.to_string()))??;
+        let scanner = self.scanner_address();
+        let (timeout, len) = (self.settings.clamav_timeout.0, up.offset);
+        let done = tokio::task::spawn_blocking(move || -> Result<Option<String>, UploadError> {
+            let mut head = Vec::with_capacity(8192);
+            storage
+                .read_staged(&staged)?
+                .take(8192)
+                .read_to_end(&mut head)?;
+            if let Some(addr) = scanner {
+                // The bytes came over several requests: scan them once, whole, from staging.
+                super::handlers::clamav::scan_reader(
+                    &addr,
+                    timeout,
+                    storage.read_staged(&staged)?.take(len),
+                )?;
+            }
+            storage.put(&k, crate::storage::Source::Staged(&staged))?;
+            Ok(super::handlers::sniff::detect(&head))
+        })
+        .await
+        .map_err(|e| UploadError::Internal(e.to_string()))?;
+        let detected = match done {
+            Ok(d) => d,
+            Err(e @ UploadError::Invalid { .. }) => {
+                // Malware (or unscannable): the upload is refused for good, its bytes go.
+                self.discard_upload(up).await?;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         let mut record = FileRecord {
             id: file_id,
             owner_id: up.owner_id,
@@ -660,6 +686,25 @@ impl Engine {
             .collect())
     }
 
+    /// Deletes an upload: its staged bytes, then its record and running digests.
+    pub async fn discard_upload(&self, up: &UploadRecord) -> Result<(), UploadError> {
+        let storage = self.storage.clone();
+        let key = up.staging_key.clone();
+        tokio::task::spawn_blocking(move || storage.abort(&key))
+            .await
+            .map_err(|e| UploadError::Internal(e.to_string()))??;
+        self.meta.delete_upload(&up.id).await?;
+        self.uploads.forget(&up.id);
+        Ok(())
+    }
+
+    /// Where clamd listens, when scanning is on.
+    pub fn scanner_address(&self) -> Option<super::handlers::clamav::ClamdAddress> {
+        self.settings
+            .clamav_enabled
+            .then(|| super::handlers::clamav::ClamdAddress::parse(&self.settings.clamav_address))
+    }
+
     /// Deletes uploads whose expiry has passed (their staged bytes and records), skipping any
     /// a request is writing. Returns the ones deleted (or, with `dry_run`, that would be).
     pub async fn sweep_expired(&self, dry_run: bool) -> Result<Vec<UploadRecord>, UploadError> {
@@ -672,13 +717,7 @@ impl Engine {
             let Some(_lock) = self.uploads.try_lock(&up.id) else {
                 continue;
             };
-            let storage = self.storage.clone();
-            let key = up.staging_key.clone();
-            tokio::task::spawn_blocking(move || storage.abort(&key))
-                .await
-                .map_err(|e| UploadError::Internal(e.to_string()))??;
-            self.meta.delete_upload(&up.id).await?;
-            self.uploads.forget(&up.id);
+            self.discard_upload(&up).await?;
             done.push(up);
         }
         Ok(done)

@@ -127,6 +127,82 @@ async fn clamd_refuses_malware_while_the_file_streams_and_fails_closed() {
         assert!(app.leftovers().is_empty(), "{:?}", app.leftovers());
     }
 
+    // The other upload paths scan too: /api/files while streaming, tus and the chunked
+    // protocol once, whole, at completion (their bytes came over several requests).
+    let app = spawn_app(&[("clamav_enabled", "true"), ("clamav_address", tcp.as_str())]).await;
+    for (name, content, status) in [
+        ("clean.bin", bytes(200_000, 24), 201),
+        ("eicar.com", EICAR.to_vec(), 400),
+    ] {
+        let res = app
+            .client
+            .post(app.url("/api/files"))
+            .bearer_auth(&app.token)
+            .multipart(reqwest::multipart::Form::new().part(
+                "file",
+                reqwest::multipart::Part::bytes(content).file_name(name),
+            ))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(res.status().as_u16(), status, "{name}");
+    }
+    let mut infected = bytes(300_000, 25);
+    infected.extend_from_slice(EICAR);
+    for content in [bytes(300_000, 26), infected] {
+        let res = app
+            .client
+            .post(app.url("/tus/"))
+            .bearer_auth(&app.token)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Length", content.len().to_string())
+            .send()
+            .await
+            .expect("create");
+        let loc = res.headers()["location"].to_str().expect("loc").to_string();
+        let mut status = 0;
+        for (i, part) in content.chunks(100_000).enumerate() {
+            let res = app
+                .client
+                .patch(app.url(&loc))
+                .bearer_auth(&app.token)
+                .header("Tus-Resumable", "1.0.0")
+                .header("Content-Type", "application/offset+octet-stream")
+                .header("Upload-Offset", (i * 100_000).to_string())
+                .body(part.to_vec())
+                .send()
+                .await
+                .expect("patch");
+            status = res.status().as_u16();
+            if status != 204 {
+                let v: serde_json::Value = res.json().await.expect("json");
+                assert_eq!(v["error"], "Malware detected", "{v}");
+                break;
+            }
+        }
+        let clean = !content.ends_with(EICAR);
+        assert_eq!(status, if clean { 204 } else { 400 });
+        let res = app
+            .client
+            .head(app.url(&loc))
+            .bearer_auth(&app.token)
+            .header("Tus-Resumable", "1.0.0")
+            .send()
+            .await
+            .expect("head");
+        assert_eq!(
+            res.status().as_u16(),
+            if clean { 200 } else { 404 },
+            "a refused upload is gone"
+        );
+    }
+    assert_eq!(
+        app.list(&app.token).await.len(),
+        2,
+        "the clean multipart file and tus upload"
+    );
+    assert!(app.leftovers().is_empty(), "{:?}", app.leftovers());
+
     // clamd stopped: both of its addresses now refuse connections.
     drop(clamd);
     for address in [tcp.as_str(), unix.as_str()] {

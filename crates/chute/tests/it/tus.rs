@@ -718,3 +718,47 @@ async fn checksum_trailer_verifies_the_patch_after_its_body() {
     assert_eq!(files.len(), 1);
     assert_eq!(files[0]["checksums"]["sha256"], sha256_hex(&data));
 }
+
+#[tokio::test]
+async fn patches_stream_through_quota_and_progress() {
+    let app = spawn_app(&[("user_quota", "100KiB")]).await;
+    let res = req(&app, Method::POST, "/tus/")
+        .header("Upload-Defer-Length", "1")
+        .send()
+        .await
+        .expect("create");
+    let loc = h(&res, "location").expect("location").to_string();
+    // The length is unknown at creation, so the quota is enforced while the PATCH streams.
+    let res = patch(&app, &loc, 0, &bytes(150_000, 81)).await;
+    assert_eq!(res.status(), 413);
+    let v: Value = res.json().await.expect("json");
+    assert_eq!(v["code"], "quota_exceeded");
+    let res = req(&app, Method::HEAD, &loc).send().await.expect("head");
+    assert_eq!(
+        h(&res, "upload-offset"),
+        Some("0"),
+        "nothing of the refused PATCH is kept"
+    );
+
+    let data = bytes(60_000, 82);
+    let res = req(&app, Method::PATCH, &loc)
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", "0")
+        .header("X-Progress-ID", "tus-patch-1")
+        .body(data.clone())
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(res.status(), 204);
+    let res = app
+        .auth(app.client.get(app.url("/api/progress/tus-patch-1")))
+        .send()
+        .await
+        .expect("progress");
+    let v: Value = res.json().await.expect("json");
+    assert_eq!(v["state"], "done", "{v}");
+    assert_eq!(v["received"], 60_000, "{v}");
+    // Staged bytes count against the quota too: 60 KB staged + 50 KB more is over 100 KiB.
+    let res = patch(&app, &loc, 60_000, &bytes(50_000, 83)).await;
+    assert_eq!(res.status(), 413);
+}

@@ -166,6 +166,38 @@ fn too_large() -> UploadError {
     }
 }
 
+/// Scans everything `reader` yields (a file already on disk, such as a resumable upload's
+/// staged bytes): Ok when clean, [`UploadError::Invalid`] for malware or a file too large.
+pub fn scan_reader(
+    addr: &ClamdAddress,
+    timeout: Duration,
+    mut reader: impl Read,
+) -> Result<(), UploadError> {
+    let mut scan = Clamd::connect(addr, timeout)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(UploadError::Io(e)),
+        };
+        scan.send(&buf[..n])?;
+    }
+    verdict(scan.finish()?, "the upload")
+}
+
+fn verdict(v: Verdict, name: &str) -> Result<(), UploadError> {
+    match v {
+        Verdict::Clean => Ok(()),
+        Verdict::TooLarge => Err(too_large()),
+        Verdict::Found(sig) => Err(UploadError::Invalid {
+            error: "Malware detected".into(),
+            verbose: format!("The file \"{name}\" contains malware ({sig}) and was not kept."),
+        }),
+    }
+}
+
 /// The handler: one clamd stream per file, fed as chunks pass; chunks go on unchanged.
 pub struct ClamavHandler {
     address: ClamdAddress,
@@ -212,17 +244,8 @@ impl UploadHandler for ClamavHandler {
                 "no scan in progress".into(),
             )));
         };
-        match scan.finish()? {
-            Verdict::Clean => Ok(None),
-            Verdict::TooLarge => Err(HandlerError::Failed(too_large())),
-            Verdict::Found(sig) => Err(HandlerError::Failed(UploadError::Invalid {
-                error: "Malware detected".into(),
-                verbose: format!(
-                    "The file \"{}\" contains malware ({sig}) and was not kept.",
-                    self.name
-                ),
-            })),
-        }
+        verdict(scan.finish()?, &self.name)?;
+        Ok(None)
     }
 
     fn upload_interrupted(&mut self) {

@@ -79,10 +79,22 @@ pub struct ChainContext {
     pub request_length: Option<u64>,
 }
 
-/// Builds the chain named by `names` (already validated).
+/// The malware scanner when `clamav_enabled` (put it before anything that transforms bytes).
+pub fn scanner(settings: &Settings) -> Option<Box<dyn UploadHandler>> {
+    settings.clamav_enabled.then(|| {
+        Box::new(clamav::ClamavHandler::new(
+            clamav::ClamdAddress::parse(&settings.clamav_address),
+            settings.clamav_timeout.0,
+        )) as Box<dyn UploadHandler>
+    })
+}
+
+/// Builds the chain named by `names` (already validated), after the scanner when enabled.
 pub fn build_chain(names: &[String], ctx: &ChainContext) -> Chain {
+    let mut handlers: Vec<Box<dyn UploadHandler>> = scanner(&ctx.settings).into_iter().collect();
+    handlers.extend(build_handlers(names, ctx));
     Chain::new(
-        build_handlers(names, ctx),
+        handlers,
         ctx.settings.file_upload_chunk_size.bytes() as usize,
     )
 }
