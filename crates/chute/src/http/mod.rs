@@ -3,6 +3,7 @@
 //! - [`multipart`]: `POST /api/files`, Django-style streaming form uploads.
 //! - [`chunked`]: the django-chunked-upload protocol (resumable, Content-Range chunks).
 //! - [`tus`]: tus 1.0 (core, creation, defer-length, expiration, checksum, termination).
+//! - [`ietf`]: the IETF resumable-upload draft (interop 8) at `/resumable/{id}`.
 //! - [`sessions`]: upload sessions (the upload.views API), validation, scanning, X-Accel.
 //! - [`files`]: listing, downloading and deleting catalog files.
 //! - [`progress`]: `GET /api/progress/{id}` for uploads tagged with X-Progress-ID.
@@ -15,6 +16,7 @@ pub mod chunked;
 pub mod error;
 pub mod files;
 pub mod health;
+pub mod ietf;
 pub mod multipart;
 pub mod progress;
 pub mod sessions;
@@ -137,6 +139,15 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(tus::protocol_layer));
     Router::new()
         .merge(tus)
+        .route("/resumable", post(ietf::create))
+        .route("/resumable/", post(ietf::create))
+        .route(
+            "/resumable/{id}",
+            patch(ietf::patch)
+                .head(ietf::head)
+                .get(ietf::get)
+                .delete(ietf::delete),
+        )
         .route("/healthz", get(health::healthz))
         .route("/api/files", get(files::list).post(multipart::upload))
         .route(

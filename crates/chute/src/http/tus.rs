@@ -51,6 +51,11 @@ pub async fn protocol_layer(req: Request, next: Next) -> Response {
     if req.method() == Method::OPTIONS {
         return next.run(req).await;
     }
+    // A request of the IETF draft (it carries Upload-Complete, not Tus-Resumable) is not tus.
+    if !req.headers().contains_key("tus-resumable") && req.headers().contains_key("upload-complete")
+    {
+        return next.run(req).await;
+    }
     // Downloads are plain GETs (a browser sends no Tus-Resumable); they still get the header.
     let exempt = req.method() == Method::GET;
     let version_ok = req
@@ -86,10 +91,12 @@ pub async fn options(State(state): State<AppState>) -> Response {
     if let Some(max) = state.engine.settings.max_upload_size {
         h.insert("tus-max-size", HeaderValue::from(max.bytes()));
     }
+    // The IETF draft asks OPTIONS for its limits too.
+    h.insert("upload-limit", super::ietf::upload_limit(&state, None));
     (StatusCode::NO_CONTENT, h).into_response()
 }
 
-fn header_u64(h: &HeaderMap, name: &str) -> ApiResult<Option<u64>> {
+pub(super) fn header_u64(h: &HeaderMap, name: &str) -> ApiResult<Option<u64>> {
     match h.get(name) {
         None => Ok(None),
         Some(v) => v
@@ -155,7 +162,7 @@ fn upload_metadata(h: &HeaderMap) -> ApiResult<(String, String, Option<String>)>
     Ok((raw, name, content_type))
 }
 
-fn http_date(t: i64) -> Option<HeaderValue> {
+pub(super) fn http_date(t: i64) -> Option<HeaderValue> {
     let fmt = time::macros::format_description!(
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
     );
@@ -228,6 +235,9 @@ pub async fn create(
     AuthUser(user): AuthUser,
     req: Request,
 ) -> ApiResult<Response> {
+    if req.headers().contains_key("upload-complete") {
+        return Ok(super::ietf::create_upload(&state, &user, req).await);
+    }
     let settings = state.engine.settings.clone();
     let h = req.headers().clone();
     let concat = h
@@ -546,6 +556,19 @@ async fn append(
     h: &HeaderMap,
     body: Body,
 ) -> ApiResult<UploadRecord> {
+    let up = append_stream(state, up, offset, h, body).await?;
+    finish_if_complete(state, up).await
+}
+
+/// Streams `body` into the upload at `offset` (checksum, quota, progress on the way) and
+/// commits what arrived; completing the upload is the caller's business.
+pub(super) async fn append_stream(
+    state: &AppState,
+    up: UploadRecord,
+    offset: u64,
+    h: &HeaderMap,
+    body: Body,
+) -> ApiResult<UploadRecord> {
     // `X-Progress-ID` on a PATCH: its progress at /api/progress/{id}, as for form uploads.
     let progress = super::multipart::progress_id(h, None)?.map(|id| {
         let expected = super::multipart::content_length(h).ok().flatten();
@@ -693,7 +716,7 @@ async fn append_body(
     }
     let mut up = up;
     up.offset = new_offset;
-    finish_if_complete(state, up).await
+    Ok(up)
 }
 
 /// `PATCH /tus/{id}`

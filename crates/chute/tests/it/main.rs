@@ -8,6 +8,7 @@ mod clients;
 mod files_api;
 mod handlers;
 mod helpers;
+mod ietf;
 mod limits;
 mod malformed;
 mod nginx;

@@ -1,0 +1,593 @@
+//! The IETF resumable-upload draft (draft-ietf-httpbis-resumable-upload-11, interop version 8)
+//! on the same engine as tus.
+//!
+//! - Creation: `POST /tus/` (or `POST /resumable/`) carrying `Upload-Complete: ?0|?1`; the body
+//!   is the file's first bytes (maybe all, maybe none). The upload resource is
+//!   `/resumable/{id}` (`Location`). Name and type: `Content-Disposition`'s filename (or tus's
+//!   `Upload-Metadata`) and the request's `Content-Type`.
+//! - Offset retrieval: `HEAD /resumable/{id}` → `Upload-Offset`, `Upload-Complete`,
+//!   `Upload-Length` when known, `Upload-Limit`, `Cache-Control: no-store`.
+//! - Append: `PATCH /resumable/{id}` with `Content-Type: application/partial-upload`,
+//!   `Upload-Offset` and `Upload-Complete`.
+//! - Cancellation: `DELETE /resumable/{id}`. `GET` downloads a finished upload (else answers
+//!   like HEAD).
+//! - Errors of the draft are RFC 9457 `application/problem+json` with status 409:
+//!   mismatching-upload-offset (with `expected-offset`, `provided-offset`), completed-upload,
+//!   inconsistent-upload-length. Every other error is chute's JSON error.
+//!
+//! Not sent: the 104 (Upload Resumption Supported) interim response. hyper, the HTTP stack,
+//! sends no 1xx response but 100 Continue; clients learn the upload's URL from the final
+//! response, or by creating the upload with an empty body first (the draft's careful
+//! creation).
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::AuthUser;
+use super::error::{ApiError, ApiResult};
+use super::files::{file_json, serve_file};
+use super::tus::append_stream;
+use crate::meta::{FileRecord, UploadRecord, User, now_unix};
+use crate::names::sanitize_file_name;
+use crate::upload::resumable::NewUpload;
+
+pub const PROTOCOL: &str = "ietf";
+pub const INTEROP_VERSION: &str = "8";
+const PARTIAL_UPLOAD: &str = "application/partial-upload";
+const PROBLEM_BASE: &str = "https://iana.org/assignments/http-problem-types#";
+const PREEMPT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// An RFC 9457 problem of the draft (409), with chute's `error` and `code` beside.
+fn problem(kind: &'static str, title: &str, extra: Value, offset: Option<u64>) -> Response {
+    let mut body = json!({
+        "type": format!("{PROBLEM_BASE}{kind}"),
+        "title": title,
+        "error": title,
+        "code": kind,
+    });
+    if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
+        b.extend(e);
+    }
+    let mut res = (StatusCode::CONFLICT, Json(body)).into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    if let Some(o) = offset {
+        h.insert("upload-offset", HeaderValue::from(o));
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+fn mismatching_offset(expected: u64, provided: u64) -> Response {
+    problem(
+        "mismatching-upload-offset",
+        "Upload-Offset does not match the upload's offset",
+        json!({ "expected-offset": expected, "provided-offset": provided }),
+        Some(expected),
+    )
+}
+
+fn completed(offset: u64) -> Response {
+    problem(
+        "completed-upload",
+        "the upload is already complete",
+        json!({}),
+        Some(offset),
+    )
+}
+
+fn inconsistent_length(offset: Option<u64>) -> Response {
+    problem(
+        "inconsistent-upload-length",
+        "the upload's length is inconsistent with what was sent",
+        json!({}),
+        offset,
+    )
+}
+
+/// `Upload-Complete`: a Structured Field Boolean (parameters ignored).
+fn upload_complete(h: &HeaderMap) -> ApiResult<Option<bool>> {
+    let Some(v) = h.get("upload-complete") else {
+        return Ok(None);
+    };
+    let item = v
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim();
+    match item {
+        "?1" => Ok(Some(true)),
+        "?0" => Ok(Some(false)),
+        _ => Err(ApiError::bad_request(
+            "bad_header",
+            "Upload-Complete must be ?1 or ?0",
+        )),
+    }
+}
+
+/// A Structured Field Integer header that must be non-negative.
+fn sf_integer(h: &HeaderMap, name: &str) -> ApiResult<Option<u64>> {
+    let Some(v) = h.get(name) else {
+        return Ok(None);
+    };
+    let item = v
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim();
+    if item.is_empty() || item.len() > 15 || !item.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::bad_request(
+            "bad_header",
+            format!("{name} must be a non-negative integer"),
+        ));
+    }
+    item.parse()
+        .map(Some)
+        .map_err(|_| ApiError::bad_request("bad_header", format!("{name} is out of range")))
+}
+
+/// The `Upload-Limit` dictionary: chute's limits for this upload (or for new uploads).
+pub fn upload_limit(state: &AppState, up: Option<&UploadRecord>) -> HeaderValue {
+    let mut parts = vec!["min-size=0".to_string()];
+    if let Some(max) = state.engine.settings.max_upload_size {
+        parts.push(format!("max-size={}", max.bytes()));
+    }
+    let age = match up.and_then(|u| u.expires_at) {
+        Some(t) => (t - now_unix()).max(0),
+        None => state.engine.settings.tus_upload_expiration.0.as_secs() as i64,
+    };
+    parts.push(format!("max-age={age}"));
+    HeaderValue::from_str(&parts.join(", "))
+        .unwrap_or_else(|_| HeaderValue::from_static("min-size=0"))
+}
+
+fn location(up: &UploadRecord) -> HeaderValue {
+    HeaderValue::from_str(&format!("/resumable/{}", up.id))
+        .unwrap_or_else(|_| HeaderValue::from_static("/resumable/"))
+}
+
+/// Headers every answer about an upload carries.
+fn state_headers(state: &AppState, up: &UploadRecord) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("upload-offset", HeaderValue::from(up.offset));
+    h.insert(
+        "upload-complete",
+        HeaderValue::from_static(if up.state == "active" { "?0" } else { "?1" }),
+    );
+    if let Some(l) = up.length {
+        h.insert("upload-length", HeaderValue::from(l));
+    }
+    h.insert("upload-limit", upload_limit(state, Some(up)));
+    h.insert(
+        "upload-draft-interop-version",
+        HeaderValue::from_static(INTEROP_VERSION),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h
+}
+
+/// The file's name: `Content-Disposition`'s filename*, then filename, then tus metadata.
+fn file_name(h: &HeaderMap) -> String {
+    let cd = h
+        .get(header::CONTENT_DISPOSITION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut plain = None;
+    for p in cd.split(';').map(str::trim) {
+        if let Some(v) = p.strip_prefix("filename*=") {
+            let enc = v.splitn(3, '\'').nth(2).unwrap_or("");
+            let name = percent_encoding::percent_decode_str(enc).decode_utf8_lossy();
+            if !name.is_empty() {
+                return sanitize_file_name(&name);
+            }
+        } else if let Some(v) = p.strip_prefix("filename=") {
+            plain = Some(v.trim_matches('"').to_string());
+        }
+    }
+    if let Some(n) = plain.filter(|n| !n.is_empty()) {
+        return sanitize_file_name(&n);
+    }
+    h.get("upload-metadata")
+        .and_then(|v| v.to_str().ok())
+        .and_then(super::tus::parse_metadata)
+        .and_then(|m| m.into_iter().find(|(k, _)| k == "filename"))
+        .and_then(|(_, v)| String::from_utf8(v).ok())
+        .map(|n| sanitize_file_name(&n))
+        .unwrap_or_else(|| "upload".into())
+}
+
+/// What a finished upload answers: the file's JSON, as the file API gives it.
+async fn finished(state: &AppState, up: &UploadRecord, status: StatusCode) -> ApiResult<Response> {
+    let file: Option<FileRecord> = match &up.file_id {
+        Some(id) => state.engine.meta.get_file(id).await?,
+        None => None,
+    };
+    let body = file.as_ref().map(file_json).unwrap_or(Value::Null);
+    Ok((status, state_headers(state, up), Json(body)).into_response())
+}
+
+/// Completes an upload whose client said `Upload-Complete: ?1`: the length becomes what
+/// arrived (if it was not known), and the file joins the catalog.
+async fn complete(state: &AppState, mut up: UploadRecord) -> Result<UploadRecord, Response> {
+    match up.length {
+        Some(l) if l != up.offset => return Err(inconsistent_length(Some(up.offset))),
+        Some(_) => {}
+        None => {
+            let set = state.engine.meta.set_upload_length(&up.id, up.offset).await;
+            if !matches!(set, Ok(true)) {
+                return Err(inconsistent_length(Some(up.offset)));
+            }
+            up.length = Some(up.offset);
+        }
+    }
+    let algs = state.engine.checksum_algorithms(&[]);
+    let done = async {
+        let digests = state.engine.upload_digests(&up, &algs).await?;
+        state.engine.complete_upload(&up, &digests).await
+    }
+    .await;
+    match done {
+        Ok(file) => {
+            up.state = "complete".into();
+            up.file_id = Some(file.id);
+            Ok(up)
+        }
+        Err(e) => Err(ApiError::from(e).into_response()),
+    }
+}
+
+/// Appends the request's body at `offset`, then completes the upload if asked to.
+async fn append_and_maybe_complete(
+    state: &AppState,
+    up: UploadRecord,
+    offset: u64,
+    done: bool,
+    h: &HeaderMap,
+    body: Body,
+) -> Result<UploadRecord, Response> {
+    let current = up.offset;
+    let up = match append_stream(state, up, offset, h, body).await {
+        Ok(up) => up,
+        Err(e) if e.code == "offset_mismatch" => {
+            let expected = e
+                .extra
+                .iter()
+                .find(|(k, _)| *k == "offset")
+                .and_then(|(_, v)| v.as_u64())
+                .unwrap_or(current);
+            return Err(mismatching_offset(expected, offset));
+        }
+        Err(e) if e.code == "too_large" => return Err(inconsistent_length(None)),
+        Err(e) => return Err(e.into_response()),
+    };
+    if done {
+        complete(state, up).await
+    } else {
+        Ok(up)
+    }
+}
+
+/// Upload creation: `POST /tus/` or `POST /resumable/` with `Upload-Complete`.
+pub async fn create_upload(state: &AppState, user: &User, req: Request) -> Response {
+    match create_inner(state, user, req).await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+async fn create_inner(state: &AppState, user: &User, req: Request) -> Result<Response, Response> {
+    let api = |e: ApiError| e.into_response();
+    let h = req.headers().clone();
+    let done = upload_complete(&h).map_err(api)?.ok_or_else(|| {
+        api(ApiError::bad_request(
+            "bad_header",
+            "a resumable upload needs Upload-Complete",
+        ))
+    })?;
+    let declared = sf_integer(&h, "upload-length").map_err(api)?;
+    let content_length = super::multipart::content_length(&h).map_err(api)?;
+    // With Upload-Complete: ?1 the content is the whole file, so its length is the file's.
+    let length = match (declared, done.then_some(content_length).flatten()) {
+        (Some(d), Some(c)) if d != c => return Err(inconsistent_length(None)),
+        (d, c) => d.or(c),
+    };
+    let settings = &state.engine.settings;
+    if let (Some(max), Some(len)) = (settings.max_upload_size, length)
+        && len > max.bytes()
+    {
+        return Err(api(ApiError::too_large(
+            "too_large",
+            format!("the upload is over the {}-byte limit", max.bytes()),
+        )));
+    }
+    let content_type = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| {
+            s.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .filter(|s| !s.is_empty());
+    let name = file_name(&h);
+    let expiry = settings.tus_upload_expiration.0.as_secs() as i64;
+    let up = state
+        .engine
+        .create_upload(NewUpload {
+            owner_id: user.id,
+            protocol: PROTOCOL,
+            name: &name,
+            content_type: content_type.as_deref(),
+            length,
+            expires_at: Some(now_unix() + expiry),
+            metadata: &json!({ "interop": INTEROP_VERSION }).to_string(),
+        })
+        .await
+        .map_err(|e| api(e.into()))?;
+    let up = append_and_maybe_complete(state, up, 0, done, &h, req.into_body()).await?;
+    let mut res = if up.state == "active" {
+        (StatusCode::CREATED, state_headers(state, &up)).into_response()
+    } else {
+        finished(state, &up, StatusCode::CREATED)
+            .await
+            .map_err(api)?
+    };
+    res.headers_mut().insert(header::LOCATION, location(&up));
+    Ok(res)
+}
+
+/// `POST /resumable/`: creation at the draft's own path.
+pub async fn create(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    req: Request,
+) -> Response {
+    create_upload(&state, &user, req).await
+}
+
+/// The caller's draft upload, or 404 (unknown, another user's) / 410 (expired).
+async fn load(state: &AppState, user: &User, id: &str) -> ApiResult<UploadRecord> {
+    let Some(up) = state.engine.owned_upload(user.id, PROTOCOL, id).await? else {
+        return Err(ApiError::not_found("upload"));
+    };
+    if up.state == "active" && up.expires_at.is_some_and(|t| t <= now_unix()) {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "expired",
+            "the upload has expired",
+        ));
+    }
+    Ok(up)
+}
+
+/// `HEAD /resumable/{id}`: offset retrieval. A request still writing the upload is stale
+/// once its client asks where it stands: it is ended and its bytes kept.
+pub async fn head(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let up = load(&state, &user, &id).await?;
+    let lock = state
+        .engine
+        .uploads
+        .lock_preempting(&up.id, PREEMPT_WAIT)
+        .await;
+    let up = match lock {
+        Some(_) => load(&state, &user, &id).await?,
+        None => up,
+    };
+    Ok((StatusCode::NO_CONTENT, state_headers(&state, &up)).into_response())
+}
+
+/// `GET /resumable/{id}`: a finished upload's bytes; an unfinished one answers like HEAD.
+pub async fn get(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let up = load(&state, &user, &id).await?;
+    let file = match &up.file_id {
+        Some(fid) => state.engine.meta.get_file(fid).await?,
+        None => None,
+    };
+    match file {
+        Some(f) => serve_file(&state, &f, &headers, "attachment").await,
+        None => Ok((StatusCode::NO_CONTENT, state_headers(&state, &up)).into_response()),
+    }
+}
+
+/// `PATCH /resumable/{id}`: append, and complete with `Upload-Complete: ?1`.
+pub async fn patch(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
+    match patch_inner(&state, &user, &id, req).await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+async fn patch_inner(
+    state: &AppState,
+    user: &User,
+    id: &str,
+    req: Request,
+) -> Result<Response, Response> {
+    let api = |e: ApiError| e.into_response();
+    let h = req.headers().clone();
+    let ct = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| {
+            s.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    if ct.as_deref() != Some(PARTIAL_UPLOAD) {
+        return Err(api(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "an append needs Content-Type: application/partial-upload",
+        )));
+    }
+    let offset = sf_integer(&h, "upload-offset")
+        .map_err(api)?
+        .ok_or_else(|| {
+            api(ApiError::bad_request(
+                "bad_header",
+                "an append needs Upload-Offset",
+            ))
+        })?;
+    let done = upload_complete(&h).map_err(api)?.ok_or_else(|| {
+        api(ApiError::bad_request(
+            "bad_header",
+            "an append needs Upload-Complete",
+        ))
+    })?;
+    let mut up = load(state, user, id).await.map_err(api)?;
+    // No Content-Length and no Transfer-Encoding: no content.
+    let body_len = match super::multipart::content_length(&h).map_err(api)? {
+        None if !h.contains_key(header::TRANSFER_ENCODING) => Some(0),
+        other => other,
+    };
+    if up.state != "active" {
+        // A repeated final append with nothing new (its response was lost) gets it again.
+        if done && offset == up.offset && body_len == Some(0) {
+            return finished(state, &up, StatusCode::OK).await.map_err(api);
+        }
+        return Err(completed(up.offset));
+    }
+    if let Some(len) = sf_integer(&h, "upload-length").map_err(api)? {
+        match up.length {
+            Some(l) if l != len => return Err(inconsistent_length(Some(up.offset))),
+            Some(_) => {}
+            None => {
+                if len < up.offset
+                    || !state
+                        .engine
+                        .meta
+                        .set_upload_length(&up.id, len)
+                        .await
+                        .map_err(|e| api(e.into()))?
+                {
+                    return Err(inconsistent_length(Some(up.offset)));
+                }
+                up.length = Some(len);
+            }
+        }
+    }
+    if done
+        && let (Some(l), Some(b)) = (up.length, body_len)
+        && offset + b != l
+    {
+        return Err(inconsistent_length(Some(up.offset)));
+    }
+    let up = append_and_maybe_complete(state, up, offset, done, &h, req.into_body()).await?;
+    if up.state == "active" {
+        Ok((StatusCode::NO_CONTENT, state_headers(state, &up)).into_response())
+    } else {
+        finished(state, &up, StatusCode::OK).await.map_err(api)
+    }
+}
+
+/// `DELETE /resumable/{id}`: cancels the upload, ending a request still writing it.
+pub async fn delete(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let up = load(&state, &user, &id).await?;
+    let Some(_lock) = state
+        .engine
+        .uploads
+        .lock_preempting(&up.id, PREEMPT_WAIT)
+        .await
+    else {
+        return Err(ApiError::new(
+            StatusCode::LOCKED,
+            "locked",
+            "another request is writing this upload",
+        ));
+    };
+    if let Some(fid) = &up.file_id {
+        state.engine.delete_file(user.id, fid).await?;
+    }
+    state.engine.discard_upload(&up).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hm(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn structured_fields_parse() {
+        assert_eq!(
+            upload_complete(&hm(&[("upload-complete", "?1")])).ok(),
+            Some(Some(true))
+        );
+        assert_eq!(
+            upload_complete(&hm(&[("upload-complete", "?0;x=1")])).ok(),
+            Some(Some(false))
+        );
+        assert!(upload_complete(&hm(&[("upload-complete", "1")])).is_err());
+        assert!(upload_complete(&hm(&[("upload-complete", "true")])).is_err());
+        assert_eq!(upload_complete(&hm(&[])).ok(), Some(None));
+        assert_eq!(
+            sf_integer(&hm(&[("upload-offset", "42")]), "upload-offset").ok(),
+            Some(Some(42))
+        );
+        assert!(sf_integer(&hm(&[("upload-offset", "-1")]), "upload-offset").is_err());
+        assert!(sf_integer(&hm(&[("upload-offset", "1e3")]), "upload-offset").is_err());
+        assert!(
+            sf_integer(
+                &hm(&[("upload-offset", "1234567890123456")]),
+                "upload-offset"
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn names_come_from_content_disposition_then_metadata() {
+        let h = hm(&[(
+            "content-disposition",
+            "attachment; filename=\"a.txt\"; filename*=UTF-8''%C3%A9t%C3%A9.txt",
+        )]);
+        assert_eq!(file_name(&h), "été.txt");
+        let h = hm(&[(
+            "content-disposition",
+            "attachment; filename=\"../../x.bin\"",
+        )]);
+        assert_eq!(file_name(&h), "x.bin");
+        let h = hm(&[("upload-metadata", "filename bm90ZXMudHh0")]);
+        assert_eq!(file_name(&h), "notes.txt");
+        assert_eq!(file_name(&hm(&[])), "upload");
+    }
+}
