@@ -425,7 +425,8 @@ settings! {
     /// Minutes without an upload interaction after which a session expires and its files are
     /// removed; -1 never (UPLOAD_SESSION_EXPIRE_AFTER_INACTIVE_MINUTES).
     upload_session_expire_after_inactive_minutes: i64 = "1440";
-    /// Scan every upload-session file with ClamAV (clamd) while it arrives.
+    /// Scan every uploaded file with ClamAV (clamd): form and session files while they arrive,
+    /// resumable uploads once, whole, when they complete.
     clamav_enabled: bool = "false";
     /// clamd's address: "host:port" for TCP or "unix:/path/to/clamd.ctl".
     clamav_address: String = "127.0.0.1:3310";

@@ -58,7 +58,16 @@ pub struct GuardedBody<S> {
     header_limit: u64,
     state: Arc<BodyState>,
     done: bool,
+    /// Set after each chunk: the next poll yields once, so that a reader that loops while
+    /// chunks are ready (multer does) takes one chunk at a time, and memory stays bounded
+    /// however fast the bytes come.
+    pause: bool,
+    /// The rest of a chunk cut into pieces during a header phase.
+    leftover: Option<Bytes>,
 }
+
+/// Size of the pieces handed to a parser looking for part headers.
+const HEADER_PIECE: usize = 8 * 1024;
 
 impl<S> GuardedBody<S> {
     pub fn new(
@@ -76,6 +85,8 @@ impl<S> GuardedBody<S> {
             header_limit,
             state: state.clone(),
             done: false,
+            pause: false,
+            leftover: None,
         };
         (body, state)
     }
@@ -99,35 +110,55 @@ where
         if self.done {
             return Poll::Ready(None);
         }
-        match self.inner.poll_next_unpin(cx) {
-            Poll::Ready(Some(Ok(bytes))) => {
-                let idle = self.idle;
-                self.sleep.as_mut().reset(Instant::now() + idle);
-                let n = bytes.len() as u64;
-                let total = self.state.received.fetch_add(n, Ordering::Relaxed) + n;
-                if let Some(limit) = self.limit
-                    && total > limit
-                {
-                    return self.trip(BodyFailure::TooLarge { limit });
-                }
-                if self.state.header_phase.load(Ordering::Relaxed) {
-                    let h = self.state.header_bytes.fetch_add(n, Ordering::Relaxed) + n;
-                    if h > self.header_limit {
-                        return self.trip(BodyFailure::PartHeadersTooLarge);
-                    }
-                }
-                Poll::Ready(Some(Ok(bytes)))
-            }
-            Poll::Ready(Some(Err(e))) => self.trip(BodyFailure::Client(e.to_string())),
-            Poll::Ready(None) => {
-                self.done = true;
-                Poll::Ready(None)
-            }
-            Poll::Pending => match self.sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => self.trip(BodyFailure::IdleTimeout),
-                Poll::Pending => Poll::Pending,
-            },
+        if self.pause {
+            self.pause = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
+        let chunk = match self.leftover.take() {
+            Some(rest) => rest,
+            None => match self.inner.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(bytes))) => {
+                    let idle = self.idle;
+                    self.sleep.as_mut().reset(Instant::now() + idle);
+                    let n = bytes.len() as u64;
+                    let total = self.state.received.fetch_add(n, Ordering::Relaxed) + n;
+                    if let Some(limit) = self.limit
+                        && total > limit
+                    {
+                        return self.trip(BodyFailure::TooLarge { limit });
+                    }
+                    bytes
+                }
+                Poll::Ready(Some(Err(e))) => return self.trip(BodyFailure::Client(e.to_string())),
+                Poll::Ready(None) => {
+                    self.done = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => {
+                    return match self.sleep.as_mut().poll(cx) {
+                        Poll::Ready(()) => self.trip(BodyFailure::IdleTimeout),
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
+            },
+        };
+        self.pause = true;
+        let mut chunk = chunk;
+        if self.state.header_phase.load(Ordering::Relaxed) {
+            // While the parser looks for headers it gets small pieces, one per poll, so the
+            // bytes it takes in that phase measure the headers (plus at most a piece or two),
+            // not how much the client happened to send in one go.
+            if chunk.len() > HEADER_PIECE {
+                self.leftover = Some(chunk.split_off(HEADER_PIECE));
+            }
+            let n = chunk.len() as u64;
+            let h = self.state.header_bytes.fetch_add(n, Ordering::Relaxed) + n;
+            if h > self.header_limit {
+                return self.trip(BodyFailure::PartHeadersTooLarge);
+            }
+        }
+        Poll::Ready(Some(Ok(chunk)))
     }
 }
 

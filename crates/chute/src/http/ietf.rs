@@ -5,6 +5,9 @@
 //!   is the file's first bytes (maybe all, maybe none). The upload resource is
 //!   `/resumable/{id}` (`Location`). Name and type: `Content-Disposition`'s filename (or tus's
 //!   `Upload-Metadata`) and the request's `Content-Type`.
+//! - Upgrade: `POST /api/files` carrying `Upload-Complete` is the same form upload made
+//!   resumable: its body (the multipart request) is staged as it arrives, and once complete
+//!   it is processed by the file API, whose answer is the final response.
 //! - Offset retrieval: `HEAD /resumable/{id}` → `Upload-Offset`, `Upload-Complete`,
 //!   `Upload-Length` when known, `Upload-Limit`, `Cache-Control: no-store`.
 //! - Append: `PATCH /resumable/{id}` with `Content-Type: application/partial-upload`,
@@ -218,19 +221,42 @@ async fn finished(state: &AppState, up: &UploadRecord, status: StatusCode) -> Ap
     Ok((status, state_headers(state, up), Json(body)).into_response())
 }
 
-/// Completes an upload whose client said `Upload-Complete: ?1`: the length becomes what
-/// arrived (if it was not known), and the file joins the catalog.
-async fn complete(state: &AppState, mut up: UploadRecord) -> Result<UploadRecord, Response> {
+/// Fixes the length of an upload whose client said `Upload-Complete: ?1`: what arrived, which
+/// must agree with a length declared before.
+async fn settle_length(state: &AppState, mut up: UploadRecord) -> Result<UploadRecord, Response> {
     match up.length {
-        Some(l) if l != up.offset => return Err(inconsistent_length(Some(up.offset))),
-        Some(_) => {}
+        Some(l) if l != up.offset => Err(inconsistent_length(Some(up.offset))),
+        Some(_) => Ok(up),
         None => {
             let set = state.engine.meta.set_upload_length(&up.id, up.offset).await;
             if !matches!(set, Ok(true)) {
                 return Err(inconsistent_length(Some(up.offset)));
             }
             up.length = Some(up.offset);
+            Ok(up)
         }
+    }
+}
+
+/// The form Content-Type of an upgraded `POST /api/files`, if the upload is one.
+fn form_content_type(up: &UploadRecord) -> Option<String> {
+    serde_json::from_str::<Value>(&up.metadata)
+        .ok()
+        .and_then(|v| v["form_content_type"].as_str().map(str::to_string))
+}
+
+/// What a completed upload becomes: a file of its bytes, or, for an upgraded
+/// `POST /api/files`, the form request it is, replayed through the file API (whose answer is
+/// the final response, as the draft says).
+async fn finish_upload(
+    state: &AppState,
+    user: &User,
+    up: UploadRecord,
+    status: StatusCode,
+) -> Result<Response, Response> {
+    let up = settle_length(state, up).await?;
+    if let Some(ct) = form_content_type(&up) {
+        return replay_form(state, user, up, &ct).await;
     }
     let algs = state.engine.checksum_algorithms(&[]);
     let done = async {
@@ -238,28 +264,103 @@ async fn complete(state: &AppState, mut up: UploadRecord) -> Result<UploadRecord
         state.engine.complete_upload(&up, &digests).await
     }
     .await;
+    let mut up = up;
     match done {
         Ok(file) => {
             up.state = "complete".into();
             up.file_id = Some(file.id);
-            Ok(up)
+            finished(state, &up, status)
+                .await
+                .map_err(|e| e.into_response())
         }
         Err(e) => Err(ApiError::from(e).into_response()),
     }
 }
 
-/// Appends the request's body at `offset`, then completes the upload if asked to.
-async fn append_and_maybe_complete(
+/// The staged bytes of an upload as a request body, read off the reactor.
+fn staged_body(state: &AppState, up: &UploadRecord) -> Body {
+    use std::io::Read;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    let storage = state.engine.storage.clone();
+    let (key, len) = (up.staging_key.clone(), up.offset);
+    tokio::task::spawn_blocking(move || {
+        let mut r = match storage.read_staged(&key) {
+            Ok(r) => r.take(len),
+            Err(e) => {
+                let _ = tx.blocking_send(Err(std::io::Error::other(e)));
+                return;
+            }
+        };
+        loop {
+            let mut buf = vec![0u8; 256 * 1024];
+            match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if tx.blocking_send(Ok(buf.into())).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    break;
+                }
+            }
+        }
+    });
+    Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
+/// Replays a completed upgraded form upload through `POST /api/files`. The upload is gone
+/// afterwards, unless the file API failed on its side (5xx), when a retry may succeed.
+async fn replay_form(
+    state: &AppState,
+    user: &User,
+    up: UploadRecord,
+    content_type: &str,
+) -> Result<Response, Response> {
+    let req = Request::builder()
+        .method("POST")
+        .uri("/api/files")
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CONTENT_LENGTH, up.offset)
+        .body(staged_body(state, &up))
+        .map_err(|e| ApiError::internal(e).into_response())?;
+    // Boxed: the file API is also where upgrades start, so the futures nest (not at run time:
+    // the replayed request carries no Upload-Complete).
+    let res = Box::pin(super::multipart::upload(
+        State(state.clone()),
+        AuthUser(user.clone()),
+        req,
+    ))
+    .await;
+    let mut res = match res {
+        Ok(r) => r,
+        Err(e) if e.status.is_server_error() => return Err(e.into_response()),
+        Err(e) => e.into_response(),
+    };
+    if let Err(e) = state.engine.discard_upload(&up).await {
+        tracing::warn!(error = %e, upload = %up.id, "could not remove a replayed form upload");
+    }
+    let h = res.headers_mut();
+    h.insert("upload-complete", HeaderValue::from_static("?1"));
+    h.insert("upload-offset", HeaderValue::from(up.offset));
+    Ok(res)
+}
+
+/// Appends the request's body at `offset` (the draft's errors as problems).
+async fn append_at(
     state: &AppState,
     up: UploadRecord,
     offset: u64,
-    done: bool,
     h: &HeaderMap,
     body: Body,
 ) -> Result<UploadRecord, Response> {
     let current = up.offset;
-    let up = match append_stream(state, up, offset, h, body).await {
-        Ok(up) => up,
+    match append_stream(state, up, offset, h, body).await {
+        Ok(up) => Ok(up),
         Err(e) if e.code == "offset_mismatch" => {
             let expected = e
                 .extra
@@ -267,26 +368,35 @@ async fn append_and_maybe_complete(
                 .find(|(k, _)| *k == "offset")
                 .and_then(|(_, v)| v.as_u64())
                 .unwrap_or(current);
-            return Err(mismatching_offset(expected, offset));
+            Err(mismatching_offset(expected, offset))
         }
-        Err(e) if e.code == "too_large" => return Err(inconsistent_length(None)),
-        Err(e) => return Err(e.into_response()),
-    };
-    if done {
-        complete(state, up).await
-    } else {
-        Ok(up)
+        Err(e) if e.code == "too_large" => Err(inconsistent_length(None)),
+        Err(e) => Err(e.into_response()),
     }
 }
 
 /// Upload creation: `POST /tus/` or `POST /resumable/` with `Upload-Complete`.
 pub async fn create_upload(state: &AppState, user: &User, req: Request) -> Response {
-    match create_inner(state, user, req).await {
+    match create_inner(state, user, req, false).await {
         Ok(r) | Err(r) => r,
     }
 }
 
-async fn create_inner(state: &AppState, user: &User, req: Request) -> Result<Response, Response> {
+/// `POST /api/files` with `Upload-Complete`: the form upload made resumable (the draft's
+/// upgrade). The body is the multipart request itself; once complete, it is processed as if
+/// it had arrived in one piece.
+pub async fn upgrade_form_upload(state: &AppState, user: &User, req: Request) -> Response {
+    match create_inner(state, user, req, true).await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+async fn create_inner(
+    state: &AppState,
+    user: &User,
+    req: Request,
+    form: bool,
+) -> Result<Response, Response> {
     let api = |e: ApiError| e.into_response();
     let h = req.headers().clone();
     let done = upload_complete(&h).map_err(api)?.ok_or_else(|| {
@@ -324,6 +434,13 @@ async fn create_inner(state: &AppState, user: &User, req: Request) -> Result<Res
         .filter(|s| !s.is_empty());
     let name = file_name(&h);
     let expiry = settings.tus_upload_expiration.0.as_secs() as i64;
+    let mut metadata = json!({ "interop": INTEROP_VERSION });
+    if form {
+        // Checked now, so that a client learns before sending gigabytes.
+        let (ct, _) = super::multipart::multipart_boundary(&h, "send files as multipart/form-data")
+            .map_err(api)?;
+        metadata["form_content_type"] = Value::String(ct);
+    }
     let up = state
         .engine
         .create_upload(NewUpload {
@@ -333,19 +450,23 @@ async fn create_inner(state: &AppState, user: &User, req: Request) -> Result<Res
             content_type: content_type.as_deref(),
             length,
             expires_at: Some(now_unix() + expiry),
-            metadata: &json!({ "interop": INTEROP_VERSION }).to_string(),
+            metadata: &metadata.to_string(),
         })
         .await
         .map_err(|e| api(e.into()))?;
-    let up = append_and_maybe_complete(state, up, 0, done, &h, req.into_body()).await?;
-    let mut res = if up.state == "active" {
-        (StatusCode::CREATED, state_headers(state, &up)).into_response()
+    let loc = location(&up);
+    let up = append_at(state, up, 0, &h, req.into_body())
+        .await
+        .map_err(|mut r| {
+            r.headers_mut().insert(header::LOCATION, loc.clone());
+            r
+        })?;
+    let mut res = if done {
+        finish_upload(state, user, up, StatusCode::CREATED).await?
     } else {
-        finished(state, &up, StatusCode::CREATED)
-            .await
-            .map_err(api)?
+        (StatusCode::CREATED, state_headers(state, &up)).into_response()
     };
-    res.headers_mut().insert(header::LOCATION, location(&up));
+    res.headers_mut().insert(header::LOCATION, loc);
     Ok(res)
 }
 
@@ -500,11 +621,11 @@ async fn patch_inner(
     {
         return Err(inconsistent_length(Some(up.offset)));
     }
-    let up = append_and_maybe_complete(state, up, offset, done, &h, req.into_body()).await?;
-    if up.state == "active" {
-        Ok((StatusCode::NO_CONTENT, state_headers(state, &up)).into_response())
+    let up = append_at(state, up, offset, &h, req.into_body()).await?;
+    if done {
+        finish_upload(state, user, up, StatusCode::OK).await
     } else {
-        finished(state, &up, StatusCode::OK).await.map_err(api)
+        Ok((StatusCode::NO_CONTENT, state_headers(state, &up)).into_response())
     }
 }
 

@@ -46,6 +46,9 @@ pub async fn upload(
     AuthUser(user): AuthUser,
     req: Request,
 ) -> ApiResult<Response> {
+    if req.headers().contains_key("upload-complete") {
+        return Ok(super::ietf::upgrade_form_upload(&state, &user, req).await);
+    }
     let settings = state.engine.settings.clone();
     let headers = req.headers().clone();
     let (content_type, boundary) =

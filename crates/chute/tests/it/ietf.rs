@@ -261,3 +261,80 @@ async fn inconsistent_lengths_are_problems_and_lose_nothing() {
     assert!(hv(&res, "upload-limit").is_some_and(|l| l.contains("max-size=1048576")));
     assert_eq!(hv(&res, "tus-version"), Some("1.0.0"));
 }
+
+#[tokio::test]
+async fn a_form_upload_to_the_file_api_becomes_resumable() {
+    let app = spawn_app(&[]).await;
+    let a = bytes(400_000, 95);
+    let b = bytes(150_000, 96);
+    let body = multipart_body(&[
+        file_part("file", "a.bin", &a),
+        text_part("title", "two files"),
+        file_part("file", "b.bin", &b),
+    ]);
+    let ct = format!("multipart/form-data; boundary={BOUNDARY}");
+    let cut = 250_000;
+    // The first part of the request, then the connection is "lost"; the client resumes.
+    let res = req(&app, Method::POST, "/api/files")
+        .header("Upload-Complete", "?0")
+        .header("Content-Type", &ct)
+        .body(body[..cut].to_vec())
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status(), 201);
+    assert_eq!(hv(&res, "upload-offset"), Some(cut.to_string().as_str()));
+    let loc = hv(&res, "location").expect("location").to_string();
+    assert!(
+        app.list(&app.token).await.is_empty(),
+        "nothing is a file before completion"
+    );
+    let res = req(&app, Method::HEAD, &loc).send().await.expect("head");
+    assert_eq!(hv(&res, "upload-offset"), Some(cut.to_string().as_str()));
+    let res = append(&app, &loc, cut as u64, true, &body[cut..]).await;
+    let st = res.status();
+    if st != 201 {
+        panic!("{st}: {:?}", res.text().await);
+    }
+    assert_eq!(hv(&res, "upload-complete"), Some("?1"));
+    let v: Value = res.json().await.expect("json");
+    let files = v["files"].as_array().expect("files");
+    assert_eq!(files.len(), 2, "{v}");
+    assert_eq!(files[0]["checksums"]["sha256"], sha256_hex(&a));
+    assert_eq!(files[1]["checksums"]["sha256"], sha256_hex(&b));
+    assert_eq!(v["fields"]["title"][0], "two files");
+    assert_eq!(app.list(&app.token).await.len(), 2);
+    assert!(app.leftovers().is_empty(), "{:?}", app.leftovers());
+
+    // In one request with ?1: the same answer at once.
+    let res = req(&app, Method::POST, "/api/files")
+        .header("Upload-Complete", "?1")
+        .header("Content-Type", &ct)
+        .body(body.clone())
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status(), 201);
+    let v: Value = res.json().await.expect("json");
+    assert_eq!(v["files"].as_array().map(Vec::len), Some(2));
+    // Not a form: refused before anything is staged.
+    let res = req(&app, Method::POST, "/api/files")
+        .header("Upload-Complete", "?0")
+        .header("Content-Type", "application/octet-stream")
+        .body(vec![1u8; 10])
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status(), 415);
+    // A completed body that is not valid multipart: the file API's 400, nothing kept.
+    let res = req(&app, Method::POST, "/api/files")
+        .header("Upload-Complete", "?1")
+        .header("Content-Type", &ct)
+        .body(b"garbage, not multipart".to_vec())
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status(), 400);
+    assert_eq!(app.list(&app.token).await.len(), 4);
+    assert!(app.leftovers().is_empty(), "{:?}", app.leftovers());
+}
