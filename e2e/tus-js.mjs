@@ -3,21 +3,30 @@
 // With abort_after_bytes, the first client aborts once that many bytes were sent, and a
 // fresh client (new process state, same fingerprint-free upload URL) resumes the upload.
 // TUS_PARALLEL=N splits the file into N partial uploads sent in parallel (concatenation).
-// Prints JSON: {"url": ..., "resumed": bool}.
+// TUS_DEFER=1 creates the upload with a deferred length (Upload-Defer-Length) and lets the
+// client declare it with its last PATCH. (From a Node stream, tus-js-client 4.3.1 sometimes
+// sends the last chunk with a wrong Content-Length, or hangs (its issue #779): so the source
+// stays the file's bytes.)
+// TUS_RETRY=1 lets the client retry (a connection cut mid-PATCH is resumed via HEAD).
+// TUS_TERMINATE=1 terminates the upload (DELETE) once it has finished.
+// Prints JSON: {"url": ..., "resumed": bool, "terminated": bool}.
 import fs from "node:fs";
 import * as tus from "tus-js-client";
 
 const [endpoint, token, file, chunk, name, abortAfter] = process.argv.slice(2);
+const deferred = process.env.TUS_DEFER === "1";
 const data = fs.readFileSync(file);
+const headers = { Authorization: `Bearer ${token}` };
 
 function start(options) {
   return new Promise((resolve, reject) => {
     const upload = new tus.Upload(data, {
       endpoint,
       chunkSize: Number(chunk) > 0 ? Number(chunk) : Infinity,
-      headers: { Authorization: `Bearer ${token}` },
+      uploadLengthDeferred: deferred,
+      headers,
       metadata: { filename: name, filetype: "application/octet-stream" },
-      retryDelays: [],
+      retryDelays: process.env.TUS_RETRY === "1" ? [0, 200, 500, 1000] : [],
       parallelUploads: Number(process.env.TUS_PARALLEL || 1),
       storeFingerprintForResuming: false,
       ...options,
@@ -41,7 +50,12 @@ try {
     r = await start({ uploadUrl: r.url });
     resumed = true;
   }
-  console.log(JSON.stringify({ url: r.url, resumed }));
+  let terminated = false;
+  if (process.env.TUS_TERMINATE === "1") {
+    await tus.Upload.terminate(r.url, { headers });
+    terminated = true;
+  }
+  console.log(JSON.stringify({ url: r.url, resumed, terminated }));
 } catch (e) {
   console.error(String(e));
   process.exit(1);

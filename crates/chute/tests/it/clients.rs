@@ -14,10 +14,14 @@ fn e2e() -> PathBuf {
 }
 
 async fn run(cmd: &'static str, args: Vec<String>) -> String {
-    run_env(cmd, args, None).await
+    run_env(cmd, args, &[]).await
 }
 
-async fn run_env(cmd: &'static str, args: Vec<String>, parallel: Option<u32>) -> String {
+async fn run_env(cmd: &'static str, args: Vec<String>, env: &[(&str, &str)]) -> String {
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let shown = args.clone();
     let out = blocking(move || {
         let mut c = if cmd == "node" {
@@ -29,9 +33,7 @@ async fn run_env(cmd: &'static str, args: Vec<String>, parallel: Option<u32>) ->
             c.arg("tuspy_client.py");
             c
         };
-        if let Some(p) = parallel {
-            c.env("TUS_PARALLEL", p.to_string());
-        }
+        c.envs(env);
         c.current_dir(e2e())
             .args(&args)
             .output()
@@ -66,6 +68,8 @@ async fn tus_js_client_uploads_resumes_and_keeps_metadata() {
         (5 << 20, 1 << 20, "ünïcødé 5 MiB.bin", None),
         (5 << 20, 0, "single-patch.bin", None),
         (5 << 20, 256 << 10, "resumed.bin", Some(2 << 20)),
+        (100 << 20, 8 << 20, "hundred.bin", None),
+        (100 << 20, 0, "hundred-one-patch.bin", Some(40 << 20)),
     ];
     for (i, (size, chunk, name, abort)) in cases.into_iter().enumerate() {
         let data = bytes(size, 50 + i as u64);
@@ -102,6 +106,7 @@ async fn tuspy_uploads_with_checksums_and_resumes_with_a_fresh_client() {
         (1, 1024, "uno.bin", None),
         (5 << 20, 1 << 20, "naïve résumé.pdf", None),
         (3 << 20, 512 << 10, "resumed-py.bin", Some(2)),
+        (100 << 20, 16 << 20, "hundred-py.bin", Some(3)),
     ];
     for (i, (size, chunk, name, stop)) in cases.into_iter().enumerate() {
         let data = bytes(size, 70 + i as u64);
@@ -138,7 +143,7 @@ async fn tus_js_client_parallel_uploads_are_concatenated() {
         (1 << 20).to_string(),
         "parallel.bin".to_string(),
     ];
-    let out = run_env("node", args, Some(3)).await;
+    let out = run_env("node", args, &[("TUS_PARALLEL", "3")]).await;
     let v: Value = serde_json::from_str(&out).expect("json");
     assert!(
         v["url"].as_str().is_some_and(|u| u.contains("/tus/")),
@@ -152,4 +157,158 @@ async fn tus_js_client_parallel_uploads_are_concatenated() {
     );
     assert_eq!(files[0]["name"], "parallel.bin");
     assert_eq!(files[0]["checksums"]["sha256"], sha256_hex(&data));
+}
+
+fn node_args(
+    app: &TestApp,
+    endpoint: &str,
+    file: &std::path::Path,
+    chunk: usize,
+    name: &str,
+) -> Vec<String> {
+    vec![
+        endpoint.to_string(),
+        app.token.clone(),
+        file.display().to_string(),
+        chunk.to_string(),
+        name.to_string(),
+    ]
+}
+
+#[tokio::test]
+async fn tus_js_client_defers_the_length_and_terminates() {
+    let app = spawn_app(&[]).await;
+    let data = bytes((5 << 20) + 12345, 91);
+    let file = app.dir.path().join("stream.bin");
+    std::fs::write(&file, &data).expect("write");
+    let endpoint = app.url("/tus/");
+    let out = run_env(
+        "node",
+        node_args(&app, &endpoint, &file, 1 << 20, "streamed.bin"),
+        &[("TUS_DEFER", "1")],
+    )
+    .await;
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["terminated"], false);
+    let f = stored(&app, "streamed.bin").await;
+    assert_eq!(f["size"], data.len());
+    assert_eq!(f["checksums"]["sha256"], sha256_hex(&data));
+
+    // Terminated after finishing: the upload and its file are gone.
+    let out = run_env(
+        "node",
+        node_args(&app, &endpoint, &file, 2 << 20, "terminated.bin"),
+        &[("TUS_TERMINATE", "1")],
+    )
+    .await;
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["terminated"], true);
+    let url = v["url"].as_str().expect("url");
+    let res = app
+        .client
+        .head(url)
+        .bearer_auth(&app.token)
+        .header("Tus-Resumable", "1.0.0")
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(res.status(), 404);
+    let names: Vec<Value> = app
+        .list(&app.token)
+        .await
+        .into_iter()
+        .map(|f| f["name"].clone())
+        .collect();
+    assert_eq!(names, vec![Value::from("streamed.bin")]);
+}
+
+/// A TCP proxy that cuts the first connection whose client-to-server bytes pass `cut_after`
+/// (once), and counts all bytes clients sent.
+async fn cutting_proxy(
+    upstream: std::net::SocketAddr,
+    cut_after: u64,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let total = Arc::new(AtomicU64::new(0));
+    let cut = Arc::new(AtomicBool::new(false));
+    let (t, k) = (total.clone(), cut.clone());
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                continue;
+            };
+            let (t, k) = (t.clone(), k.clone());
+            tokio::spawn(async move {
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = async {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut mine = 0u64;
+                    loop {
+                        let n = match cr.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        mine += n as u64;
+                        t.fetch_add(n as u64, Ordering::Relaxed);
+                        if mine > cut_after && !k.swap(true, Ordering::Relaxed) {
+                            return; // cut: both halves drop, the connection closes mid-body
+                        }
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                };
+                let down = tokio::io::copy(&mut sr, &mut cw);
+                tokio::select! {
+                    () = up => {}
+                    _ = down => {}
+                }
+            });
+        }
+    });
+    (addr, total, cut)
+}
+
+#[tokio::test]
+async fn tus_js_client_resumes_after_a_connection_cut_mid_patch() {
+    let app = spawn_app(&[]).await;
+    let size = 16 << 20;
+    let data = bytes(size, 92);
+    let file = app.dir.path().join("cut.bin");
+    std::fs::write(&file, &data).expect("write");
+    let cut_after = 6u64 << 20;
+    let (proxy, total, cut) = cutting_proxy(app.addr, cut_after).await;
+    let endpoint = format!("http://{proxy}/tus/");
+    // One PATCH for the whole file; the proxy cuts it after 6 MiB; the client retries.
+    let out = run_env(
+        "node",
+        node_args(&app, &endpoint, &file, 0, "cut.bin"),
+        &[("TUS_RETRY", "1")],
+    )
+    .await;
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert!(v["url"].is_string(), "{v}");
+    assert!(
+        cut.load(std::sync::atomic::Ordering::Relaxed),
+        "the proxy cut a PATCH"
+    );
+    let f = stored(&app, "cut.bin").await;
+    assert_eq!(f["checksums"]["sha256"], sha256_hex(&data));
+    // The retry resumed where the server stood: the client did not send the file twice.
+    let sent = total.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        sent < size as u64 + cut_after / 2,
+        "sent {sent} bytes for a {size}-byte file"
+    );
 }
