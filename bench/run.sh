@@ -26,26 +26,9 @@ trap cleanup EXIT
 cargo build --release -q -p chute --bin chute --example bench_sink --example bench_hash
 BIN=target/release/chute; SINK=target/release/examples/bench_sink; HASH=target/release/examples/bench_hash
 
-echo "making ${SIZE_MIB} MiB of test data…" >&2
-head -c $((SIZE_MIB * 1048576)) /dev/urandom > "$WORK/big.bin"
-mkdir -p "$WORK/small"; for i in $(seq 1 64); do head -c 4194304 /dev/urandom > "$WORK/small/$i.bin"; done
-BYTES=$((SIZE_MIB * 1048576))
-
-mbps() { python3 -c "import sys; print(f'{int(sys.argv[1])/float(sys.argv[2])/1e6:.0f}')" "$1" "$2"; }
-now() { date +%s.%N; }
-elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2])-float(sys.argv[1]):.3f}')" "$1" "$2"; }
-
-# --- sink ---
-"$SINK" 127.0.0.1:0 > "$WORK/sink.out" & PIDS+=($!)
-for _ in $(seq 50); do grep -q listening "$WORK/sink.out" 2>/dev/null && break; sleep 0.1; done
-SINK_URL=$(sed -n 's/.*listening on //p' "$WORK/sink.out")
-t0=$(now); curl -sS -o /dev/null -F "file=@$WORK/big.bin" "$SINK_URL/"; t1=$(now)
-SINK_MBPS=$(mbps $BYTES "$(elapsed $t0 $t1)")
-
-# --- disk ---
-mkdir -p "$WORK/data"
-t0=$(now); dd if="$WORK/big.bin" of="$WORK/data/dd.bin" bs=1M conv=fsync status=none; t1=$(now)
-DISK_MBPS=$(mbps $BYTES "$(elapsed $t0 $t1)"); rm -f "$WORK/data/dd.bin"
+. bench/lib.sh
+make_data "$SIZE_MIB"
+measure_limits
 
 # --- hash ---
 "$HASH" "$WORK/big.bin" > "$WORK/hash.out"
@@ -117,9 +100,7 @@ for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$DPORT/" && break
 DJ8=$(chunked "http://127.0.0.1:$DPORT" 8388608); DJ1=$(chunked "http://127.0.0.1:$DPORT" 1048576)
 DJ_RSS=$(for p in $DPID $(pgrep -P $DPID); do awk '/VmHWM/ {print $2}' /proc/$p/status; done | awk '{s+=$1} END {print int(s/1024)}')
 
-LIMIT=$(( SINK_MBPS < DISK_MBPS ? SINK_MBPS : DISK_MBPS ))
 HLIMIT=$(( SHA_MBPS < LIMIT ? SHA_MBPS : LIMIT ))
-ratio() { python3 -c "import sys; print(f'{int(sys.argv[1])/int(sys.argv[2]):.2f}')" "$1" "$2"; }
 {
   echo "chute bench, $(date -u +%FT%TZ), $(nproc) cores, ${SIZE_MIB} MiB"
   printf '%-40s %8s %8s %10s %9s\n' scenario MB/s ratio "w/ hash" "peak RSS"

@@ -24,7 +24,7 @@ use crate::upload::Engine;
 pub async fn open_meta(settings: &Settings) -> anyhow::Result<Arc<dyn MetaStore>> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
-    let meta = SqliteMeta::open(&settings.database_path())
+    let meta = SqliteMeta::open_with(&settings.database_path(), settings.upload_fsync)
         .await
         .with_context(|| format!("opening {}", settings.database_path().display()))?;
     Ok(Arc::new(meta))
@@ -35,14 +35,16 @@ pub async fn open_state(settings: Settings) -> anyhow::Result<AppState> {
     let meta = open_meta(&settings).await?;
     std::fs::create_dir_all(settings.temp_dir())
         .with_context(|| format!("creating temp dir {}", settings.temp_dir().display()))?;
-    let storage: Arc<dyn Storage> = Arc::new(
-        LocalStorage::open(
-            settings.files_dir(),
-            settings.file_upload_permissions.0,
-            settings.file_upload_directory_permissions.0,
-        )
-        .with_context(|| format!("opening storage {}", settings.files_dir().display()))?,
-    );
+    let mut local = LocalStorage::open(
+        settings.files_dir(),
+        settings.file_upload_permissions.0,
+        settings.file_upload_directory_permissions.0,
+    )
+    .with_context(|| format!("opening storage {}", settings.files_dir().display()))?;
+    if !settings.upload_fsync {
+        local = local.without_fsync();
+    }
+    let storage: Arc<dyn Storage> = Arc::new(local);
     let engine = Engine::new(storage, meta, Arc::new(settings));
     Ok(AppState::new(engine))
 }

@@ -437,6 +437,11 @@ settings! {
     serve_mode: ServeMode = "direct";
     /// Prefix of the X-Accel-Redirect path; nginx maps it (alias) to `<data_dir>/files/objects/`.
     x_accel_prefix: String = "/protected/";
+    /// fsync stored files, staged bytes and the catalog before acknowledging them (an
+    /// Upload-Offset or offset in a response is then on disk). false leaves writing to the OS:
+    /// faster, and acknowledged bytes survive a crash of chute but not a power loss (an upload
+    /// whose staged bytes fell short of its recorded offset then has to start over).
+    upload_fsync: bool = "true";
     /// How often the server deletes expired uploads (as `chute gc` does); "0s" turns it off.
     upload_sweep_interval: Dur = "10m";
     /// How long a finished upload's progress stays queryable at /api/progress/{id}.

@@ -22,11 +22,21 @@ pub struct SqliteMeta {
 impl SqliteMeta {
     /// Opens (creating when missing) the database at `path` and applies the migrations.
     pub async fn open(path: &Path) -> Result<Self, MetaError> {
+        Self::open_with(path, true).await
+    }
+
+    /// `fsync` false: `synchronous=NORMAL` (in WAL mode a commit survives a crash of chute,
+    /// not a power loss), for `upload_fsync = false`.
+    pub async fn open_with(path: &Path, fsync: bool) -> Result<Self, MetaError> {
         let opts = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(if fsync {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()

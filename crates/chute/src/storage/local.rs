@@ -25,6 +25,8 @@ pub struct LocalStorage {
     root: PathBuf,
     file_mode: u32,
     dir_mode: u32,
+    /// fsync before reporting bytes or files durable (the default); off leaves it to the OS.
+    fsync: bool,
 }
 
 impl LocalStorage {
@@ -34,10 +36,22 @@ impl LocalStorage {
             root: root.into(),
             file_mode,
             dir_mode,
+            fsync: true,
         };
         s.mkdirs(&s.root.join("objects"))?;
         s.mkdirs(&s.root.join("staging"))?;
         Ok(s)
+    }
+
+    /// Leaves writing to disk to the OS (`upload_fsync = false`): what chute acknowledged
+    /// survives a crash of chute, not a power loss.
+    pub fn without_fsync(mut self) -> Self {
+        self.fsync = false;
+        self
+    }
+
+    fn sync(&self, f: &File) -> io::Result<()> {
+        if self.fsync { f.sync_data() } else { Ok(()) }
     }
 
     fn mkdirs(&self, dir: &Path) -> io::Result<()> {
@@ -84,14 +98,14 @@ impl LocalStorage {
                 let tmp = self.staging_path(&format!("{key}.copy"))?;
                 let mut out = self.create_file(&tmp)?;
                 io::copy(&mut File::open(from)?, &mut out)?;
-                out.sync_all()?;
+                self.sync(&out)?;
                 fs::rename(&tmp, &to)?;
                 let _ = fs::remove_file(from);
             }
             Err(e) => return Err(e.into()),
         }
         fs::set_permissions(&to, fs::Permissions::from_mode(self.file_mode))?;
-        File::open(&parent)?.sync_all()?;
+        self.sync(&File::open(&parent)?)?;
         Ok(())
     }
 }
@@ -99,6 +113,7 @@ impl LocalStorage {
 struct LocalStaged {
     file: File,
     len: u64,
+    fsync: bool,
 }
 
 impl StagedWrite for LocalStaged {
@@ -109,7 +124,9 @@ impl StagedWrite for LocalStaged {
     }
 
     fn sync(&mut self) -> io::Result<u64> {
-        self.file.sync_data()?;
+        if self.fsync {
+            self.file.sync_data()?;
+        }
         Ok(self.len)
     }
 }
@@ -127,7 +144,11 @@ impl Storage for LocalStorage {
     fn begin(&self, key: &str) -> Result<Box<dyn StagedWrite>, StorageError> {
         let path = self.staging_path(key)?;
         let file = self.create_file(&path)?;
-        Ok(Box::new(LocalStaged { file, len: 0 }))
+        Ok(Box::new(LocalStaged {
+            file,
+            len: 0,
+            fsync: self.fsync,
+        }))
     }
 
     fn resume(&self, key: &str, offset: u64) -> Result<Box<dyn StagedWrite>, StorageError> {
@@ -153,10 +174,14 @@ impl Storage for LocalStorage {
         if actual > offset {
             // Bytes written after the last acknowledged offset: never promised, dropped.
             file.set_len(offset)?;
-            file.sync_data()?;
+            self.sync(&file)?;
         }
         file.seek(SeekFrom::Start(offset))?;
-        Ok(Box::new(LocalStaged { file, len: offset }))
+        Ok(Box::new(LocalStaged {
+            file,
+            len: offset,
+            fsync: self.fsync,
+        }))
     }
 
     fn read_staged(&self, key: &str) -> Result<Box<dyn io::Read + Send>, StorageError> {
@@ -183,11 +208,11 @@ impl Storage for LocalStorage {
                 let tmp = self.staging_path(key)?;
                 let mut f = self.create_file(&tmp)?;
                 f.write_all(bytes)?;
-                f.sync_data()?;
+                self.sync(&f)?;
                 self.place(&tmp, key)
             }
             Source::TempFile(path) => {
-                File::open(path)?.sync_data()?;
+                self.sync(&File::open(path)?)?;
                 self.place(path, key)
             }
             Source::Staged(staged_key) => {

@@ -762,3 +762,31 @@ async fn patches_stream_through_quota_and_progress() {
     let res = patch(&app, &loc, 60_000, &bytes(50_000, 83)).await;
     assert_eq!(res.status(), 413);
 }
+
+#[tokio::test]
+async fn without_fsync_uploads_still_arrive_whole() {
+    // upload_fsync = false trades power-loss durability for speed; the bytes are the same.
+    let app = spawn_app(&[("upload_fsync", "false")]).await;
+    let data = bytes(3_000_000, 101);
+    let loc = create(&app, data.len() as u64, "").await;
+    for (i, part) in data.chunks(1_000_000).enumerate() {
+        assert_eq!(patch(&app, &loc, (i * 1_000_000) as u64, part).await.status(), 204);
+    }
+    let res = app
+        .auth(app.client.post(app.url("/api/files")))
+        .multipart(reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(data.clone()).file_name("form.bin"),
+        ))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), 201);
+    let files = app.list(&app.token).await;
+    assert_eq!(files.len(), 2);
+    for f in files {
+        assert_eq!(f["checksums"]["sha256"], sha256_hex(&data));
+        let id = f["id"].as_str().expect("id");
+        assert_eq!(sha256_hex(&app.download(id).await), sha256_hex(&data));
+    }
+}

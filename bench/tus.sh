@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# tus side by side: chute, rustus (crates.io, cargo install) and @tus/server with
+# @tus/file-store (npm), on this machine in one run, each started fresh per scenario:
+#   1 GiB in one PATCH, in 8 MiB PATCHes, in 1 MiB PATCHes, and 64 concurrent 4 MiB uploads.
+# One client for all (the bench_tus example: reqwest, files in memory, Upload-Length known).
+# Prints MB/s and peak RSS (VmHWM) of each server, the ratio to the best peer, and for the
+# single PATCH the ratio to min(sink, disk). chute runs three ways: its default (sha256 of every
+# file, fsync before each acknowledgement), with blake3, and with blake3 and upload_fsync =
+# false, which is what the peers do by default (they hash nothing and fsync nothing); rustus
+# also runs with --force-fsync, durable like chute's default. The default run's
+# stored sha256 is checked against the sent bytes.
+# Usage: bench/tus.sh [SIZE_MiB]   (default 1024). Loopback only; ends what it starts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE_MIB=${1:-1024}
+OUT=bench/out; mkdir -p "$OUT"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/chute-tus-bench.XXXXXX")
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+. bench/lib.sh
+
+cargo build --release -q -p chute --bin chute --example bench_sink --example bench_tus
+BIN=target/release/chute; CLIENT=target/release/examples/bench_tus
+RUSTUS=$OUT/tools/bin/rustus
+if [ ! -x "$RUSTUS" ]; then
+  echo "installing rustus into $OUT/tools (cargo install, a few minutes)…" >&2
+  cargo install -q rustus --locked --root "$OUT/tools"
+fi
+if [ ! -d bench/tus_node/node_modules/@tus/server ]; then
+  (cd bench/tus_node && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+make_data "$SIZE_MIB"
+measure_limits
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 200); do curl -s -o /dev/null -X OPTIONS "$1" && return; sleep 0.05; done; echo "server at $1 did not start" >&2; exit 1; }
+
+start() { # $1: chute | chute-blake3 | rustus | tusnode -> sets SPID, ENDPOINT, TOK
+  local p; p=$(port); rm -rf "$WORK/data"; mkdir -p "$WORK/data"
+  case $1 in
+    chute|chute-blake3|chute-nofsync)
+      local extra=()
+      [ "$1" = chute-blake3 ] && extra=(--file-upload-checksums blake3)
+      # Like the peers, which fsync nothing: blake3 and upload_fsync = false.
+      [ "$1" = chute-nofsync ] && extra=(--file-upload-checksums blake3 --upload-fsync false)
+      "$BIN" serve --listen "127.0.0.1:$p" --data-dir "$WORK/data" --log warn "${extra[@]}" > "$WORK/server.out" 2>&1 & SPID=$!
+      ENDPOINT="http://127.0.0.1:$p/tus/"
+      for _ in $(seq 100); do grep -q '^chute_' "$WORK/server.out" 2>/dev/null && break; sleep 0.05; done
+      TOK=$(grep '^chute_' "$WORK/server.out") ;;
+    rustus|rustus-fsync)
+      local sync=false; [ "$1" = rustus-fsync ] && sync=true
+      # rustus buffers each PATCH body whole, up to --max-body-size (default 256 KiB): raised
+      # so that its single-PATCH and 8 MiB scenarios run at all.
+      "$RUSTUS" --host 127.0.0.1 --port "$p" --data-dir "$WORK/data" --info-dir "$WORK/data" \
+        --max-body-size $((BYTES + 1048576)) --force-fsync "$sync" --log-level ERROR > "$WORK/server.out" 2>&1 & SPID=$!
+      ENDPOINT="http://127.0.0.1:$p/files/"; TOK=- ;;
+    tusnode)
+      node bench/tus_node/server.mjs "$p" "$WORK/data" > "$WORK/server.out" 2>&1 & SPID=$!
+      ENDPOINT="http://127.0.0.1:$p/files"; TOK=- ;;
+  esac
+  PIDS+=("$SPID"); wait_port "$ENDPOINT"
+}
+stop() { kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; }
+peak() { # the server's peak RSS in MiB, its children included (node has none, but be fair)
+  for p in $SPID $(pgrep -P "$SPID" || true); do awk '/VmHWM/ {print $2}' "/proc/$p/status"; done | awk '{s+=$1} END {print int(s/1024)}'
+}
+run() { # $1 server, $2 scenario -> "MB/s RSS"
+  local out mb rss
+  start "$1"
+  case $2 in
+    one) out=$("$CLIENT" "$ENDPOINT" "$TOK" 0 "$WORK/big.bin") ;;
+    8m)  out=$("$CLIENT" "$ENDPOINT" "$TOK" 8388608 "$WORK/big.bin") ;;
+    1m)  out=$("$CLIENT" "$ENDPOINT" "$TOK" 1048576 "$WORK/big.bin") ;;
+    64x) out=$("$CLIENT" "$ENDPOINT" "$TOK" 0 "$WORK"/small/*.bin) ;;
+  esac
+  mb=$(echo "$out" | awk '{print $3}'); rss=$(peak)
+  if [[ $1 == chute* && $2 != 64x ]]; then
+    curl -s -H "Authorization: Bearer $TOK" "${ENDPOINT%/tus/}/api/files" | grep -q "$SENT_SHA" \
+      || { [ "$1" != chute ] || { echo "chute stored other bytes than were sent" >&2; exit 1; }; }
+  fi
+  stop
+  echo "$mb $rss"
+}
+
+SENT_SHA=$(sha256sum "$WORK/big.bin" | cut -d' ' -f1)
+declare -A MB RSS
+for s in one 8m 1m 64x; do
+  for srv in chute chute-blake3 chute-nofsync rustus rustus-fsync tusnode; do
+    read -r m r < <(run "$srv" "$s")
+    MB[$srv/$s]=$m; RSS[$srv/$s]=$r
+    echo "$srv $s: $m MB/s, $r MiB" >&2
+  done
+done
+
+{
+  echo "tus side by side, $(date -u +%FT%TZ), $(nproc) cores, ${SIZE_MIB} MiB; sink $SINK_MBPS, disk $DISK_MBPS MB/s"
+  printf '%-26s %-14s %8s %9s %10s %10s\n' scenario server MB/s "peak RSS" "x best peer" "x min(sink,disk)"
+  for s in one 8m 1m 64x; do
+    case $s in one) label="1 GiB, one PATCH";; 8m) label="1 GiB, 8 MiB PATCHes";; 1m) label="1 GiB, 1 MiB PATCHes";; 64x) label="64 x 4 MiB concurrent";; esac
+    best=$(( ${MB[rustus/$s]} > ${MB[tusnode/$s]} ? ${MB[rustus/$s]} : ${MB[tusnode/$s]} ))
+    for srv in chute chute-blake3 chute-nofsync rustus rustus-fsync tusnode; do
+      printf '%-26s %-14s %8s %7s MiB %10s %10s\n' "$label" "$srv" "${MB[$srv/$s]}" "${RSS[$srv/$s]}" \
+        "$(ratio "${MB[$srv/$s]}" "$best")" "$(ratio "${MB[$srv/$s]}" "$LIMIT")"
+      label=""
+    done
+  done
+} | tee "$OUT/tus-results.txt"

@@ -1,0 +1,94 @@
+//! The benchmark's tus client: uploads files to any tus 1.0 server (chute, rustus, @tus/server)
+//! the same way, and prints the MB/s of the whole run (creation to last PATCH answered).
+//!
+//! Usage: `bench_tus ENDPOINT TOKEN CHUNK_BYTES FILE...` — each FILE is one upload, all run
+//! concurrently; CHUNK_BYTES 0 sends each file in one PATCH. TOKEN "-" sends no Authorization.
+//! Prints `<bytes> <seconds> <MB/s>`.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+async fn upload(
+    client: reqwest::Client,
+    endpoint: String,
+    token: String,
+    chunk: usize,
+    data: Bytes,
+) -> Result<(), Error> {
+    let auth = |rb: reqwest::RequestBuilder| {
+        let rb = rb.header("Tus-Resumable", "1.0.0");
+        if token == "-" {
+            rb
+        } else {
+            rb.bearer_auth(&token)
+        }
+    };
+    let res = auth(client.post(&endpoint))
+        .header("Upload-Length", data.len().to_string())
+        .header("Upload-Metadata", "filename YmVuY2guYmlu")
+        .send()
+        .await?;
+    if res.status().as_u16() != 201 {
+        return Err(format!("creation answered {}", res.status()).into());
+    }
+    let loc = res
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .ok_or("no Location")?
+        .to_string();
+    let url = reqwest::Url::parse(&endpoint)?.join(&loc)?;
+    let step = if chunk == 0 { data.len().max(1) } else { chunk };
+    let mut offset = 0;
+    while offset < data.len() {
+        let end = (offset + step).min(data.len());
+        let res = auth(client.patch(url.clone()))
+            .header("Content-Type", "application/offset+octet-stream")
+            .header("Upload-Offset", offset.to_string())
+            .body(data.slice(offset..end))
+            .send()
+            .await?;
+        if res.status().as_u16() != 204 {
+            return Err(format!("PATCH at {offset} answered {}", res.status()).into());
+        }
+        offset = end;
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() < 4 {
+        return Err("usage: bench_tus ENDPOINT TOKEN CHUNK_BYTES FILE...".into());
+    }
+    let (endpoint, token, chunk) = (args[0].clone(), args[1].clone(), args[2].parse()?);
+    let mut files = Vec::new();
+    for f in &args[3..] {
+        files.push(Bytes::from(std::fs::read(f)?));
+    }
+    let total: usize = files.iter().map(Bytes::len).sum();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for data in files {
+        tasks.push(tokio::spawn(upload(
+            client.clone(),
+            endpoint.clone(),
+            token.clone(),
+            chunk,
+            data,
+        )));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    println!("{total} {secs:.3} {:.0}", total as f64 / secs / 1e6);
+    Ok(())
+}
