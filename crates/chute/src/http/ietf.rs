@@ -43,7 +43,6 @@ pub const PROTOCOL: &str = "ietf";
 pub const INTEROP_VERSION: &str = "8";
 const PARTIAL_UPLOAD: &str = "application/partial-upload";
 const PROBLEM_BASE: &str = "https://iana.org/assignments/http-problem-types#";
-const PREEMPT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// An RFC 9457 problem of the draft (409), with chute's `error` and `code` beside.
 fn problem(kind: &'static str, title: &str, extra: Value, offset: Option<u64>) -> Response {
@@ -96,18 +95,23 @@ fn inconsistent_length(offset: Option<u64>) -> Response {
     )
 }
 
+/// A Structured Field item's bare value (its parameters dropped), if the header is there.
+fn sf_item<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    h.get(name).map(|v| {
+        v.to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+    })
+}
+
 /// `Upload-Complete`: a Structured Field Boolean (parameters ignored).
 fn upload_complete(h: &HeaderMap) -> ApiResult<Option<bool>> {
-    let Some(v) = h.get("upload-complete") else {
+    let Some(item) = sf_item(h, "upload-complete") else {
         return Ok(None);
     };
-    let item = v
-        .to_str()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim();
     match item {
         "?1" => Ok(Some(true)),
         "?0" => Ok(Some(false)),
@@ -120,16 +124,9 @@ fn upload_complete(h: &HeaderMap) -> ApiResult<Option<bool>> {
 
 /// A Structured Field Integer header that must be non-negative.
 fn sf_integer(h: &HeaderMap, name: &str) -> ApiResult<Option<u64>> {
-    let Some(v) = h.get(name) else {
+    let Some(item) = sf_item(h, name) else {
         return Ok(None);
     };
-    let item = v
-        .to_str()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim();
     if item.is_empty() || item.len() > 15 || !item.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ApiError::bad_request(
             "bad_header",
@@ -502,15 +499,7 @@ pub async fn head(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let up = load(&state, &user, &id).await?;
-    let lock = state
-        .engine
-        .uploads
-        .lock_preempting(&up.id, PREEMPT_WAIT)
-        .await;
-    let up = match lock {
-        Some(_) => load(&state, &user, &id).await?,
-        None => up,
-    };
+    let up = super::tus::settled(&state, up, || load(&state, &user, &id)).await?;
     Ok((StatusCode::NO_CONTENT, state_headers(&state, &up)).into_response())
 }
 
@@ -636,23 +625,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let up = load(&state, &user, &id).await?;
-    let Some(_lock) = state
-        .engine
-        .uploads
-        .lock_preempting(&up.id, PREEMPT_WAIT)
-        .await
-    else {
-        return Err(ApiError::new(
-            StatusCode::LOCKED,
-            "locked",
-            "another request is writing this upload",
-        ));
-    };
-    if let Some(fid) = &up.file_id {
-        state.engine.delete_file(user.id, fid).await?;
-    }
-    state.engine.discard_upload(&up).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    super::tus::terminate(&state, &user, &up).await
 }
 
 #[cfg(test)]

@@ -25,7 +25,6 @@ use crate::upload::UploadError;
 use crate::upload::handler::{FileInfo, RawInput};
 use crate::upload::handlers::ChainContext;
 use crate::upload::pipeline::{Msg, Outcome, Pipeline};
-use crate::upload::progress::ProgressState;
 
 /// Bytes a parser may read while looking for one part's headers, beyond one socket read.
 const PART_HEADER_LIMIT: u64 = 16 * 1024;
@@ -95,12 +94,7 @@ pub async fn upload(
         Ok(got) => respond(&state, user.id, got.outcome, got.fields).await,
         Err(e) => Err(e),
     };
-    if let Some(p) = &progress {
-        p.finish(match &result {
-            Ok(_) => ProgressState::Done,
-            Err(e) => ProgressState::Error(e.status.as_u16()),
-        });
-    }
+    super::progress::finish(progress.as_deref(), &result);
     result
 }
 

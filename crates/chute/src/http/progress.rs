@@ -10,6 +10,17 @@ use super::AppState;
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiResult};
 use super::multipart::valid_progress_id;
+use crate::upload::progress::{ProgressEntry, ProgressState};
+
+/// Records how a tagged request ended: done, or the status of its error.
+pub fn finish<T>(entry: Option<&ProgressEntry>, result: &ApiResult<T>) {
+    if let Some(p) = entry {
+        p.finish(match result {
+            Ok(_) => ProgressState::Done,
+            Err(e) => ProgressState::Error(e.status.as_u16()),
+        });
+    }
+}
 
 pub async fn report(
     State(state): State<AppState>,

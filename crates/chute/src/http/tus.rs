@@ -34,7 +34,6 @@ use crate::upload::checksum::Algorithm;
 use crate::upload::handler::{FileInfo, UploadHandler};
 use crate::upload::handlers::progress::ProgressHandler;
 use crate::upload::handlers::verify::{TrailerDigest, VerifyHandler};
-use crate::upload::progress::ProgressState;
 use crate::upload::resumable::NewUpload;
 
 const PROTOCOL: &str = "tus";
@@ -579,12 +578,7 @@ pub(super) async fn append_stream(
         handlers.push(Box::new(ProgressHandler::new(p.clone())));
     }
     let result = append_body(state, up, offset, h, body, handlers).await;
-    if let Some(p) = &progress {
-        p.finish(match &result {
-            Ok(_) => ProgressState::Done,
-            Err(e) => ProgressState::Error(e.status.as_u16()),
-        });
-    }
+    super::progress::finish(progress.as_deref(), &result);
     result
 }
 
@@ -614,11 +608,7 @@ async fn append_body(
         None => false,
     };
     let Some(lock) = engine.uploads.lock_preempting(&up.id, PREEMPT_WAIT).await else {
-        return Err(ApiError::new(
-            StatusCode::LOCKED,
-            "locked",
-            "another request is writing this upload",
-        ));
+        return Err(locked());
     };
     let up = engine
         .meta
@@ -796,18 +786,8 @@ pub async fn head(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let up = load(&state, &user, &id).await?;
-    // A request still writing this upload is stale once its client asks where it stands.
-    let lock = state
-        .engine
-        .uploads
-        .lock_preempting(&up.id, PREEMPT_WAIT)
-        .await;
-    let up = match lock {
-        Some(_) => load(&state, &user, &id).await?,
-        None => up,
-    };
-    // Let go before a final upload is assembled: that takes the same lock.
-    drop(lock);
+    // (The lock is let go before a final upload is assembled: that takes the same lock.)
+    let up = settled(&state, up, || load(&state, &user, &id)).await?;
     let is_final = concat_of(&up).is_some_and(|c| c.starts_with("final;"));
     let mut h = if is_final {
         let up = assemble_final(&state, up.clone()).await?;
@@ -844,23 +824,59 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let up = load(&state, &user, &id).await?;
+    terminate(&state, &user, &up).await
+}
+
+/// Ends an upload for good (tus termination, the draft's cancellation): a request still
+/// writing it is ended first; a finished upload's file goes too.
+pub(super) async fn terminate(
+    state: &AppState,
+    user: &User,
+    up: &UploadRecord,
+) -> ApiResult<Response> {
     let Some(_lock) = state
         .engine
         .uploads
         .lock_preempting(&up.id, PREEMPT_WAIT)
         .await
     else {
-        return Err(ApiError::new(
-            StatusCode::LOCKED,
-            "locked",
-            "another request is writing this upload",
-        ));
+        return Err(locked());
     };
     if let Some(fid) = &up.file_id {
         state.engine.delete_file(user.id, fid).await?;
     }
-    state.engine.discard_upload(&up).await?;
+    state.engine.discard_upload(up).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn locked() -> ApiError {
+    ApiError::new(
+        StatusCode::LOCKED,
+        "locked",
+        "another request is writing this upload",
+    )
+}
+
+/// Where an upload stands for a client asking (HEAD): a request still writing it is stale
+/// once its client asks, so it is ended (its bytes kept) and the upload read afresh.
+pub(super) async fn settled<F, Fut>(
+    state: &AppState,
+    up: UploadRecord,
+    reload: F,
+) -> ApiResult<UploadRecord>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ApiResult<UploadRecord>>,
+{
+    let lock = state
+        .engine
+        .uploads
+        .lock_preempting(&up.id, PREEMPT_WAIT)
+        .await;
+    match lock {
+        Some(_) => reload().await,
+        None => Ok(up),
+    }
 }
 
 /// `GET /tus/{id}`: the finished upload's bytes.

@@ -88,6 +88,15 @@ async fn json_of(res: reqwest::Response) -> (u16, Value) {
     )
 }
 
+async fn store(app: &TestApp, token: &str, session: &str) -> reqwest::Response {
+    app.client
+        .post(app.url(&format!("/upload-session/{session}/store/")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("store")
+}
+
 async fn delete(app: &TestApp, token: &str, path: &str) -> reqwest::Response {
     app.client
         .delete(app.url(path))
@@ -199,13 +208,7 @@ async fn a_session_collects_lists_serves_removes_and_stores_files() {
         "the removed file's bytes are gone"
     );
 
-    let res = app
-        .client
-        .post(app.url(&format!("/upload-session/{s}/store/")))
-        .bearer_auth(&app.token)
-        .send()
-        .await
-        .expect("store");
+    let res = store(&app, &app.token, &s).await;
     let (st, v) = json_of(res).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["status"], "STORED");
@@ -243,13 +246,7 @@ async fn removing_the_last_file_returns_the_session_to_created() {
     let (_, v) = json_of(get(&app, &app.token, &format!("/upload-session/{s}")).await).await;
     assert_eq!(v["status"], "CREATED");
     assert_eq!(v["fileCount"], 0);
-    let res = app
-        .client
-        .post(app.url(&format!("/upload-session/{s}/store/")))
-        .bearer_auth(&app.token)
-        .send()
-        .await
-        .expect("store");
+    let res = store(&app, &app.token, &s).await;
     let (st, v) = json_of(res).await;
     assert_eq!(st, 400, "{v}");
 }
@@ -471,13 +468,7 @@ async fn other_users_see_nothing_and_staff_read_without_changing() {
     assert_eq!(st, 403);
     let (st, _) = post_file_as(&app, &staff, &s, "file", "y.txt", b"y").await;
     assert_eq!(st, 400);
-    let res = app
-        .client
-        .post(app.url(&format!("/upload-session/{s}/store/")))
-        .bearer_auth(&staff)
-        .send()
-        .await
-        .expect("store");
+    let res = store(&app, &staff, &s).await;
     assert_eq!(res.status(), 403);
     // Still the owner's, untouched.
     let (_, v) = json_of(get(&app, &app.token, &format!("/upload-session/{s}/")).await).await;
@@ -513,13 +504,7 @@ async fn idle_sessions_expire_by_gc_and_their_files_go() {
     }
     let stored = open_session(&app, &app.token).await;
     post_file(&app, &stored, "keep.txt", b"kept").await;
-    let res = app
-        .client
-        .post(app.url(&format!("/upload-session/{stored}/store/")))
-        .bearer_auth(&app.token)
-        .send()
-        .await
-        .expect("store");
+    let res = store(&app, &app.token, &stored).await;
     assert_eq!(res.status(), 200);
     age_session(&app, &idle, 301).await;
     age_session(&app, &stored, 3600).await;

@@ -770,7 +770,12 @@ async fn without_fsync_uploads_still_arrive_whole() {
     let data = bytes(3_000_000, 101);
     let loc = create(&app, data.len() as u64, "").await;
     for (i, part) in data.chunks(1_000_000).enumerate() {
-        assert_eq!(patch(&app, &loc, (i * 1_000_000) as u64, part).await.status(), 204);
+        assert_eq!(
+            patch(&app, &loc, (i * 1_000_000) as u64, part)
+                .await
+                .status(),
+            204
+        );
     }
     let res = app
         .auth(app.client.post(app.url("/api/files")))
