@@ -478,17 +478,7 @@ pub async fn create(
 
 /// The caller's draft upload, or 404 (unknown, another user's) / 410 (expired).
 async fn load(state: &AppState, user: &User, id: &str) -> ApiResult<UploadRecord> {
-    let Some(up) = state.engine.owned_upload(user.id, PROTOCOL, id).await? else {
-        return Err(ApiError::not_found("upload"));
-    };
-    if up.state == "active" && up.expires_at.is_some_and(|t| t <= now_unix()) {
-        return Err(ApiError::new(
-            StatusCode::GONE,
-            "expired",
-            "the upload has expired",
-        ));
-    }
-    Ok(up)
+    super::tus::load_protocol(state, user, PROTOCOL, id).await
 }
 
 /// `HEAD /resumable/{id}`: offset retrieval. A request still writing the upload is stale

@@ -202,7 +202,17 @@ fn final_parts(v: &str) -> Option<Vec<String>> {
 
 /// The caller's tus upload, or 404 (unknown or another user's) / 410 (expired).
 async fn load(state: &AppState, user: &User, id: &str) -> ApiResult<UploadRecord> {
-    let Some(up) = state.engine.owned_upload(user.id, PROTOCOL, id).await? else {
+    load_protocol(state, user, PROTOCOL, id).await
+}
+
+/// The caller's upload of `protocol`, or 404 (unknown or another user's) / 410 (expired).
+pub(super) async fn load_protocol(
+    state: &AppState,
+    user: &User,
+    protocol: &str,
+    id: &str,
+) -> ApiResult<UploadRecord> {
+    let Some(up) = state.engine.owned_upload(user.id, protocol, id).await? else {
         return Err(ApiError::not_found("upload"));
     };
     if up.state == "active" && up.expires_at.is_some_and(|t| t <= now_unix()) {
