@@ -98,6 +98,11 @@ pub async fn serve(
     serve_app(listener, state, app, shutdown).await
 }
 
+/// hyper's read buffer: the most request-head bytes hyper takes in, and the largest body chunk.
+/// 256 KiB against the former 32 KiB: 1.1-1.5x the throughput of one upload; 1 MiB was a bit
+/// faster still but doubled the memory of 64 concurrent uploads (measured with bench_tus).
+const HYPER_BUF: usize = 256 << 10;
+
 /// Like [`serve`], for an app that mounts chute's router among routes of its own.
 pub async fn serve_app(
     listener: TcpListener,
@@ -110,7 +115,10 @@ pub async fn serve_app(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(settings.request_header_timeout.0)
-        .max_buf_size(settings.max_request_header_size.bytes() as usize)
+        // hyper's read buffer also carries bodies: a small one means many small body chunks.
+        // Headers up to HYPER_BUF are measured by chute itself (431 with a JSON error, see
+        // http::header_limit_layer); only beyond that does hyper answer 431 on its own.
+        .max_buf_size(HYPER_BUF.max(settings.max_request_header_size.bytes() as usize))
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);

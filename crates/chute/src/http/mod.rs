@@ -86,6 +86,35 @@ fn session_routes() -> Router<AppState> {
     r
 }
 
+/// Request line and headers over `max_request_header_size` get 431 with a JSON error (hyper
+/// takes in up to 256 KiB of them, so that it is chute, not hyper, that answers).
+async fn header_limit_layer(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let limit = state.engine.settings.max_request_header_size.bytes() as usize;
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let size = req
+        .headers()
+        .iter()
+        .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4);
+    if size <= limit {
+        return next.run(req).await;
+    }
+    let mut res = ApiError::new(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "headers_too_large",
+        format!("the request line and headers are over {limit} bytes (max_request_header_size)"),
+    )
+    .into_response();
+    res.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    res
+}
+
 /// Read-only mode (`file_upload_enabled = false`): every change answers 405, and of the
 /// upload-session routes only the GET of one file is served.
 async fn read_only_layer(
@@ -178,6 +207,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             read_only_layer,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            header_limit_layer,
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

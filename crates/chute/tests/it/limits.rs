@@ -236,6 +236,7 @@ async fn oversized_request_headers_get_431_and_harm_no_one_else() {
     })
     .await;
     assert_eq!(res.status, 431);
+    assert_eq!(res.json()["code"], "headers_too_large");
     let (status, sum, v) = honest.await.expect("honest");
     assert_eq!(status, 201);
     assert_eq!(v["files"][0]["checksums"]["sha256"], sum);
