@@ -95,6 +95,20 @@ fn inconsistent_length(offset: Option<u64>) -> Response {
     )
 }
 
+/// The request's media type, lower case, without parameters (None when absent or empty).
+fn media_type(h: &HeaderMap) -> Option<String> {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| {
+            s.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .filter(|s| !s.is_empty())
+}
+
 /// A Structured Field item's bare value (its parameters dropped), if the header is there.
 fn sf_item<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
     h.get(name).map(|v| {
@@ -418,17 +432,7 @@ async fn create_inner(
             format!("the upload is over the {}-byte limit", max.bytes()),
         )));
     }
-    let content_type = h
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| {
-            s.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .filter(|s| !s.is_empty());
+    let content_type = media_type(&h);
     let name = file_name(&h);
     let expiry = settings.tus_upload_expiration.0.as_secs() as i64;
     let mut metadata = json!({ "interop": INTEROP_VERSION });
@@ -501,11 +505,7 @@ pub async fn get(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let up = load(&state, &user, &id).await?;
-    let file = match &up.file_id {
-        Some(fid) => state.engine.meta.get_file(fid).await?,
-        None => None,
-    };
-    match file {
+    match super::tus::finished_file(&state, &up).await? {
         Some(f) => serve_file(&state, &f, &headers, "attachment").await,
         None => Ok((StatusCode::NO_CONTENT, state_headers(&state, &up)).into_response()),
     }
@@ -531,17 +531,7 @@ async fn patch_inner(
 ) -> Result<Response, Response> {
     let api = |e: ApiError| e.into_response();
     let h = req.headers().clone();
-    let ct = h
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| {
-            s.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        });
-    if ct.as_deref() != Some(PARTIAL_UPLOAD) {
+    if media_type(&h).as_deref() != Some(PARTIAL_UPLOAD) {
         return Err(api(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",

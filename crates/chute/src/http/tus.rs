@@ -889,6 +889,17 @@ where
     }
 }
 
+/// The catalog file a finished upload became, if it is finished.
+pub(super) async fn finished_file(
+    state: &AppState,
+    up: &UploadRecord,
+) -> ApiResult<Option<crate::meta::FileRecord>> {
+    Ok(match &up.file_id {
+        Some(fid) => state.engine.meta.get_file(fid).await?,
+        None => None,
+    })
+}
+
 /// `GET /tus/{id}`: the finished upload's bytes.
 pub async fn get(
     State(state): State<AppState>,
@@ -897,11 +908,7 @@ pub async fn get(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let up = load(&state, &user, &id).await?;
-    let file = match &up.file_id {
-        Some(fid) => state.engine.meta.get_file(fid).await?,
-        None => None,
-    };
-    let Some(file) = file else {
+    let Some(file) = finished_file(&state, &up).await? else {
         return Err(ApiError::not_found("finished upload"));
     };
     serve_file(&state, &file, &headers, "attachment").await
