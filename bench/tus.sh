@@ -66,15 +66,15 @@ stop() { kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; }
 peak() { # the server's peak RSS in MiB, its children included (node has none, but be fair)
   for p in $SPID $(pgrep -P "$SPID" || true); do awk '/VmHWM/ {print $2}' "/proc/$p/status"; done | awk '{s+=$1} END {print int(s/1024)}'
 }
-run() { # $1 server, $2 scenario -> "MB/s RSS"
-  local out mb rss
+run() { # $1 server, $2 scenario -> "MB/s RSS" (runs in a subshell: stops its server itself)
+  local out mb rss chunk=0 files=("$WORK/big.bin")
   start "$1"
   case $2 in
-    one) out=$("$CLIENT" "$ENDPOINT" "$TOK" 0 "$WORK/big.bin") ;;
-    8m)  out=$("$CLIENT" "$ENDPOINT" "$TOK" 8388608 "$WORK/big.bin") ;;
-    1m)  out=$("$CLIENT" "$ENDPOINT" "$TOK" 1048576 "$WORK/big.bin") ;;
-    64x) out=$("$CLIENT" "$ENDPOINT" "$TOK" 0 "$WORK"/small/*.bin) ;;
+    8m)  chunk=8388608 ;;
+    1m)  chunk=1048576 ;;
+    64x) files=("$WORK"/small/*.bin) ;;
   esac
+  out=$("$CLIENT" "$ENDPOINT" "$TOK" "$chunk" "${files[@]}") || { stop; echo "$1 $2 failed" >&2; exit 1; }
   mb=$(echo "$out" | awk '{print $3}'); rss=$(peak)
   if [[ $1 == chute* && $2 != 64x ]]; then
     curl -s -H "Authorization: Bearer $TOK" "${ENDPOINT%/tus/}/api/files" | grep -q "$SENT_SHA" \
