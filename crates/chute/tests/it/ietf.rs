@@ -338,3 +338,101 @@ async fn a_form_upload_to_the_file_api_becomes_resumable() {
     assert_eq!(app.list(&app.token).await.len(), 4);
     assert!(app.leftovers().is_empty(), "{:?}", app.leftovers());
 }
+
+#[tokio::test]
+async fn hostile_and_foreign_requests_touch_nothing() {
+    let app = spawn_app(&[]).await;
+    let data = bytes(200_000, 97);
+    let res = req(&app, Method::POST, "/resumable/")
+        .header("Upload-Complete", "?0")
+        .body(data[..100_000].to_vec())
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status(), 201);
+    let loc = hv(&res, "location").expect("location").to_string();
+
+    // Another user: 404 on every method, and the upload is unchanged.
+    let other = app.user("mallory").await;
+    for m in [Method::HEAD, Method::GET, Method::DELETE] {
+        let res = app
+            .client
+            .request(m.clone(), app.url(&loc))
+            .bearer_auth(&other)
+            .send()
+            .await
+            .expect("foreign");
+        assert_eq!(res.status(), 404, "{m}");
+    }
+    let res = app
+        .client
+        .patch(app.url(&loc))
+        .bearer_auth(&other)
+        .header("Content-Type", "application/partial-upload")
+        .header("Upload-Offset", "100000")
+        .header("Upload-Complete", "?1")
+        .body(vec![0u8; 10])
+        .send()
+        .await
+        .expect("foreign patch");
+    assert_eq!(res.status(), 404);
+    let v: Value = res.json().await.expect("json");
+    assert!(v["error"].is_string());
+    // Unauthenticated: 401 JSON.
+    let res = app.client.head(app.url(&loc)).send().await.expect("anon");
+    assert_eq!(res.status(), 401);
+    let res = app
+        .client
+        .post(app.url("/resumable/"))
+        .header("Upload-Complete", "?1")
+        .body("x")
+        .send()
+        .await
+        .expect("anon");
+    assert_eq!(res.status(), 401);
+    // Malformed creation fields: 400 JSON, nothing created.
+    for (name, value) in [
+        ("Upload-Complete", "maybe"),
+        ("Upload-Length", "-5"),
+        ("Upload-Length", "12abc"),
+    ] {
+        let mut rb = req(&app, Method::POST, "/resumable/");
+        if name != "Upload-Complete" {
+            rb = rb.header("Upload-Complete", "?0");
+        }
+        let res = rb.header(name, value).send().await.expect("create");
+        assert_eq!(res.status(), 400, "{name}: {value}");
+        let v: Value = res.json().await.expect("json");
+        assert!(v["error"].is_string());
+    }
+    // An append without Upload-Offset, and an unknown upload id.
+    let res = req(&app, Method::PATCH, &loc)
+        .header("Content-Type", "application/partial-upload")
+        .header("Upload-Complete", "?0")
+        .body(vec![1u8; 10])
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(res.status(), 400);
+    let res = req(
+        &app,
+        Method::HEAD,
+        "/resumable/0123456789abcdef0123456789abcdef",
+    )
+    .send()
+    .await
+    .expect("head");
+    assert_eq!(res.status(), 404);
+
+    // The owner's upload is where it was, and completes with the right bytes.
+    let res = req(&app, Method::HEAD, &loc).send().await.expect("head");
+    assert_eq!(hv(&res, "upload-offset"), Some("100000"));
+    let res = append(&app, &loc, 100_000, true, &data[100_000..]).await;
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.expect("json");
+    assert_eq!(v["checksums"]["sha256"], sha256_hex(&data));
+    assert!(
+        app.list(&other).await.is_empty(),
+        "nothing reached the other user"
+    );
+}

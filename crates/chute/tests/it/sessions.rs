@@ -453,6 +453,24 @@ async fn other_users_see_nothing_and_staff_read_without_changing() {
     }
     let (st, _) = json_of(delete(&app, &mallory, &url).await).await;
     assert_eq!(st, 404);
+    // Names in URLs are catalog lookups, never paths: traversal finds nothing.
+    for name in [
+        "..%2F..%2Fchute.db",
+        "%252E%252E%252Fchute.db",
+        "mine.pdf%00",
+        "..%5Cmine.pdf",
+    ] {
+        let (st, _) = json_of(
+            get(
+                &app,
+                &app.token,
+                &format!("/upload-session/{s}/files/{name}/"),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(st, 404, "{name}");
+    }
 
     let meta = app.state.engine.meta.as_ref();
     let staff = meta.create_user("archivist", true).await.expect("staff");
