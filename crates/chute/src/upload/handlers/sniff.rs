@@ -11,11 +11,49 @@ use crate::upload::handler::{
 
 const HEAD: usize = 8192;
 
+/// A file's first 8 KiB, gathered across chunks for magic-byte detection and handed out once.
+#[derive(Default)]
+pub struct FileHead {
+    bytes: Vec<u8>,
+    taken: bool,
+}
+
+impl FileHead {
+    /// Starts over for a new file.
+    pub fn reset(&mut self) {
+        self.bytes.clear();
+        self.taken = false;
+    }
+
+    /// Gathers from `chunk`; Some(head) once 8 KiB are there (only the first time).
+    pub fn gather(&mut self, chunk: &[u8]) -> Option<Vec<u8>> {
+        if self.taken {
+            return None;
+        }
+        let take = (HEAD - self.bytes.len()).min(chunk.len());
+        self.bytes.extend_from_slice(&chunk[..take]);
+        (self.bytes.len() >= HEAD).then(|| self.take()).flatten()
+    }
+
+    /// What was gathered, at the file's end, unless handed out already.
+    pub fn take(&mut self) -> Option<Vec<u8>> {
+        if self.taken {
+            return None;
+        }
+        self.taken = true;
+        Some(std::mem::take(&mut self.bytes))
+    }
+
+    /// True when the file has shown no byte at all (and the head was not handed out).
+    pub fn is_empty(&self) -> bool {
+        !self.taken && self.bytes.is_empty()
+    }
+}
+
 pub struct SniffHandler {
     reject_mismatch: bool,
-    head: Vec<u8>,
+    head: FileHead,
     detected: Option<String>,
-    decided: bool,
     file: FileInfo,
 }
 
@@ -23,20 +61,14 @@ impl SniffHandler {
     pub fn new(reject_mismatch: bool) -> Self {
         Self {
             reject_mismatch,
-            head: Vec::new(),
+            head: FileHead::default(),
             detected: None,
-            decided: false,
             file: FileInfo::default(),
         }
     }
 
-    fn decide(&mut self) -> Result<(), HandlerError> {
-        if self.decided {
-            return Ok(());
-        }
-        self.decided = true;
-        self.detected = detect(&self.head);
-        self.head = Vec::new();
+    fn decide(&mut self, head: &[u8]) -> Result<(), HandlerError> {
+        self.detected = detect(head);
         if self.reject_mismatch
             && let Some(detected) = &self.detected
             && contradicts(detected, &self.file)
@@ -94,26 +126,23 @@ impl UploadHandler for SniffHandler {
     }
 
     fn new_file(&mut self, file: &FileInfo) -> Result<NewFile, HandlerError> {
-        self.head.clear();
+        self.head.reset();
         self.detected = None;
-        self.decided = false;
         self.file = file.clone();
         Ok(NewFile::Continue)
     }
 
     fn receive_chunk(&mut self, chunk: Bytes, _start: u64) -> Result<Option<Bytes>, HandlerError> {
-        if !self.decided {
-            let take = (HEAD - self.head.len()).min(chunk.len());
-            self.head.extend_from_slice(&chunk[..take]);
-            if self.head.len() >= HEAD {
-                self.decide()?;
-            }
+        if let Some(head) = self.head.gather(&chunk) {
+            self.decide(&head)?;
         }
         Ok(Some(chunk))
     }
 
     fn file_end(&mut self) -> Result<Option<Bytes>, HandlerError> {
-        self.decide()?;
+        if let Some(head) = self.head.take() {
+            self.decide(&head)?;
+        }
         Ok(None)
     }
 

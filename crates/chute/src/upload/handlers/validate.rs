@@ -11,12 +11,10 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use super::sniff::FileHead;
 use crate::config::FileFormats;
 use crate::upload::UploadError;
 use crate::upload::handler::{FileInfo, HandlerError, NewFile, UploadHandler};
-
-/// Bytes of the file's start given to the magic-byte detector.
-const HEAD: usize = 8192;
 
 /// What the session already holds when the request starts; the catalog re-checks atomically.
 #[derive(Clone, Debug, Default)]
@@ -34,8 +32,7 @@ pub struct ValidateHandler {
     session: Option<SessionUsage>,
     name: String,
     ext: String,
-    head: Vec<u8>,
-    decided: bool,
+    head: FileHead,
     files: u32,
     field: Option<String>,
     name_slot: Option<Arc<Mutex<Option<String>>>>,
@@ -205,8 +202,7 @@ impl ValidateHandler {
             session,
             name: String::new(),
             ext: String::new(),
-            head: Vec::new(),
-            decided: false,
+            head: FileHead::default(),
             files: 0,
             field: None,
             name_slot: None,
@@ -225,13 +221,8 @@ impl ValidateHandler {
         self
     }
 
-    fn decide(&mut self) -> Result<(), HandlerError> {
-        if self.decided {
-            return Ok(());
-        }
-        self.decided = true;
-        let head = std::mem::take(&mut self.head);
-        if let Some(found) = content_mismatch(&head, &self.ext) {
+    fn decide(&mut self, head: &[u8]) -> Result<(), HandlerError> {
+        if let Some(found) = content_mismatch(head, &self.ext) {
             return Err(invalid(
                 "File content does not match its type",
                 format!(
@@ -267,8 +258,7 @@ impl UploadHandler for ValidateHandler {
         }
         self.ext = check_name(&file.raw_name, &self.formats)?;
         self.name = file.raw_name.clone();
-        self.head.clear();
-        self.decided = false;
+        self.head.reset();
         if let Some(s) = &self.session {
             if s.names.contains(&self.name) {
                 return Err(invalid(
@@ -314,24 +304,22 @@ impl UploadHandler for ValidateHandler {
                 ),
             ));
         }
-        if !self.decided {
-            let take = (HEAD - self.head.len()).min(chunk.len());
-            self.head.extend_from_slice(&chunk[..take]);
-            if self.head.len() >= HEAD {
-                self.decide()?;
-            }
+        if let Some(head) = self.head.gather(&chunk) {
+            self.decide(&head)?;
         }
         Ok(Some(chunk))
     }
 
     fn file_end(&mut self) -> Result<Option<Bytes>, HandlerError> {
-        if !self.decided && self.head.is_empty() {
+        if self.head.is_empty() {
             return Err(invalid(
                 "File is empty",
                 format!("The file \"{}\" is empty.", self.name),
             ));
         }
-        self.decide()?;
+        if let Some(head) = self.head.take() {
+            self.decide(&head)?;
+        }
         Ok(None)
     }
 }
