@@ -14,6 +14,7 @@ pub mod hashing;
 pub mod pipeline;
 pub mod progress;
 pub mod resumable;
+pub mod running_digests;
 pub mod sessions;
 
 use std::sync::Arc;

@@ -8,10 +8,11 @@
 //! the recorded offset were never acknowledged and are dropped by `Storage::resume`.
 //!
 //! Running digests: kept in memory between requests, keyed by upload and offset, so completion
-//! never re-reads the file. When they are missing (after a restart, or on another node) they
-//! are recomputed once from the staged bytes, the only case that reads data back. (RustCrypto's
-//! hashers could be serialised into the database instead, but the assembly backends chosen for
-//! speed cannot; one re-read after a restart is the cheaper trade.)
+//! never re-reads the file, and hashed behind the requests ([`RunningDigests`]), so a client
+//! does not wait for the hashing of its request's tail. When they are missing (after a restart,
+//! or on another node) they are recomputed once from the staged bytes, the only case that reads
+//! data back. (RustCrypto's hashers could be serialised into the database instead, but the
+//! assembly backends chosen for speed cannot; one re-read after a restart is the cheaper trade.)
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -25,12 +26,11 @@ use super::handler::{
 };
 use super::hashing::HashSet;
 use super::pipeline::{Msg, Pipeline};
+use super::running_digests::RunningDigests;
 use super::{Engine, UploadError, new_file_id, storage_key_for};
 use crate::meta::{FileRecord, UploadRecord, now_unix};
 use crate::storage::{StagedWrite, Storage};
 
-/// Requests above this size hash their second and later digests on helper threads.
-const OFFLOAD_AFTER: u64 = 256 * 1024;
 /// Chunk size of the append chain: larger than the multipart default, since these chunks
 /// only go to digests and the writer, and fewer hand-offs cost less.
 const APPEND_CHUNK: usize = 256 * 1024;
@@ -40,7 +40,7 @@ const APPEND_CHUNK: usize = 256 * 1024;
 pub struct UploadRegistry {
     /// Locked uploads, each with the signal that asks its holder to let go.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
-    digests: Mutex<HashMap<String, (u64, Vec<Hasher>)>>,
+    digests: Mutex<HashMap<String, Arc<RunningDigests>>>,
 }
 
 /// Held while a request writes or completes an upload; released on drop.
@@ -105,23 +105,30 @@ impl UploadRegistry {
         }
     }
 
-    fn take_digests(&self, id: &str, offset: u64) -> Option<Vec<Hasher>> {
-        let mut d = self.digests.lock().ok()?;
-        match d.remove(id) {
-            Some((o, h)) if o == offset => Some(h),
-            _ => None,
+    /// The upload's running digests, if they are of `algorithms` and cover `offset` bytes.
+    fn digests_at(
+        &self,
+        id: &str,
+        offset: u64,
+        algorithms: &[Algorithm],
+    ) -> Option<Arc<RunningDigests>> {
+        let d = self.digests.lock().ok()?.get(id).cloned()?;
+        (d.fed() == Some(offset) && d.algorithms() == algorithms).then_some(d)
+    }
+
+    fn put_digests(&self, id: &str, digests: Arc<RunningDigests>) {
+        if let Ok(mut d) = self.digests.lock()
+            && let Some(old) = d.insert(id.to_string(), digests)
+        {
+            old.cancel();
         }
     }
 
-    fn put_digests(&self, id: &str, offset: u64, hashers: Vec<Hasher>) {
-        if let Ok(mut d) = self.digests.lock() {
-            d.insert(id.to_string(), (offset, hashers));
-        }
-    }
-
+    /// Drops the upload's running digests (they are recomputed if needed again).
     pub fn forget(&self, id: &str) {
-        if let Ok(mut d) = self.digests.lock() {
-            d.remove(id);
+        let old = self.digests.lock().ok().and_then(|mut d| d.remove(id));
+        if let Some(old) = old {
+            old.cancel();
         }
     }
 }
@@ -136,11 +143,10 @@ pub struct NewUpload<'a> {
     pub metadata: &'a str,
 }
 
-/// What the append handlers leave behind for the engine.
+/// What the append handler leaves behind for the engine.
 #[derive(Default)]
 struct AppendSlot {
     durable: Option<u64>,
-    hashers: Option<Vec<Hasher>>,
     error: Option<String>,
 }
 
@@ -152,22 +158,9 @@ fn with_slot(slot: &Slot, f: impl FnOnce(&mut AppendSlot)) {
     }
 }
 
-/// Continues the upload's running digests over the request's bytes.
+/// Continues the upload's running digests over the request's bytes (hashed behind it).
 struct ResumeHashHandler {
-    set: Option<HashSet>,
-    seen: u64,
-    slot: Slot,
-}
-
-impl ResumeHashHandler {
-    fn hand_back(&mut self) {
-        if let Some(set) = self.set.take() {
-            match set.finish() {
-                Ok(h) => with_slot(&self.slot, |s| s.hashers = Some(h)),
-                Err(e) => with_slot(&self.slot, |s| s.error = Some(e.to_string())),
-            }
-        }
-    }
+    digests: Arc<RunningDigests>,
 }
 
 impl UploadHandler for ResumeHashHandler {
@@ -176,30 +169,8 @@ impl UploadHandler for ResumeHashHandler {
     }
 
     fn receive_chunk(&mut self, chunk: Bytes, _start: u64) -> Result<Option<Bytes>, HandlerError> {
-        self.seen += chunk.len() as u64;
-        if let Some(set) = self.set.as_mut() {
-            if self.seen > OFFLOAD_AFTER && !set.is_threaded() {
-                // The writes run on the append handler's thread, so this pipeline thread can
-                // keep the first digest; the others get threads of their own.
-                set.offload(true)?;
-            }
-            set.update(&chunk)?;
-        }
+        self.digests.feed(chunk.clone())?;
         Ok(Some(chunk))
-    }
-
-    fn file_complete(
-        &mut self,
-        _size: u64,
-        _facts: &mut FileFacts,
-    ) -> Result<Option<UploadedFile>, HandlerError> {
-        self.hand_back();
-        Ok(None)
-    }
-
-    fn upload_interrupted(&mut self) {
-        // The bytes seen so far are kept (when the adapter commits), so are their digests.
-        self.hand_back();
     }
 }
 
@@ -312,16 +283,15 @@ pub struct AppendJob {
     slot: Slot,
     upload_id: String,
     offset: u64,
-    before: Vec<Hasher>,
+    digests: Arc<RunningDigests>,
 }
 
 /// An append that has ended; the adapter decides whether to keep it.
 pub struct EndedAppend {
     job_engine: Engine,
-    slot: AppendSlot,
     upload_id: String,
     offset: u64,
-    before: Vec<Hasher>,
+    digests: Arc<RunningDigests>,
     /// Bytes made durable by this request.
     pub written: u64,
     /// Why the chain refused the bytes, if it did.
@@ -356,10 +326,9 @@ impl AppendJob {
         Ok(EndedAppend {
             job_engine: self.engine,
             written: durable.saturating_sub(self.offset),
-            slot,
             upload_id: self.upload_id,
             offset: self.offset,
-            before: self.before,
+            digests: self.digests,
             error,
         })
     }
@@ -370,11 +339,6 @@ impl EndedAppend {
     pub async fn commit(self) -> Result<u64, UploadError> {
         let durable = self.offset + self.written;
         let engine = self.job_engine;
-        let Some(hashers) = self.slot.hashers else {
-            return Err(UploadError::Internal(
-                "the digests were not handed back".into(),
-            ));
-        };
         if !engine
             .meta
             .advance_upload(&self.upload_id, self.offset, durable, None)
@@ -389,17 +353,18 @@ impl EndedAppend {
                 .unwrap_or(0);
             return Err(UploadError::OffsetMismatch { current });
         }
-        engine
-            .uploads
-            .put_digests(&self.upload_id, durable, hashers);
+        if self.digests.fed() != Some(durable) {
+            // The digests saw other bytes than were kept (a failed write): recompute them.
+            engine.uploads.forget(&self.upload_id);
+        }
         Ok(durable)
     }
 
     /// Drops the bytes: the offset stays; the staged bytes past it are cut on the next resume.
     pub fn discard(self) {
-        self.job_engine
-            .uploads
-            .put_digests(&self.upload_id, self.offset, self.before);
+        if self.digests.rollback().is_err() {
+            self.job_engine.uploads.forget(&self.upload_id);
+        }
     }
 }
 
@@ -486,18 +451,15 @@ impl Engine {
         &self,
         up: &UploadRecord,
         algorithms: &[Algorithm],
-    ) -> Result<Vec<Hasher>, UploadError> {
-        if let Some(h) = self.uploads.take_digests(&up.id, up.offset) {
-            let have: Vec<Algorithm> = h.iter().map(|h| h.algorithm()).collect();
-            if have == algorithms {
-                return Ok(h);
-            }
+    ) -> Result<Arc<RunningDigests>, UploadError> {
+        if let Some(d) = self.uploads.digests_at(&up.id, up.offset, algorithms) {
+            return Ok(d);
         }
         let storage = self.storage.clone();
         let key = up.staging_key.clone();
         let offset = up.offset;
         let algs = algorithms.to_vec();
-        tokio::task::spawn_blocking(move || -> Result<Vec<Hasher>, UploadError> {
+        let hashers = tokio::task::spawn_blocking(move || -> Result<Vec<Hasher>, UploadError> {
             let mut set = HashSet::new(algs.iter().map(|a| Hasher::new(*a)).collect());
             if offset > 0 {
                 pump_staged(storage.as_ref(), &key, offset, &mut set, None)?;
@@ -505,7 +467,10 @@ impl Engine {
             set.finish()
         })
         .await
-        .map_err(|e| UploadError::Internal(e.to_string()))?
+        .map_err(|e| UploadError::Internal(e.to_string()))??;
+        let digests = RunningDigests::new(hashers, up.offset);
+        self.uploads.put_digests(&up.id, digests.clone());
+        Ok(digests)
     }
 
     /// Starts appending to `up` at its recorded offset (`offset` must equal it). `handlers`
@@ -524,8 +489,8 @@ impl Engine {
         if up.offset != offset {
             return Err(UploadError::OffsetMismatch { current: up.offset });
         }
-        let hashers = self.running_digests(up, algorithms).await?;
-        let before = hashers.clone();
+        let digests = self.running_digests(up, algorithms).await?;
+        digests.begin()?;
         let slot: Slot = Arc::default();
         let mut chain_handlers = handlers;
         if let Some(q) = self.settings.user_quota {
@@ -537,9 +502,7 @@ impl Engine {
             )));
         }
         chain_handlers.push(Box::new(ResumeHashHandler {
-            set: Some(HashSet::new(hashers)),
-            seen: 0,
-            slot: slot.clone(),
+            digests: digests.clone(),
         }));
         chain_handlers.push(Box::new(AppendHandler {
             storage: self.storage.clone(),
@@ -563,7 +526,7 @@ impl Engine {
             slot,
             upload_id: up.id.clone(),
             offset,
-            before,
+            digests,
         })
     }
 
@@ -573,13 +536,21 @@ impl Engine {
         up: &UploadRecord,
         algorithms: &[Algorithm],
     ) -> Result<Vec<(Algorithm, String)>, UploadError> {
-        let hashers = self.running_digests(up, algorithms).await?;
-        let out = hashers
-            .iter()
-            .map(|h| (h.algorithm(), h.clone().finish_hex()))
-            .collect();
-        self.uploads.put_digests(&up.id, up.offset, hashers);
-        Ok(out)
+        let digests = self.running_digests(up, algorithms).await?;
+        let (covered, hashers) = tokio::task::spawn_blocking(move || digests.snapshot())
+            .await
+            .map_err(|e| UploadError::Internal(e.to_string()))??;
+        if covered != up.offset {
+            self.uploads.forget(&up.id);
+            return Err(UploadError::Internal(format!(
+                "the digests cover {covered} bytes, the upload holds {}",
+                up.offset
+            )));
+        }
+        Ok(hashers
+            .into_iter()
+            .map(|h| (h.algorithm(), h.finish_hex()))
+            .collect())
     }
 
     /// Turns a fully received upload into a catalog entry, with the given digests.
