@@ -36,7 +36,7 @@ use crate::names::sanitize_file_name;
 use crate::upload::UploadError;
 use crate::upload::checksum::Algorithm;
 use crate::upload::handler::FileInfo;
-use crate::upload::resumable::NewUpload;
+use crate::upload::resumable::{Locked, NewUpload, UploadLock};
 
 const PROTOCOL: &str = "chunked";
 /// The form fields around a chunk are small; this bounds what is read of them.
@@ -110,13 +110,19 @@ async fn load(state: &AppState, user: &User, id: &str) -> ApiResult<UploadRecord
     let Some(up) = state.engine.owned_upload(user.id, PROTOCOL, id).await? else {
         return Err(ApiError::not_found("upload"));
     };
+    check_live(&up)?;
+    Ok(up)
+}
+
+/// 410 for an expired upload.
+fn check_live(up: &UploadRecord) -> ApiResult<()> {
     if up.expires_at.is_some_and(|t| t <= now_unix()) {
         return Err(
             ApiError::new(StatusCode::GONE, "expired", "the upload has expired")
                 .with("upload_id", up.id.clone()),
         );
     }
-    Ok(up)
+    Ok(())
 }
 
 fn offset_error(code: &'static str, msg: impl Into<String>, offset: u64) -> ApiError {
@@ -297,9 +303,22 @@ async fn receive_chunk(
     body_state: &BodyState,
 ) -> ApiResult<Response> {
     let engine = &state.engine;
-    let up = match upload_id.filter(|s| !s.is_empty()) {
+    let (lock, up) = match upload_id.filter(|s| !s.is_empty()) {
         Some(id) => {
-            let up = load(state, user, id).await?;
+            let (lock, up) = match engine.lock_owned_upload(user.id, PROTOCOL, id).await? {
+                Locked::Held(lock, up) => (lock, up),
+                Locked::NotFound => return Err(ApiError::not_found("upload")),
+                Locked::Busy(up) => {
+                    check_live(&up)?;
+                    return Err(offset_error(
+                        "busy",
+                        "another request is writing this upload",
+                        up.offset,
+                    )
+                    .with("upload_id", up.id));
+                }
+            };
+            check_live(&up)?;
             if up.state != "active" {
                 return Err(offset_error(
                     "complete",
@@ -318,7 +337,7 @@ async fn receive_chunk(
                     up.offset,
                 ));
             }
-            up
+            (lock, up)
         }
         None => {
             if range.start != 0 {
@@ -340,7 +359,7 @@ async fn receive_chunk(
             }
             let expires =
                 now_unix() + engine.settings.chunked_upload_expiration_delta.0.as_secs() as i64;
-            engine
+            let up = engine
                 .create_upload(NewUpload {
                     owner_id: user.id,
                     protocol: PROTOCOL,
@@ -350,19 +369,26 @@ async fn receive_chunk(
                     expires_at: Some(expires),
                     metadata: "{}",
                 })
-                .await?
+                .await?;
+            let lock = engine
+                .uploads
+                .try_lock(&up.id)
+                .ok_or_else(|| ApiError::internal("a new upload is locked"))?;
+            (lock, up)
         }
     };
     let id = up.id.clone();
     // Every answer from here on names the upload, so a client whose first chunk failed can
     // still resume the upload it created.
-    append_chunk(state, up, range, info, field, body_state)
+    append_chunk(state, lock, up, range, info, field, body_state)
         .await
         .map_err(|e| e.with("upload_id", id))
 }
 
+/// Appends the chunk to `up`, which `_lock` holds and whose record was read under it.
 async fn append_chunk(
     state: &AppState,
+    _lock: UploadLock,
     up: UploadRecord,
     range: ContentRange,
     info: FileInfo,
@@ -370,19 +396,6 @@ async fn append_chunk(
     body_state: &BodyState,
 ) -> ApiResult<Response> {
     let engine = &state.engine;
-    let Some(_lock) = engine.uploads.try_lock(&up.id) else {
-        return Err(offset_error(
-            "busy",
-            "another request is writing this upload",
-            up.offset,
-        ));
-    };
-    // Re-read under the lock: the request that held it may have moved the offset.
-    let up = engine
-        .meta
-        .get_upload(&up.id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("upload"))?;
     if range.start != up.offset {
         return Err(offset_error(
             "offset_mismatch",

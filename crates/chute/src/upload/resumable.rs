@@ -133,6 +133,13 @@ impl UploadRegistry {
     }
 }
 
+/// What [`Engine::lock_owned_upload`] found.
+pub enum Locked {
+    Held(UploadLock, UploadRecord),
+    Busy(UploadRecord),
+    NotFound,
+}
+
 pub struct NewUpload<'a> {
     pub owner_id: i64,
     pub protocol: &'a str,
@@ -443,6 +450,28 @@ impl Engine {
             .get_upload(id)
             .await?
             .filter(|u| u.owner_id == owner_id && u.protocol == protocol))
+    }
+
+    /// Locks the owner's upload of `protocol` and reads its record once, under the lock (so the
+    /// record is current). An upload another request holds is `Busy` (with its record; the
+    /// caller has not been let in); another user's, a malformed id or an unknown upload is
+    /// `NotFound`. The uncontended case costs one catalog read.
+    pub async fn lock_owned_upload(
+        &self,
+        owner_id: i64,
+        protocol: &str,
+        id: &str,
+    ) -> Result<Locked, UploadError> {
+        if let Some(lock) = self.uploads.try_lock(id) {
+            return Ok(match self.owned_upload(owner_id, protocol, id).await? {
+                Some(up) => Locked::Held(lock, up),
+                None => Locked::NotFound,
+            });
+        }
+        Ok(match self.owned_upload(owner_id, protocol, id).await? {
+            Some(up) => Locked::Busy(up),
+            None => Locked::NotFound,
+        })
     }
 
     /// The running digests of `up` at its recorded offset: from memory, else recomputed from
