@@ -135,15 +135,19 @@ impl Args for SettingsArgs {
 /// such sizes with fresh mmaps or trims them off the heap top, and the page faults of touching
 /// new pages again cost an upload in 1 MiB chunks a fifth of its speed (bench/README.md). With
 /// buffers up to 1 MiB kept on the heap and 4 MiB of free heap kept before trimming, memory is
-/// reused instead (+2-8 MiB RSS per process).
+/// reused instead. Arenas are capped at one per core (glibc allows eight per core), each of
+/// which would keep its own free memory: 64 concurrent uploads peak at 90 MiB instead of 150.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn tune_allocator() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let arenas = libc::c_int::try_from(cores).unwrap_or(libc::c_int::MAX);
     // SAFETY: mallopt only sets allocator parameters; it is called before any other thread
     // exists, and an unsupported parameter is reported by its return value, not by UB.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, arenas);
     }
 }
 

@@ -7,13 +7,18 @@
 //! tail then overlaps the next request's round trip, instead of the client waiting for it:
 //! with 1 MiB chunks the MD5 of a chunk takes about as long as everything else a request does.
 //!
-//! Memory stays bounded: at most `QUEUE_LIMIT` bytes wait per upload; a request that gets
-//! further ahead waits for the drain (so an upload is never faster than its slowest digest).
+//! Memory stays bounded: at most `QUEUE_LIMIT` bytes wait per upload, and once `TOTAL_LIMIT`
+//! bytes wait across all uploads, an upload with bytes of its own queued hashes in step. A
+//! request that gets further ahead waits for its drain, so an upload is never faster than its
+//! slowest digest. When more requests feed digests than there are cores, the CPU is the limit
+//! and the overlap gains nothing: chunks are then hashed on the feeding thread, as they arrive,
+//! rather than by a drain thread per upload (which cost 64 concurrent uploads 40-70 MiB more).
 //!
 //! A request that is refused after its bytes were queued (checksum mismatch, wrong size) is
 //! undone: `begin` queues a checkpoint of the hashers, `rollback` queues a return to it.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -25,6 +30,24 @@ use super::hashing::HashSet;
 /// Bytes that may wait to be hashed, per upload: about one client round trip's worth of
 /// hashing, which is all the overlap there is to win.
 const QUEUE_LIMIT: usize = 2 << 20;
+/// Bytes that may wait to be hashed across all uploads.
+const TOTAL_LIMIT: usize = 4 << 20;
+static QUEUED_TOTAL: AtomicUsize = AtomicUsize::new(0);
+/// Requests feeding digests right now, across all uploads.
+static FEEDING: AtomicUsize = AtomicUsize::new(0);
+
+/// True when more requests feed digests than there are cores.
+fn crowded() -> bool {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    FEEDING.load(Ordering::Relaxed) > cores
+}
+
+fn queued_total_sub(n: usize) {
+    let _ = QUEUED_TOTAL.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(v.saturating_sub(n))
+    });
+}
 /// A drain that has hashed this much moves its second and later digests to threads of their
 /// own (short drains are not worth the threads).
 const OFFLOAD_AFTER: u64 = 256 * 1024;
@@ -51,6 +74,15 @@ struct State {
     failed: Option<String>,
     /// Set by `cancel`: queued work is dropped.
     cancelled: bool,
+}
+
+/// A request feeding digests (see [`RunningDigests::begin`]).
+pub struct Feeding(());
+
+impl Drop for Feeding {
+    fn drop(&mut self) {
+        FEEDING.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 pub struct RunningDigests {
@@ -98,12 +130,14 @@ impl RunningDigests {
             .map(|s| s.fed)
     }
 
-    /// Marks the start of a request, so that `rollback` can undo it.
-    pub fn begin(&self) -> Result<(), UploadError> {
+    /// Marks the start of a request, so that `rollback` can undo it. The request is counted
+    /// as feeding until the returned guard is dropped.
+    pub fn begin(&self) -> Result<Feeding, UploadError> {
         let mut s = self.lock()?;
         s.begun_at = s.fed;
         s.queue.push_back(Job::Checkpoint);
-        Ok(())
+        FEEDING.fetch_add(1, Ordering::Relaxed);
+        Ok(Feeding(()))
     }
 
     /// Undoes everything fed since `begin`.
@@ -117,7 +151,11 @@ impl RunningDigests {
     /// Queues a chunk, first waiting (blocking) while the queue is full.
     pub fn feed(self: &Arc<Self>, chunk: Bytes) -> Result<(), UploadError> {
         let mut s = self.lock()?;
-        while s.queued_bytes >= QUEUE_LIMIT && s.failed.is_none() && !s.cancelled {
+        while (s.queued_bytes >= QUEUE_LIMIT
+            || (s.queued_bytes > 0 && QUEUED_TOTAL.load(Ordering::Relaxed) >= TOTAL_LIMIT))
+            && s.failed.is_none()
+            && !s.cancelled
+        {
             s = self
                 .progress
                 .wait(s)
@@ -131,7 +169,21 @@ impl RunningDigests {
         }
         s.fed += chunk.len() as u64;
         s.queued_bytes += chunk.len();
+        QUEUED_TOTAL.fetch_add(chunk.len(), Ordering::Relaxed);
         s.queue.push_back(Job::Data(chunk));
+        if !s.draining && crowded() {
+            // Hash here and now (the queue holds only this request's chunk and checkpoint).
+            let Some(hashers) = s.hashers.take() else {
+                return Err(UploadError::Internal("running digests missing".into()));
+            };
+            s.draining = true;
+            drop(s);
+            self.drain(hashers);
+            return match &self.lock()?.failed {
+                Some(e) => Err(UploadError::Internal(format!("hashing failed: {e}"))),
+                None => Ok(()),
+            };
+        }
         self.ensure_drain(s)
     }
 
@@ -171,6 +223,7 @@ impl RunningDigests {
         if let Ok(mut s) = self.state.lock() {
             s.cancelled = true;
             s.queue.clear();
+            queued_total_sub(s.queued_bytes);
             s.queued_bytes = 0;
         }
         self.progress.notify_all();
@@ -242,8 +295,11 @@ impl RunningDigests {
                         set.offload(true)?;
                     }
                     set.update(&chunk)?;
-                    if let Ok(mut s) = self.state.lock() {
+                    if let Ok(mut s) = self.state.lock()
+                        && !s.cancelled
+                    {
                         s.queued_bytes = s.queued_bytes.saturating_sub(chunk.len());
+                        queued_total_sub(chunk.len());
                     }
                     self.progress.notify_all();
                 }
