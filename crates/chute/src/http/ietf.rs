@@ -370,7 +370,7 @@ async fn append_at(
     body: Body,
 ) -> Result<UploadRecord, Response> {
     let current = up.offset;
-    match append_stream(state, up, offset, h, body).await {
+    match append_stream(state, None, up, offset, h, body).await {
         Ok(up) => Ok(up),
         Err(e) if e.code == "offset_mismatch" => {
             let expected = e

@@ -34,7 +34,7 @@ use crate::upload::checksum::Algorithm;
 use crate::upload::handler::{FileInfo, UploadHandler};
 use crate::upload::handlers::progress::ProgressHandler;
 use crate::upload::handlers::verify::{TrailerDigest, VerifyHandler};
-use crate::upload::resumable::NewUpload;
+use crate::upload::resumable::{Locked, NewUpload, UploadLock};
 
 const PROTOCOL: &str = "tus";
 const VERSION: &str = "1.0.0";
@@ -215,6 +215,11 @@ pub(super) async fn load_protocol(
     let Some(up) = state.engine.owned_upload(user.id, protocol, id).await? else {
         return Err(ApiError::not_found("upload"));
     };
+    live(up)
+}
+
+/// The upload, or 410 when it expired unfinished.
+fn live(up: UploadRecord) -> ApiResult<UploadRecord> {
     if up.state == "active" && up.expires_at.is_some_and(|t| t <= now_unix()) {
         return Err(ApiError::new(
             StatusCode::GONE,
@@ -311,7 +316,7 @@ pub async fn create(
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes() == OFFSET_STREAM.as_bytes());
     let up = if with_body {
-        append(&state, up, 0, &h, req.into_body()).await?
+        append(&state, None, up, 0, &h, req.into_body()).await?
     } else {
         finish_if_complete(&state, up).await?
     };
@@ -560,19 +565,23 @@ fn announces_checksum_trailer(h: &HeaderMap) -> bool {
 /// sent and does not match), and completes the upload when it is full.
 async fn append(
     state: &AppState,
+    held: Option<UploadLock>,
     up: UploadRecord,
     offset: u64,
     h: &HeaderMap,
     body: Body,
 ) -> ApiResult<UploadRecord> {
-    let up = append_stream(state, up, offset, h, body).await?;
+    let up = append_stream(state, held, up, offset, h, body).await?;
     finish_if_complete(state, up).await
 }
 
 /// Streams `body` into the upload at `offset` (checksum, quota, progress on the way) and
-/// commits what arrived; completing the upload is the caller's business.
+/// commits what arrived; completing the upload is the caller's business. `held`: the upload's
+/// lock, when the caller took it and read `up` under it; otherwise it is taken here (asking a
+/// request that holds it to let go) and `up` read again.
 pub(super) async fn append_stream(
     state: &AppState,
+    held: Option<UploadLock>,
     up: UploadRecord,
     offset: u64,
     h: &HeaderMap,
@@ -587,13 +596,14 @@ pub(super) async fn append_stream(
     if let Some(p) = &progress {
         handlers.push(Box::new(ProgressHandler::new(p.clone())));
     }
-    let result = append_body(state, up, offset, h, body, handlers).await;
+    let result = append_body(state, held, up, offset, h, body, handlers).await;
     super::progress::finish(progress.as_deref(), &result);
     result
 }
 
 async fn append_body(
     state: &AppState,
+    held: Option<UploadLock>,
     up: UploadRecord,
     offset: u64,
     h: &HeaderMap,
@@ -617,14 +627,21 @@ async fn append_body(
         }
         None => false,
     };
-    let Some(lock) = engine.uploads.lock_preempting(&up.id, PREEMPT_WAIT).await else {
-        return Err(locked());
+    let (lock, up) = match held {
+        Some(lock) => (lock, up),
+        None => {
+            let Some(lock) = engine.uploads.lock_preempting(&up.id, PREEMPT_WAIT).await else {
+                return Err(locked());
+            };
+            // Read again under the lock: the request that held it may have moved the offset.
+            let up = engine
+                .meta
+                .get_upload(&up.id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("upload"))?;
+            (lock, up)
+        }
     };
-    let up = engine
-        .meta
-        .get_upload(&up.id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("upload"))?;
     if up.offset != offset {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -742,7 +759,17 @@ pub async fn patch(
             "PATCH needs Upload-Offset",
         ));
     };
-    let mut up = load(&state, &user, &id).await?;
+    // The upload's lock first, and its record read once under it; an upload another request
+    // holds is loaded (owner checked) before that request is asked to let go.
+    let (held, mut up) = match state
+        .engine
+        .lock_owned_upload(user.id, PROTOCOL, &id)
+        .await?
+    {
+        Locked::Held(lock, up) => (Some(lock), live(up)?),
+        Locked::Busy(_) => (None, load(&state, &user, &id).await?),
+        Locked::NotFound => return Err(ApiError::not_found("upload")),
+    };
     let concat = concat_of(&up);
     if concat.as_deref().is_some_and(|c| c.starts_with("final")) {
         return Err(ApiError::new(
@@ -785,7 +812,7 @@ pub async fn patch(
             }
         }
     }
-    let up = append(&state, up, offset, &h, req.into_body()).await?;
+    let up = append(&state, held, up, offset, &h, req.into_body()).await?;
     Ok((StatusCode::NO_CONTENT, offset_headers(&up)).into_response())
 }
 
