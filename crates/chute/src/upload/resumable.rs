@@ -872,6 +872,65 @@ mod tests {
         );
     }
 
+    /// More uploads feeding digests at once than there are cores: they hash in step on their
+    /// own threads instead of behind the requests, and every digest still comes out right,
+    /// including after a refused request in the middle.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_concurrent_appends_keep_their_digests_right() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = engine(dir.path()).await;
+        let user = e.meta.create_user("u", false).await.expect("user");
+        let mut tasks = Vec::new();
+        for n in 0..12u32 {
+            let e = e.clone();
+            let owner_id = user.id;
+            tasks.push(tokio::spawn(async move {
+                let data: Vec<u8> = (0..1_500_000u32)
+                    .map(|i| (i * (n + 3) % 251) as u8)
+                    .collect();
+                let up = e
+                    .create_upload(NewUpload {
+                        owner_id,
+                        protocol: "test",
+                        name: "data.bin",
+                        content_type: None,
+                        length: Some(data.len() as u64),
+                        expires_at: None,
+                        metadata: "{}",
+                    })
+                    .await
+                    .expect("create");
+                let mut at = 0usize;
+                for (i, piece) in data.chunks(400_000).enumerate() {
+                    if i == 1 {
+                        // A request that is refused after its bytes were hashed.
+                        append(&e, &up.id, at as u64, &piece[..300_000], true)
+                            .await
+                            .discard();
+                    }
+                    let ended = append(&e, &up.id, at as u64, piece, true).await;
+                    at = ended.commit().await.expect("commit") as usize;
+                    tokio::task::yield_now().await;
+                }
+                let up = e.meta.get_upload(&up.id).await.expect("get").expect("up");
+                let digests = e.upload_digests(&up, &ALGS).await.expect("digests");
+                assert_eq!(
+                    digests[0].1,
+                    digest_hex(Algorithm::Md5, &data),
+                    "upload {n}"
+                );
+                assert_eq!(
+                    digests[1].1,
+                    digest_hex(Algorithm::Sha256, &data),
+                    "upload {n}"
+                );
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+    }
+
     #[tokio::test]
     async fn one_writer_at_a_time_and_expired_uploads_are_swept() {
         let dir = tempfile::tempdir().expect("tempdir");
