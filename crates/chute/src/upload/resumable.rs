@@ -182,39 +182,33 @@ impl UploadHandler for ResumeHashHandler {
     }
 }
 
-/// Appends to the staging object at the recorded offset, on a writer thread of its own that
-/// syncs every `SYNC_EVERY` bytes: the disk's write-back then overlaps with receiving and
-/// hashing instead of all happening at the end of the request, when the client waits. The
-/// handler syncs at the end, and also when the upload is interrupted, so that what arrived is
-/// durable and can be kept.
+/// Appends to the staging object at the recorded offset, on the pipeline thread, syncing every
+/// `SYNC_EVERY` bytes: the disk's write-back then overlaps with receiving (the pipeline channel
+/// keeps filling during a sync) instead of all happening at the end of the request, when the
+/// client waits. The handler syncs at the end, and also when the upload is interrupted, so that
+/// what arrived is durable and can be kept. (A writer thread of its own paid off while the
+/// pipeline thread also hashed; with the digests hashed behind the request, writing here is
+/// faster: one thread and two hand-offs per chunk fewer.)
 struct AppendHandler {
     storage: Arc<dyn Storage>,
     key: String,
     offset: u64,
-    writer: Option<WriterThread>,
+    writer: Option<Box<dyn StagedWrite>>,
+    unsynced: u64,
+    len: u64,
     slot: Slot,
 }
 
-/// Bytes written between two syncs of the staging object. Small, so that little is left to
-/// sync when the request ends and its client waits (8 MiB chunks: 0.27 → 0.33 GB/s here).
+/// Bytes written between two syncs of the staging object.
 const SYNC_EVERY: u64 = 1 << 20;
-/// Chunks queued for the writer thread (512 KiB: with the pipeline channel in front, enough to
-/// keep receiving through a sync, and little per upload when many uploads wait on the disk).
-const WRITE_QUEUE: usize = 2;
-
-struct WriterThread {
-    tx: std::sync::mpsc::SyncSender<Bytes>,
-    join: std::thread::JoinHandle<Result<u64, UploadError>>,
-}
 
 impl AppendHandler {
     fn sync(&mut self) -> Result<(), UploadError> {
-        if let Some(w) = self.writer.take() {
-            drop(w.tx);
-            let len = w
-                .join
-                .join()
-                .map_err(|_| UploadError::Internal("the writer thread panicked".into()))??;
+        if let Some(mut w) = self.writer.take() {
+            if self.unsynced > 0 {
+                w.sync()?;
+            }
+            let len = self.len;
             with_slot(&self.slot, |s| s.durable = Some(len));
         }
         Ok(())
@@ -227,44 +221,27 @@ impl UploadHandler for AppendHandler {
     }
 
     fn new_file(&mut self, _file: &FileInfo) -> Result<NewFile, HandlerError> {
-        let mut w: Box<dyn StagedWrite> = self
+        let w = self
             .storage
             .resume(&self.key, self.offset)
             .map_err(UploadError::from)?;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(WRITE_QUEUE);
-        let start = self.offset;
-        let join = std::thread::Builder::new()
-            .name("chute-append".into())
-            .spawn(move || -> Result<u64, UploadError> {
-                let (mut unsynced, mut len) = (0u64, start);
-                while let Ok(chunk) = rx.recv() {
-                    w.write(&chunk)?;
-                    unsynced += chunk.len() as u64;
-                    len += chunk.len() as u64;
-                    if unsynced >= SYNC_EVERY {
-                        w.sync()?;
-                        unsynced = 0;
-                    }
-                }
-                // Nothing written since the last sync: the end costs no second fsync.
-                if unsynced > 0 {
-                    w.sync()?;
-                }
-                Ok(len)
-            })
-            .map_err(UploadError::Io)?;
-        self.writer = Some(WriterThread { tx, join });
+        self.writer = Some(w);
+        self.len = self.offset;
         with_slot(&self.slot, |s| s.durable = Some(self.offset));
         Ok(NewFile::Continue)
     }
 
     fn receive_chunk(&mut self, chunk: Bytes, _start: u64) -> Result<Option<Bytes>, HandlerError> {
-        if let Some(w) = self.writer.as_ref()
-            && w.tx.send(chunk).is_err()
-        {
-            // The writer stopped on an error; `sync` reports it.
-            self.sync()?;
-            return Err(UploadError::Internal("the staging writer stopped".into()).into());
+        if let Some(w) = self.writer.as_mut() {
+            w.write(&chunk).map_err(UploadError::Io)?;
+            self.len += chunk.len() as u64;
+            self.unsynced += chunk.len() as u64;
+            if self.unsynced >= SYNC_EVERY {
+                w.sync().map_err(UploadError::Io)?;
+                self.unsynced = 0;
+                let len = self.len;
+                with_slot(&self.slot, |s| s.durable = Some(len));
+            }
         }
         Ok(None)
     }
@@ -541,6 +518,8 @@ impl Engine {
             key: up.staging_key.clone(),
             offset,
             writer: None,
+            unsynced: 0,
+            len: 0,
             slot: slot.clone(),
         }));
         let chain = Chain::new(chain_handlers, APPEND_CHUNK);
