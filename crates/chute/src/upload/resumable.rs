@@ -740,6 +740,20 @@ mod tests {
         }
     }
 
+    async fn new_upload(e: &Engine, owner_id: i64, len: usize) -> UploadRecord {
+        e.create_upload(NewUpload {
+            owner_id,
+            protocol: "test",
+            name: "data.bin",
+            content_type: None,
+            length: Some(len as u64),
+            expires_at: None,
+            metadata: "{}",
+        })
+        .await
+        .expect("create")
+    }
+
     async fn append(e: &Engine, id: &str, offset: u64, data: &[u8], complete: bool) -> EndedAppend {
         let up = e.meta.get_upload(id).await.expect("get").expect("exists");
         let mut job = e
@@ -758,18 +772,7 @@ mod tests {
         let data: Vec<u8> = (0..500_000u32).map(|i| (i % 253) as u8).collect();
         let e = engine(dir.path()).await;
         let user = e.meta.create_user("u", false).await.expect("user");
-        let up = e
-            .create_upload(NewUpload {
-                owner_id: user.id,
-                protocol: "test",
-                name: "data.bin",
-                content_type: None,
-                length: Some(data.len() as u64),
-                expires_at: None,
-                metadata: "{}",
-            })
-            .await
-            .expect("create");
+        let up = new_upload(&e, user.id, data.len()).await;
 
         let a = append(&e, &up.id, 0, &data[..200_000], true).await;
         assert_eq!(a.written, 200_000);
@@ -867,18 +870,7 @@ mod tests {
                 let data: Vec<u8> = (0..1_500_000u32)
                     .map(|i| (i * (n + 3) % 251) as u8)
                     .collect();
-                let up = e
-                    .create_upload(NewUpload {
-                        owner_id,
-                        protocol: "test",
-                        name: "data.bin",
-                        content_type: None,
-                        length: Some(data.len() as u64),
-                        expires_at: None,
-                        metadata: "{}",
-                    })
-                    .await
-                    .expect("create");
+                let up = new_upload(&e, owner_id, data.len()).await;
                 let mut at = 0usize;
                 for (i, piece) in data.chunks(400_000).enumerate() {
                     if i == 1 {
