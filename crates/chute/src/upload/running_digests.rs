@@ -76,6 +76,16 @@ struct State {
     cancelled: bool,
 }
 
+/// Takes the hashers for a drain (on this thread or another), marking the digests as draining.
+fn claim(s: &mut State) -> Result<Vec<Hasher>, UploadError> {
+    let hashers = s
+        .hashers
+        .take()
+        .ok_or_else(|| UploadError::Internal("running digests missing".into()))?;
+    s.draining = true;
+    Ok(hashers)
+}
+
 /// A request feeding digests (see [`RunningDigests::begin`]).
 pub struct Feeding(());
 
@@ -173,10 +183,7 @@ impl RunningDigests {
         s.queue.push_back(Job::Data(chunk));
         if !s.draining && crowded() {
             // Hash here and now (the queue holds only this request's chunk and checkpoint).
-            let Some(hashers) = s.hashers.take() else {
-                return Err(UploadError::Internal("running digests missing".into()));
-            };
-            s.draining = true;
+            let hashers = claim(&mut s)?;
             drop(s);
             self.drain(hashers);
             return match &self.lock()?.failed {
@@ -233,10 +240,7 @@ impl RunningDigests {
         if s.draining || s.queue.is_empty() {
             return Ok(());
         }
-        let Some(hashers) = s.hashers.take() else {
-            return Err(UploadError::Internal("running digests missing".into()));
-        };
-        s.draining = true;
+        let hashers = claim(&mut s)?;
         drop(s);
         let me = self.clone();
         let work = move || me.drain(hashers);
