@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs the real components the tests drive: Debian's chromium, clamd (clamav-daemon) and
-# nginx (nginx-light); the npm packages pinned in e2e/package-lock.json (jQuery-File-Upload,
-# spark-md5, playwright-core, tus-js-client); and tuspy (e2e/requirements.txt) in e2e/.venv.
-# The tests start clamd and nginx themselves (scripts/clamd-test.sh, scripts/nginx-test.sh).
+# Installs the real components the tests drive: Debian's chromium, clamd (clamav-daemon),
+# nginx (nginx-light) and PostgreSQL (postgresql); the npm packages pinned in
+# e2e/package-lock.json (jQuery-File-Upload, spark-md5, playwright-core, tus-js-client); and
+# tuspy (e2e/requirements.txt) in e2e/.venv. The tests start clamd, nginx and PostgreSQL
+# themselves (scripts/clamd-test.sh, scripts/nginx-test.sh, scripts/postgres-test.sh).
 # Idempotent: does nothing when everything is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,7 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 services=()
 [ -x /usr/sbin/clamd ] || services+=(clamav-daemon)
 [ -x /usr/sbin/nginx ] || services+=(nginx-light)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || services+=(postgresql)
 if [ $((${#need[@]} + ${#services[@]})) -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing ${need[*]} ${services[*]}: install them with apt-get or run this as root" >&2

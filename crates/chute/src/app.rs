@@ -15,15 +15,24 @@ use tokio::net::TcpListener;
 use crate::config::Settings;
 use crate::http::{AppState, router};
 use crate::meta::MetaStore;
+use crate::meta::postgres::PgMeta;
 use crate::meta::sqlite::SqliteMeta;
 use crate::storage::Storage;
 use crate::storage::local::LocalStorage;
 use crate::upload::Engine;
 
-/// Opens the metadata store, creating the data directory when missing.
+/// Opens the metadata store: PostgreSQL when `database_url` is set, else SQLite in the data
+/// directory (created when missing).
 pub async fn open_meta(settings: &Settings) -> anyhow::Result<Arc<dyn MetaStore>> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+    if !settings.database_url.is_empty() {
+        let max = u32::try_from(settings.database_max_connections).unwrap_or(u32::MAX);
+        let meta = PgMeta::open(&settings.database_url, max, settings.upload_fsync)
+            .await
+            .context("opening the PostgreSQL database (database_url)")?;
+        return Ok(Arc::new(meta));
+    }
     let meta = SqliteMeta::open_with(&settings.database_path(), settings.upload_fsync)
         .await
         .with_context(|| format!("opening {}", settings.database_path().display()))?;
@@ -54,7 +63,12 @@ pub async fn bootstrap_admin(meta: &dyn MetaStore) -> anyhow::Result<Option<Stri
     if meta.count_users().await? > 0 {
         return Ok(None);
     }
-    let user = meta.create_user("admin", true).await?;
+    let user = match meta.create_user("admin", true).await {
+        Ok(u) => u,
+        // Another node sharing the catalog made it first.
+        Err(crate::meta::MetaError::Conflict(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
     let token = crate::auth::issue_token(meta, &user, "bootstrap").await?;
     Ok(Some(token))
 }

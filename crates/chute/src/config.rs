@@ -361,6 +361,13 @@ settings! {
     listen: String = "127.0.0.1:8080";
     /// Folder holding all state of the embedded default: the SQLite database and the files.
     data_dir: PathBuf = "./chute-data";
+    /// The metadata database. Empty: SQLite at `<data_dir>/chute.db` (one node). A
+    /// `postgres://user:password@host:port/db` URL lets several chute nodes share one catalog
+    /// (they must also share the storage, e.g. one data_dir on a shared filesystem); uploads
+    /// are then locked across nodes.
+    database_url: String = "";
+    /// Most connections to PostgreSQL per node (with database_url).
+    database_max_connections: u64 = "16";
     /// Largest file kept in memory while it arrives; larger ones spill to a temporary file
     /// (Django's FILE_UPLOAD_MAX_MEMORY_SIZE).
     file_upload_max_memory_size: Size = "2.5MiB";
@@ -539,6 +546,18 @@ impl Settings {
             origin: "validation",
             message,
         };
+        if !self.database_url.is_empty()
+            && !self.database_url.starts_with("postgres://")
+            && !self.database_url.starts_with("postgresql://")
+        {
+            return Err(bad(
+                "database_url",
+                "give a postgres:// URL, or leave it empty for SQLite in data_dir".into(),
+            ));
+        }
+        if self.database_max_connections == 0 {
+            return Err(bad("database_max_connections", "must be at least 1".into()));
+        }
         crate::upload::handlers::validate_chain(&self.file_upload_handlers)
             .map_err(|m| bad("file_upload_handlers", m))?;
         for c in &self.file_upload_checksums {

@@ -373,6 +373,7 @@ async fn receive_chunk(
             let lock = engine
                 .uploads
                 .try_lock(&up.id)
+                .await
                 .ok_or_else(|| ApiError::internal("a new upload is locked"))?;
             (lock, up)
         }
@@ -499,7 +500,7 @@ pub async fn complete(
             up.offset,
         ));
     }
-    let Some(_lock) = state.engine.uploads.try_lock(&up.id) else {
+    let Some(_lock) = state.engine.uploads.try_lock(&up.id).await else {
         return Err(offset_error(
             "busy",
             "another request is writing this upload",

@@ -465,7 +465,7 @@ async fn assemble_final(state: &AppState, fin: UploadRecord) -> ApiResult<Upload
         return Ok(fin);
     }
     let engine = &state.engine;
-    let Some(_lock) = engine.uploads.try_lock(&fin.id) else {
+    let Some(_lock) = engine.uploads.try_lock(&fin.id).await else {
         return Ok(fin);
     };
     let reload = |id: String| async move {

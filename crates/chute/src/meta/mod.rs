@@ -1,8 +1,14 @@
 //! Metadata: users, tokens, the file catalog and resumable uploads, behind [`MetaStore`].
-//! `meta::sqlite` is the embedded default; a PostgreSQL backend for several nodes is planned
-//! behind the same trait (the schema uses only types both share).
+//! `meta::sqlite` is the embedded default; `meta::postgres` serves several nodes. Both run the
+//! same queries (`meta::sql`).
 
+#[macro_use]
+pub mod sql;
+pub mod pg_locks;
+pub mod postgres;
 pub mod sqlite;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -18,6 +24,8 @@ pub enum MetaError {
     Db(#[from] sqlx::Error),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl MetaError {
@@ -173,12 +181,31 @@ pub enum SessionAddRefused {
     Duplicate,
 }
 
+/// Upload locks shared by the nodes of one catalog (PostgreSQL: `pg_locks.rs`). Each node also
+/// keeps its own locks in memory (`upload::resumable::UploadRegistry`), which is all a single
+/// node (SQLite) needs.
+#[async_trait]
+pub trait ClusterLocks: Send + Sync + 'static {
+    /// Takes the lock of upload `id` for this node: false when another node holds it.
+    async fn try_lock(&self, id: &str) -> Result<bool, MetaError>;
+    /// Lets go of `id` (queued behind earlier lock calls, so it can be called from `Drop`).
+    /// A no-op when this node does not hold it.
+    fn unlock(&self, id: &str);
+    /// Asks every node to end the request that holds `id`.
+    async fn ask_release(&self, id: &str) -> Result<(), MetaError>;
+    /// The ids that this node has been asked to let go of.
+    fn release_requests(&self) -> tokio::sync::broadcast::Receiver<String>;
+}
+
 /// Metadata storage. Implementations must be safe to share between requests and nodes:
 /// every method is one atomic operation.
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
     /// Readiness probe.
     async fn ping(&self) -> Result<(), MetaError>;
+
+    /// Locks across nodes, when several nodes can share this catalog.
+    fn cluster_locks(&self) -> Option<Arc<dyn ClusterLocks>>;
 
     async fn create_user(&self, name: &str, is_staff: bool) -> Result<User, MetaError>;
     async fn user_by_name(&self, name: &str) -> Result<Option<User>, MetaError>;

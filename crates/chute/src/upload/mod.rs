@@ -94,11 +94,15 @@ impl Engine {
         meta: Arc<dyn MetaStore>,
         settings: Arc<Settings>,
     ) -> Self {
+        let uploads = match meta.cluster_locks() {
+            Some(cluster) => resumable::UploadRegistry::with_cluster(cluster),
+            None => Arc::default(),
+        };
         Self {
             storage,
             meta,
             settings,
-            uploads: Arc::default(),
+            uploads,
         }
     }
 

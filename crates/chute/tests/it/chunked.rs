@@ -10,12 +10,12 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-fn md5_hex(data: &[u8]) -> String {
+pub(crate) fn md5_hex(data: &[u8]) -> String {
     chute::upload::checksum::digest_hex(chute::upload::checksum::Algorithm::Md5, data)
 }
 
 /// Sends bytes `data` as the chunk at `start` of a `total`-byte file.
-async fn chunk(
+pub(crate) async fn chunk(
     app: &TestApp,
     token: &str,
     upload_id: Option<&str>,
@@ -65,7 +65,12 @@ async fn chunk_with_range(
     (status, res.json().await.expect("json"))
 }
 
-async fn complete(app: &TestApp, token: &str, id: &str, md5: Option<&str>) -> (u16, Value) {
+pub(crate) async fn complete(
+    app: &TestApp,
+    token: &str,
+    id: &str,
+    md5: Option<&str>,
+) -> (u16, Value) {
     let mut form = vec![("upload_id", id.to_string())];
     if let Some(m) = md5 {
         form.push(("md5", m.to_string()));

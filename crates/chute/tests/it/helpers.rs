@@ -14,6 +14,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub token: String,
     pub dir: tempfile::TempDir,
+    /// The data folder (inside `dir` unless the test gave one, as nodes sharing storage do).
+    pub data: PathBuf,
     pub state: AppState,
     pub client: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -33,7 +35,7 @@ impl TestApp {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data.clone()
     }
 
     /// Creates another user and returns a token of theirs.
@@ -120,23 +122,47 @@ pub async fn spawn_app_full(
     customize: impl FnOnce(AppState) -> AppState,
     extra: Option<axum::Router>,
 ) -> TestApp {
+    start(settings, customize, extra, None).await
+}
+
+/// Starts one more node of a deployment: the same `database_url` and `data_dir` settings as
+/// the first node (whose token, made on the first start, is given) mean a shared catalog and
+/// storage.
+pub async fn spawn_node(settings: &[(&str, &str)], token: &str) -> TestApp {
+    start(settings, |s| s, None, Some(token)).await
+}
+
+async fn start(
+    settings: &[(&str, &str)],
+    customize: impl FnOnce(AppState) -> AppState,
+    extra: Option<axum::Router>,
+    token: Option<&str>,
+) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut flags: BTreeMap<String, String> = settings
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    flags.insert(
-        "data_dir".into(),
-        dir.path().join("data").display().to_string(),
+    let data = PathBuf::from(
+        flags
+            .entry("data_dir".into())
+            .or_insert_with(|| dir.path().join("data").display().to_string())
+            .clone(),
     );
     let missing = dir.path().join("no-config.toml");
     std::fs::write(&missing, "").expect("config");
     let s = Settings::load(Some(&missing), Vec::new(), flags).expect("settings");
     let state = customize(chute::app::open_state(s).await.expect("state"));
-    let token = chute::app::bootstrap_admin(state.engine.meta.as_ref())
+    let made = chute::app::bootstrap_admin(state.engine.meta.as_ref())
         .await
-        .expect("bootstrap")
-        .expect("first start makes a token");
+        .expect("bootstrap");
+    let token = match token {
+        Some(t) => {
+            assert!(made.is_none(), "a later node finds the users of the first");
+            t.to_string()
+        }
+        None => made.expect("first start makes a token"),
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -158,10 +184,27 @@ pub async fn spawn_app_full(
         addr,
         token,
         dir,
+        data,
         state,
         client: reqwest::Client::new(),
         shutdown: Some(tx),
     }
+}
+
+/// A port free on loopback right now, for a server the test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// One of the project's scripts (they start the real components the tests use).
+pub fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scripts")
+        .join(name)
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {

@@ -12,5 +12,6 @@ mod ietf;
 mod limits;
 mod malformed;
 mod nginx;
+mod postgres;
 mod sessions;
 mod tus;

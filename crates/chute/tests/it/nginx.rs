@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::clamav::free_port;
 use crate::helpers::*;
 use crate::sessions::{open_session, pdf};
 

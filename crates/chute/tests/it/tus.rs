@@ -13,14 +13,14 @@ fn b64(s: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
-fn req(app: &TestApp, method: Method, path: &str) -> reqwest::RequestBuilder {
+pub(crate) fn req(app: &TestApp, method: Method, path: &str) -> reqwest::RequestBuilder {
     app.client
         .request(method, app.url(path))
         .bearer_auth(&app.token)
         .header("Tus-Resumable", "1.0.0")
 }
 
-async fn create(app: &TestApp, length: u64, meta: &str) -> String {
+pub(crate) async fn create(app: &TestApp, length: u64, meta: &str) -> String {
     let res = req(app, Method::POST, "/tus/")
         .header("Upload-Length", length.to_string())
         .header("Upload-Metadata", meta)
@@ -34,7 +34,7 @@ async fn create(app: &TestApp, length: u64, meta: &str) -> String {
         .to_string()
 }
 
-async fn patch(app: &TestApp, loc: &str, offset: u64, data: &[u8]) -> reqwest::Response {
+pub(crate) async fn patch(app: &TestApp, loc: &str, offset: u64, data: &[u8]) -> reqwest::Response {
     req(app, Method::PATCH, loc)
         .header("Content-Type", "application/offset+octet-stream")
         .header("Upload-Offset", offset.to_string())
@@ -44,7 +44,7 @@ async fn patch(app: &TestApp, loc: &str, offset: u64, data: &[u8]) -> reqwest::R
         .expect("patch")
 }
 
-fn h<'a>(res: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+pub(crate) fn h<'a>(res: &'a reqwest::Response, name: &str) -> Option<&'a str> {
     res.headers().get(name).and_then(|v| v.to_str().ok())
 }
 

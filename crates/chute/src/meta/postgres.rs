@@ -1,0 +1,72 @@
+//! PostgreSQL metadata, for several chute nodes sharing one catalog (`database_url =
+//! "postgres://..."`). The queries are the SQLite backend's (`meta/sql.rs`); what is its own:
+//! the connection pool, its migrations, row locks for session changes, and the cross-node
+//! upload locks (`locks.rs` beside this file: advisory locks plus LISTEN/NOTIFY for asking
+//! another node to let go of an upload).
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Executor, PgPool, Row};
+
+use super::pg_locks::PgLocks;
+use super::sql::is_unique_violation;
+use super::{
+    FileRecord, MetaError, SessionAddRefused, SessionLimits, SessionRecord, SessionStatus,
+    UploadRecord, User, now_unix,
+};
+
+pub struct PgMeta {
+    pool: PgPool,
+    locks: Arc<PgLocks>,
+}
+
+impl PgMeta {
+    /// Connects to `url` and applies the migrations (concurrent starts of several nodes are
+    /// safe: sqlx's migrator takes an advisory lock). `fsync` false sets
+    /// `synchronous_commit = off` on chute's connections (`upload_fsync = false`).
+    pub async fn open(url: &str, max_connections: u32, fsync: bool) -> Result<Self, MetaError> {
+        let opts = PgConnectOptions::from_str(url)?.application_name("chute");
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if !fsync {
+                        conn.execute("SET synchronous_commit = off").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        let locks = PgLocks::start(pool.clone()).await?;
+        Ok(Self { pool, locks })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Session changes run in a plain transaction whose first query locks the session's row
+    /// (`SESSION_STATUS_FOR_CHANGE`), so changes of one session are serialised and others'
+    /// run alongside.
+    async fn begin_session_change(
+        &self,
+    ) -> Result<sqlx::Transaction<'_, sqlx::Postgres>, sqlx::Error> {
+        self.pool.begin().await
+    }
+
+    fn shared_locks(&self) -> Option<Arc<dyn super::ClusterLocks>> {
+        Some(self.locks.clone())
+    }
+
+    const SESSION_STATUS_FOR_CHANGE: &'static str =
+        "SELECT status FROM upload_sessions WHERE token = $1 FOR UPDATE";
+}
+
+impl_meta_store!(PgMeta, sqlx::Postgres);

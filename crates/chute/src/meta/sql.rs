@@ -1,0 +1,625 @@
+//! The queries of the catalog, written once for both SQL backends: [`impl_meta_store!`] expands
+//! to the `MetaStore` implementation for a backend type that has a `pool` field and provides
+//! the two things the dialects do differently:
+//!
+//! - `begin_session_change(&self)`: a transaction in which a session's checks and changes see
+//!   no other writer of that session (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: a plain
+//!   transaction, made exclusive by `SESSION_STATUS_FOR_CHANGE` locking the session's row);
+//! - `SESSION_STATUS_FOR_CHANGE`: the query that reads the session's status at its start.
+//!
+//! Everything else is portable SQL: `$n` placeholders, `RETURNING`, `CAST(SUM(..) AS BIGINT)`
+//! (PostgreSQL sums BIGINT into NUMERIC), CASE instead of two-argument MAX, and columns of
+//! types both share (BIGINT, TEXT, BLOB/BYTEA).
+
+pub(super) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+macro_rules! file_columns {
+    () => {
+        "id, owner_id, name, size, stored_size, content_type, detected_type, \
+         encoding, storage_key, md5, sha1, sha256, blake3, created_at"
+    };
+}
+
+/// The `MetaStore` implementation for `$meta`, a struct with a `pool: sqlx::Pool<$db>`.
+macro_rules! impl_meta_store {
+    ($meta:ty, $db:ty) => {
+        fn file_from_row(r: &<$db as sqlx::Database>::Row) -> Result<FileRecord, sqlx::Error> {
+            Ok(FileRecord {
+                id: r.try_get("id")?,
+                owner_id: r.try_get("owner_id")?,
+                name: r.try_get("name")?,
+                size: r.try_get::<i64, _>("size")? as u64,
+                stored_size: r.try_get::<i64, _>("stored_size")? as u64,
+                content_type: r.try_get("content_type")?,
+                detected_type: r.try_get("detected_type")?,
+                encoding: r.try_get("encoding")?,
+                storage_key: r.try_get("storage_key")?,
+                md5: r.try_get("md5")?,
+                sha1: r.try_get("sha1")?,
+                sha256: r.try_get("sha256")?,
+                blake3: r.try_get("blake3")?,
+                created_at: r.try_get("created_at")?,
+            })
+        }
+
+        fn user_from_row(r: &<$db as sqlx::Database>::Row) -> Result<User, sqlx::Error> {
+            Ok(User {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                is_staff: r.try_get::<i64, _>("is_staff")? != 0,
+                created_at: r.try_get("created_at")?,
+            })
+        }
+
+        fn upload_from_row(r: &<$db as sqlx::Database>::Row) -> Result<UploadRecord, sqlx::Error> {
+            Ok(UploadRecord {
+                id: r.try_get("id")?,
+                owner_id: r.try_get("owner_id")?,
+                protocol: r.try_get("protocol")?,
+                staging_key: r.try_get("staging_key")?,
+                name: r.try_get("name")?,
+                content_type: r.try_get("content_type")?,
+                offset: r.try_get::<i64, _>("offset")? as u64,
+                length: r.try_get::<Option<i64>, _>("length")?.map(|l| l as u64),
+                state: r.try_get("state")?,
+                expires_at: r.try_get("expires_at")?,
+                metadata: r.try_get("metadata")?,
+                hash_state: r.try_get("hash_state")?,
+                file_id: r.try_get("file_id")?,
+                created_at: r.try_get("created_at")?,
+            })
+        }
+
+        async fn insert_file_with<'e, E>(exec: E, f: &FileRecord) -> Result<(), sqlx::Error>
+        where
+            E: sqlx::Executor<'e, Database = $db>,
+        {
+            sqlx::query(concat!(
+                "INSERT INTO files (",
+                file_columns!(),
+                ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
+            ))
+            .bind(&f.id)
+            .bind(f.owner_id)
+            .bind(&f.name)
+            .bind(f.size as i64)
+            .bind(f.stored_size as i64)
+            .bind(&f.content_type)
+            .bind(&f.detected_type)
+            .bind(&f.encoding)
+            .bind(&f.storage_key)
+            .bind(&f.md5)
+            .bind(&f.sha1)
+            .bind(&f.sha256)
+            .bind(&f.blake3)
+            .bind(f.created_at)
+            .execute(exec)
+            .await?;
+            Ok(())
+        }
+
+        #[async_trait]
+        impl $crate::meta::MetaStore for $meta {
+            fn cluster_locks(
+                &self,
+            ) -> Option<std::sync::Arc<dyn $crate::meta::ClusterLocks>> {
+                self.shared_locks()
+            }
+
+            async fn ping(&self) -> Result<(), MetaError> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn create_user(&self, name: &str, is_staff: bool) -> Result<User, MetaError> {
+                let created_at = now_unix();
+                let res: Result<i64, _> = sqlx::query_scalar(
+                    "INSERT INTO users (name, is_staff, created_at) VALUES ($1, $2, $3) RETURNING id",
+                )
+                .bind(name)
+                .bind(is_staff as i64)
+                .bind(created_at)
+                .fetch_one(&self.pool)
+                .await;
+                match res {
+                    Ok(id) => Ok(User {
+                        id,
+                        name: name.to_string(),
+                        is_staff,
+                        created_at,
+                    }),
+                    Err(e) if is_unique_violation(&e) => Err(MetaError::Conflict(format!("user `{name}`"))),
+                    Err(e) => Err(e.into()),
+                }
+            }
+
+            async fn user_by_name(&self, name: &str) -> Result<Option<User>, MetaError> {
+                let row = sqlx::query("SELECT id, name, is_staff, created_at FROM users WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.as_ref().map(user_from_row).transpose()?)
+            }
+
+            async fn count_users(&self) -> Result<u64, MetaError> {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(n as u64)
+            }
+
+            async fn add_token(
+                &self,
+                user_id: i64,
+                token_hash: &str,
+                label: &str,
+            ) -> Result<(), MetaError> {
+                sqlx::query(
+                    "INSERT INTO tokens (user_id, token_hash, label, created_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(user_id)
+                .bind(token_hash)
+                .bind(label)
+                .bind(now_unix())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn user_by_token_hash(&self, token_hash: &str) -> Result<Option<User>, MetaError> {
+                let row = sqlx::query(
+                    "SELECT u.id, u.name, u.is_staff, u.created_at FROM tokens t \
+                     JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
+                )
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.as_ref().map(user_from_row).transpose()?)
+            }
+
+            async fn insert_file(&self, f: &FileRecord) -> Result<(), MetaError> {
+                insert_file_with(&self.pool, f).await?;
+                Ok(())
+            }
+
+            async fn get_file(&self, id: &str) -> Result<Option<FileRecord>, MetaError> {
+                let row = sqlx::query(concat!(
+                    "SELECT ",
+                    file_columns!(),
+                    " FROM files WHERE id = $1 AND temporary = 0"
+                ))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.as_ref().map(file_from_row).transpose()?)
+            }
+
+            async fn list_files(
+                &self,
+                owner_id: i64,
+                after: Option<&str>,
+                limit: u32,
+            ) -> Result<Vec<FileRecord>, MetaError> {
+                let rows = sqlx::query(concat!(
+                    "SELECT ",
+                    file_columns!(),
+                    " FROM files WHERE owner_id = $1 AND id > $2 AND temporary = 0 ORDER BY id LIMIT $3"
+                ))
+                .bind(owner_id)
+                .bind(after.unwrap_or(""))
+                .bind(limit as i64)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.iter().map(file_from_row).collect::<Result<_, _>>()?)
+            }
+
+            async fn delete_file(&self, owner_id: i64, id: &str) -> Result<Option<FileRecord>, MetaError> {
+                let row = sqlx::query(concat!(
+                    "DELETE FROM files WHERE id = $1 AND owner_id = $2 AND temporary = 0 RETURNING ",
+                    file_columns!()
+                ))
+                .bind(id)
+                .bind(owner_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.as_ref().map(file_from_row).transpose()?)
+            }
+
+            async fn usage_bytes(&self, owner_id: i64) -> Result<u64, MetaError> {
+                let n: i64 =
+                    sqlx::query_scalar(
+                        "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM files WHERE owner_id = $1",
+                    )
+                        .bind(owner_id)
+                        .fetch_one(&self.pool)
+                        .await?;
+                Ok(n as u64)
+            }
+
+            async fn create_upload(&self, u: &UploadRecord) -> Result<(), MetaError> {
+                sqlx::query(
+                    "INSERT INTO uploads (id, owner_id, protocol, staging_key, name, content_type, \"offset\", \
+                     length, state, expires_at, metadata, hash_state, file_id, created_at) \
+                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
+                )
+                .bind(&u.id)
+                .bind(u.owner_id)
+                .bind(&u.protocol)
+                .bind(&u.staging_key)
+                .bind(&u.name)
+                .bind(&u.content_type)
+                .bind(u.offset as i64)
+                .bind(u.length.map(|l| l as i64))
+                .bind(&u.state)
+                .bind(u.expires_at)
+                .bind(&u.metadata)
+                .bind(&u.hash_state)
+                .bind(&u.file_id)
+                .bind(u.created_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_upload(&self, id: &str) -> Result<Option<UploadRecord>, MetaError> {
+                let row = sqlx::query("SELECT * FROM uploads WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.as_ref().map(upload_from_row).transpose()?)
+            }
+
+            async fn advance_upload(
+                &self,
+                id: &str,
+                expected: u64,
+                new_offset: u64,
+                hash_state: Option<&[u8]>,
+            ) -> Result<bool, MetaError> {
+                let r = sqlx::query(
+                    "UPDATE uploads SET \"offset\" = $1, hash_state = $2 \
+                     WHERE id = $3 AND \"offset\" = $4 AND state = 'active'",
+                )
+                .bind(new_offset as i64)
+                .bind(hash_state)
+                .bind(id)
+                .bind(expected as i64)
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn complete_upload(&self, id: &str, file: &FileRecord) -> Result<(), MetaError> {
+                let mut tx = self.pool.begin().await?;
+                let r = sqlx::query(
+                    "UPDATE uploads SET state = 'complete', file_id = $1 WHERE id = $2 AND state = 'active'",
+                )
+                .bind(&file.id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                if r.rows_affected() != 1 {
+                    return Err(MetaError::NotFound(format!("active upload `{id}`")));
+                }
+                insert_file_with(&mut *tx, file).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn expired_uploads(&self, now: i64, limit: u32) -> Result<Vec<UploadRecord>, MetaError> {
+                let rows = sqlx::query(
+                    "SELECT * FROM uploads WHERE expires_at IS NOT NULL AND expires_at < $1 \
+                     ORDER BY expires_at LIMIT $2",
+                )
+                .bind(now)
+                .bind(limit as i64)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.iter().map(upload_from_row).collect::<Result<_, _>>()?)
+            }
+
+            async fn active_uploads(
+                &self,
+                owner_id: i64,
+                protocol: &str,
+            ) -> Result<Vec<UploadRecord>, MetaError> {
+                let rows = sqlx::query(
+                    "SELECT * FROM uploads WHERE owner_id = $1 AND protocol = $2 AND state = 'active' \
+                     ORDER BY created_at, id",
+                )
+                .bind(owner_id)
+                .bind(protocol)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.iter().map(upload_from_row).collect::<Result<_, _>>()?)
+            }
+
+            async fn set_upload_length(&self, id: &str, length: u64) -> Result<bool, MetaError> {
+                let r = sqlx::query("UPDATE uploads SET length = $1 WHERE id = $2 AND length IS NULL")
+                    .bind(length as i64)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn delete_upload(&self, id: &str) -> Result<(), MetaError> {
+                sqlx::query("DELETE FROM uploads WHERE id = $1")
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn create_session(&self, token: &str, owner_id: i64, now: i64) -> Result<(), MetaError> {
+                sqlx::query(
+                    "INSERT INTO upload_sessions (token, owner_id, status, last_activity, created_at) \
+                     VALUES ($1, $2, $3, $4, $4)",
+                )
+                .bind(token)
+                .bind(owner_id)
+                .bind(SessionStatus::Created.as_str())
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| {
+                    if is_unique_violation(&e) {
+                        MetaError::Conflict("upload session".into())
+                    } else {
+                        e.into()
+                    }
+                })?;
+                Ok(())
+            }
+
+            async fn get_session(&self, token: &str) -> Result<Option<SessionRecord>, MetaError> {
+                let row = sqlx::query(
+                    "SELECT s.token, s.owner_id, s.status, s.last_activity, s.created_at, \
+                     (SELECT COUNT(*) FROM files f WHERE f.session_token = s.token) AS n, \
+                     (SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM files f \
+                     WHERE f.session_token = s.token) AS total \
+                     FROM upload_sessions s WHERE s.token = $1",
+                )
+                .bind(token)
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(r) = row else { return Ok(None) };
+                let status: String = r.try_get("status")?;
+                Ok(Some(SessionRecord {
+                    token: r.try_get("token")?,
+                    owner_id: r.try_get("owner_id")?,
+                    status: SessionStatus::parse(&status)
+                        .ok_or_else(|| MetaError::NotFound(format!("session status {status}")))?,
+                    last_activity: r.try_get("last_activity")?,
+                    created_at: r.try_get("created_at")?,
+                    file_count: r.try_get::<i64, _>("n")? as u64,
+                    total_size: r.try_get::<i64, _>("total")? as u64,
+                }))
+            }
+
+            async fn touch_session(&self, token: &str, now: i64) -> Result<(), MetaError> {
+                sqlx::query(
+                    "UPDATE upload_sessions SET last_activity = \
+                     CASE WHEN last_activity < $2 THEN $2 ELSE last_activity END \
+                     WHERE token = $1 AND status IN ('CREATED', 'UPLOADING')",
+                )
+                .bind(token)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn set_session_status(
+                &self,
+                token: &str,
+                from: &[SessionStatus],
+                to: SessionStatus,
+            ) -> Result<bool, MetaError> {
+                // A fixed IN list as long as the set of statuses, padded with the first one,
+                // keeps the statement static.
+                let Some(first) = from.first() else {
+                    return Ok(false);
+                };
+                let mut q = sqlx::query(
+                    "UPDATE upload_sessions SET status = $2 WHERE token = $1 \
+                     AND status IN ($3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(token)
+                .bind(to.as_str());
+                for i in 0..SessionStatus::ALL.len() {
+                    q = q.bind(from.get(i).unwrap_or(first).as_str());
+                }
+                let n = q.execute(&self.pool).await?.rows_affected();
+                Ok(n == 1)
+            }
+
+            async fn session_files(&self, token: &str) -> Result<Vec<FileRecord>, MetaError> {
+                let rows = sqlx::query(concat!(
+                    "SELECT ",
+                    file_columns!(),
+                    " FROM files WHERE session_token = $1 ORDER BY id"
+                ))
+                .bind(token)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.iter().map(file_from_row).collect::<Result<_, _>>()?)
+            }
+
+            async fn session_file(&self, token: &str, name: &str) -> Result<Option<FileRecord>, MetaError> {
+                let row = sqlx::query(concat!(
+                    "SELECT ",
+                    file_columns!(),
+                    " FROM files WHERE session_token = $1 AND name = $2"
+                ))
+                .bind(token)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.as_ref().map(file_from_row).transpose()?)
+            }
+
+            async fn add_session_file(
+                &self,
+                token: &str,
+                f: &FileRecord,
+                limits: SessionLimits,
+                now: i64,
+            ) -> Result<Result<(), SessionAddRefused>, MetaError> {
+                // The checks and the insert see no other writer of the session in between (see
+                // `begin_session_change`). A dropped transaction rolls back, also when the request
+                // is cancelled.
+                let mut tx = self.begin_session_change().await?;
+                let res = add_session_file_in(&mut tx, token, f, limits, now).await?;
+                if res.is_ok() {
+                    tx.commit().await?;
+                }
+                Ok(res)
+            }
+
+            async fn remove_session_file(
+                &self,
+                token: &str,
+                name: &str,
+                now: i64,
+            ) -> Result<Result<Option<FileRecord>, SessionStatus>, MetaError> {
+                let mut tx = self.begin_session_change().await?;
+                let status: Option<String> =
+                    sqlx::query_scalar(<$meta>::SESSION_STATUS_FOR_CHANGE)
+                        .bind(token)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let Some(status) = status.as_deref().and_then(SessionStatus::parse) else {
+                    return Ok(Ok(None));
+                };
+                if !status.accepts_changes() {
+                    return Ok(Err(status));
+                }
+                let row = sqlx::query(concat!(
+                    "DELETE FROM files WHERE session_token = $1 AND name = $2 AND temporary = 1 RETURNING ",
+                    file_columns!()
+                ))
+                .bind(token)
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let removed = row.as_ref().map(file_from_row).transpose()?;
+                if removed.is_some() {
+                    sqlx::query(
+                        "UPDATE upload_sessions SET last_activity = $2, status = CASE WHEN \
+                         (SELECT COUNT(*) FROM files WHERE session_token = $1) = 0 THEN 'CREATED' \
+                         ELSE status END WHERE token = $1",
+                    )
+                    .bind(token)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(Ok(removed))
+            }
+
+            async fn store_session(&self, token: &str) -> Result<Option<u64>, MetaError> {
+                let mut tx = self.pool.begin().await?;
+                let moved = sqlx::query(
+                    "UPDATE upload_sessions SET status = 'STORED' \
+                     WHERE token = $1 AND status = 'COPYING_IN_PROGRESS'",
+                )
+                .bind(token)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if moved != 1 {
+                    return Ok(None);
+                }
+                let n = sqlx::query("UPDATE files SET temporary = 0 WHERE session_token = $1")
+                    .bind(token)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok(Some(n))
+            }
+
+            async fn stale_sessions(&self, before: i64, limit: u32) -> Result<Vec<String>, MetaError> {
+                Ok(sqlx::query_scalar(
+                    "SELECT token FROM upload_sessions WHERE status IN ('CREATED', 'UPLOADING') \
+                     AND last_activity < $1 ORDER BY last_activity LIMIT $2",
+                )
+                .bind(before)
+                .bind(limit as i64)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn take_temporary_files(&self, token: &str) -> Result<Vec<FileRecord>, MetaError> {
+                let rows = sqlx::query(concat!(
+                    "DELETE FROM files WHERE session_token = $1 AND temporary = 1 RETURNING ",
+                    file_columns!()
+                ))
+                .bind(token)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.iter().map(file_from_row).collect::<Result<_, _>>()?)
+            }
+        }
+
+        async fn add_session_file_in(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            token: &str,
+            f: &FileRecord,
+            limits: SessionLimits,
+            now: i64,
+        ) -> Result<Result<(), SessionAddRefused>, MetaError> {
+            let status: Option<String> = sqlx::query_scalar(<$meta>::SESSION_STATUS_FOR_CHANGE)
+                .bind(token)
+                .fetch_optional(&mut *conn)
+                .await?;
+            let Some(status) = status.as_deref().and_then(SessionStatus::parse) else {
+                return Ok(Err(SessionAddRefused::NotFound));
+            };
+            if !status.accepts_changes() {
+                return Ok(Err(SessionAddRefused::NotWritable(status)));
+            }
+            let (n, total, dup): (i64, i64, i64) = sqlx::query_as(
+                "SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT), \
+                 CAST(COALESCE(SUM(CASE WHEN name = $2 THEN 1 ELSE 0 END), 0) AS BIGINT) \
+                 FROM files WHERE session_token = $1",
+            )
+            .bind(token)
+            .bind(&f.name)
+            .fetch_one(&mut *conn)
+            .await?;
+            if dup > 0 {
+                return Ok(Err(SessionAddRefused::Duplicate));
+            }
+            if n as u64 >= limits.max_count {
+                return Ok(Err(SessionAddRefused::TooMany {
+                    max: limits.max_count,
+                }));
+            }
+            if total as u64 + f.size > limits.max_total {
+                return Ok(Err(SessionAddRefused::TooLarge {
+                    max: limits.max_total,
+                    total: total as u64,
+                }));
+            }
+            insert_file_with(&mut *conn, f).await?;
+            sqlx::query("UPDATE files SET session_token = $1, temporary = 1 WHERE id = $2")
+                .bind(token)
+                .bind(&f.id)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(
+                "UPDATE upload_sessions SET status = 'UPLOADING', last_activity = $2 WHERE token = $1",
+            )
+            .bind(token)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            Ok(Ok(()))
+        }
+    };
+}
