@@ -4,9 +4,10 @@
 #   1 GiB in one PATCH, in 8 MiB PATCHes, in 1 MiB PATCHes, and 64 concurrent 4 MiB uploads.
 # One client for all (the bench_tus example: reqwest, files in memory, Upload-Length known).
 # Prints MB/s and peak RSS (VmHWM) of each server, the ratio to the best peer, and for the
-# single PATCH the ratio to min(sink, disk). chute runs three ways: its default (sha256 of every
-# file, fsync before each acknowledgement), with blake3, and with blake3 and upload_fsync =
-# false, which is what the peers do by default (they hash nothing and fsync nothing); rustus
+# single PATCH the ratio to min(sink, disk). chute runs four ways: its default (sha256 of every
+# file, fsync before each acknowledgement), with blake3, with blake3 and upload_fsync = false,
+# and "bare" (no file digest, no fsync), which is exactly what the peers do by default (they
+# hash nothing and fsync nothing); rustus
 # also runs with --force-fsync, durable like chute's default. The default run's
 # stored sha256 is checked against the sent bytes.
 # Usage: bench/tus.sh [SIZE_MiB]   (default 1024). Loopback only; ends what it starts.
@@ -40,11 +41,13 @@ wait_port() { for _ in $(seq 200); do curl -s -o /dev/null -X OPTIONS "$1" && re
 start() { # $1: chute | chute-blake3 | rustus | tusnode -> sets SPID, ENDPOINT, TOK
   local p; p=$(port); rm -rf "$WORK/data"; mkdir -p "$WORK/data"
   case $1 in
-    chute|chute-blake3|chute-nofsync)
+    chute|chute-blake3|chute-nofsync|chute-bare)
       local extra=()
       [ "$1" = chute-blake3 ] && extra=(--file-upload-checksums blake3)
-      # Like the peers, which fsync nothing: blake3 and upload_fsync = false.
+      # Nearly like the peers, which fsync nothing: blake3 and upload_fsync = false.
       [ "$1" = chute-nofsync ] && extra=(--file-upload-checksums blake3 --upload-fsync false)
+      # Exactly the peers' work: no digest of the file, no fsync.
+      [ "$1" = chute-bare ] && extra=(--file-upload-checksums "" --upload-fsync false)
       "$BIN" serve --listen "127.0.0.1:$p" --data-dir "$WORK/data" --log warn "${extra[@]}" > "$WORK/server.out" 2>&1 & SPID=$!
       ENDPOINT="http://127.0.0.1:$p/tus/"
       for _ in $(seq 100); do grep -q '^chute_' "$WORK/server.out" 2>/dev/null && break; sleep 0.05; done
@@ -87,7 +90,7 @@ run() { # $1 server, $2 scenario -> "MB/s RSS" (runs in a subshell: stops its se
 SENT_SHA=$(sha256sum "$WORK/big.bin" | cut -d' ' -f1)
 declare -A MB RSS
 for s in one 8m 1m 64x; do
-  for srv in chute chute-blake3 chute-nofsync rustus rustus-fsync tusnode; do
+  for srv in chute chute-blake3 chute-nofsync chute-bare rustus rustus-fsync tusnode; do
     read -r m r < <(run "$srv" "$s")
     MB[$srv/$s]=$m; RSS[$srv/$s]=$r
     echo "$srv $s: $m MB/s, $r MiB" >&2
@@ -100,7 +103,7 @@ done
   for s in one 8m 1m 64x; do
     case $s in one) label="1 GiB, one PATCH";; 8m) label="1 GiB, 8 MiB PATCHes";; 1m) label="1 GiB, 1 MiB PATCHes";; 64x) label="64 x 4 MiB concurrent";; esac
     best=$(( ${MB[rustus/$s]} > ${MB[tusnode/$s]} ? ${MB[rustus/$s]} : ${MB[tusnode/$s]} ))
-    for srv in chute chute-blake3 chute-nofsync rustus rustus-fsync tusnode; do
+    for srv in chute chute-blake3 chute-nofsync chute-bare rustus rustus-fsync tusnode; do
       printf '%-26s %-14s %8s %7s MiB %10s %10s\n' "$label" "$srv" "${MB[$srv/$s]}" "${RSS[$srv/$s]}" \
         "$(ratio "${MB[$srv/$s]}" "$best")" "$(ratio "${MB[$srv/$s]}" "$LIMIT")"
       label=""

@@ -114,6 +114,8 @@ struct LocalStaged {
     file: File,
     len: u64,
     fsync: bool,
+    /// Where the last write-back started (everything before it is on its way to the disk).
+    written_back: u64,
 }
 
 impl StagedWrite for LocalStaged {
@@ -127,8 +129,48 @@ impl StagedWrite for LocalStaged {
         if self.fsync {
             self.file.sync_data()?;
         }
+        self.written_back = self.len;
         Ok(self.len)
     }
+
+    fn start_writeback(&mut self) -> io::Result<()> {
+        if self.fsync && self.len > self.written_back {
+            start_writeback(&self.file, self.written_back, self.len - self.written_back)?;
+            self.written_back = self.len;
+        }
+        Ok(())
+    }
+}
+
+/// Asks the kernel to start writing a range of the file out, without waiting
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`): the disk then works while more bytes arrive,
+/// and the fdatasync that makes them durable only waits for the rest, with one journal commit
+/// per request instead of one per synced stretch. Measured on 1 GiB tus uploads, blake3,
+/// fsync on: syncing every 1 MiB instead of this lost a third of the single-PATCH rate.
+/// No crate wraps this call safely (rustix and nix do not have it), hence the one `unsafe`
+/// outside main.rs.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return Ok(());
+    };
+    // SAFETY: the descriptor is open for the lifetime of `file`; the call only reads its
+    // integer arguments and touches no memory of this process.
+    let rc = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &File, _offset: u64, _len: u64) -> io::Result<()> {
+    Ok(())
 }
 
 #[async_trait]
@@ -148,6 +190,7 @@ impl Storage for LocalStorage {
             file,
             len: 0,
             fsync: self.fsync,
+            written_back: 0,
         }))
     }
 
@@ -181,6 +224,7 @@ impl Storage for LocalStorage {
             file,
             len: offset,
             fsync: self.fsync,
+            written_back: offset,
         }))
     }
 
@@ -313,6 +357,35 @@ mod tests {
             s.resume("zz/missing", 5),
             Err(StorageError::NotFound(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn write_back_between_writes_then_sync_keeps_every_byte() {
+        for fsync in [true, false] {
+            let (_d, mut s) = store();
+            if !fsync {
+                s = s.without_fsync();
+            }
+            let mut w = s.begin("wb").expect("begin");
+            let a = vec![7u8; 300_000];
+            let b = vec![9u8; 5];
+            w.write(&a).expect("write");
+            w.start_writeback().expect("write-back");
+            w.start_writeback().expect("nothing new: a no-op");
+            w.write(&b).expect("write");
+            assert_eq!(w.sync().expect("sync"), 300_005);
+            drop(w);
+            let mut w = s.resume("wb", 300_005).expect("resume");
+            w.write(b"!").expect("write");
+            w.start_writeback().expect("write-back after a resume");
+            assert_eq!(w.sync().expect("sync"), 300_006);
+            let mut got = Vec::new();
+            s.read_staged("wb")
+                .expect("read")
+                .read_to_end(&mut got)
+                .expect("bytes");
+            assert_eq!(got, [a, b, b"!".to_vec()].concat());
+        }
     }
 
     #[tokio::test]

@@ -59,6 +59,11 @@ pub trait StagedWrite: Send {
     fn write(&mut self, buf: &[u8]) -> io::Result<()>;
     /// Makes every byte written so far durable and returns the staged length.
     fn sync(&mut self) -> io::Result<u64>;
+    /// Starts writing what was written so far to the medium without waiting for it, so that
+    /// the next `sync` has less left to do. Promises nothing about durability.
+    fn start_writeback(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Where the bytes of a finished file come from when it is placed under its final key.
