@@ -1,11 +1,12 @@
-//! The queries of the catalog, written once for both SQL backends: [`impl_meta_store!`] expands
+//! The queries of the catalog, written once for both SQL backends: `impl_meta_store!` expands
 //! to the `MetaStore` implementation for a backend type that has a `pool` field and provides
-//! the two things the dialects do differently:
+//! what the backends do differently:
 //!
 //! - `begin_session_change(&self)`: a transaction in which a session's checks and changes see
 //!   no other writer of that session (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: a plain
 //!   transaction, made exclusive by `SESSION_STATUS_FOR_CHANGE` locking the session's row);
-//! - `SESSION_STATUS_FOR_CHANGE`: the query that reads the session's status at its start.
+//! - `SESSION_STATUS_FOR_CHANGE`: the query that reads the session's status at its start;
+//! - `shared_locks(&self)`: the upload locks across nodes, if several nodes can share it.
 //!
 //! Everything else is portable SQL: `$n` placeholders, `RETURNING`, `CAST(SUM(..) AS BIGINT)`
 //! (PostgreSQL sums BIGINT into NUMERIC), CASE instead of two-argument MAX, and columns of
