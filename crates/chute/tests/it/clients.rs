@@ -13,7 +13,7 @@ fn e2e() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../e2e"))
 }
 
-async fn run(cmd: &'static str, args: Vec<String>) -> String {
+pub(crate) async fn run(cmd: &'static str, args: Vec<String>) -> String {
     run_env(cmd, args, &[]).await
 }
 
@@ -50,7 +50,7 @@ async fn run_env(cmd: &'static str, args: Vec<String>, env: &[(&str, &str)]) -> 
 }
 
 /// The file the finished upload became, found by name.
-async fn stored(app: &TestApp, name: &str) -> Value {
+pub(crate) async fn stored(app: &TestApp, name: &str) -> Value {
     let files = app.list(&app.token).await;
     files
         .into_iter()

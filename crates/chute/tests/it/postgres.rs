@@ -517,3 +517,74 @@ async fn chunks_through_alternating_nodes_complete_with_the_right_md5() {
         sha256_hex(&data)
     );
 }
+
+/// A load balancer in front of several nodes: each new connection goes to the next node.
+/// Returns its address and how many connections each node got.
+async fn round_robin(
+    nodes: Vec<std::net::SocketAddr>,
+) -> (std::net::SocketAddr, Arc<Vec<std::sync::atomic::AtomicU64>>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let counts: Arc<Vec<AtomicU64>> = Arc::new(nodes.iter().map(|_| AtomicU64::new(0)).collect());
+    let c = counts.clone();
+    tokio::spawn(async move {
+        let mut next = 0usize;
+        while let Ok((mut client, _)) = listener.accept().await {
+            let i = next % nodes.len();
+            next += 1;
+            c[i].fetch_add(1, Ordering::Relaxed);
+            let Ok(mut server) = tokio::net::TcpStream::connect(nodes[i]).await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    (addr, counts)
+}
+
+#[tokio::test]
+async fn real_tus_clients_upload_through_a_load_balancer_over_two_nodes() {
+    use std::sync::atomic::Ordering;
+    let pg = Postgres::start().await;
+    let (a, b, shared) = two_nodes(&pg, "balanced").await;
+    let (lb, counts) = round_robin(vec![a.addr, b.addr]).await;
+    let endpoint = format!("http://{lb}/tus/");
+    // tuspy opens a connection per request, so its PATCHes alternate between the nodes; the
+    // resumed case hands the upload to a fresh client that only knows its URL.
+    let cases: Vec<(&str, usize, usize, Option<usize>)> = vec![
+        ("python", 5 << 20, 512 << 10, Some(3)),
+        ("python", 3 << 20, 1 << 20, None),
+        ("node", 6 << 20, 1 << 20, Some(2 << 20)),
+    ];
+    for (i, (client, size, chunk, stop)) in cases.into_iter().enumerate() {
+        let data = bytes(size, 80 + i as u64);
+        let name = format!("balanced-{i}.bin");
+        let file = shared.path().join(&name);
+        std::fs::write(&file, &data).expect("write");
+        let mut args = vec![
+            endpoint.clone(),
+            a.token.clone(),
+            file.display().to_string(),
+            chunk.to_string(),
+            name.clone(),
+        ];
+        if let Some(s) = stop {
+            args.push(s.to_string());
+        }
+        crate::clients::run(client, args).await;
+        let f = crate::clients::stored(&b, &name).await;
+        assert_eq!(f["size"], size, "{name}");
+        assert_eq!(f["checksums"]["sha256"], sha256_hex(&data), "{name}");
+    }
+    let served: Vec<u64> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    assert!(
+        served.iter().all(|&n| n >= 3),
+        "both nodes served the clients: {served:?}"
+    );
+    assert!(a.leftovers().is_empty(), "{:?}", a.leftovers());
+}
