@@ -18,7 +18,7 @@ use sqlx::Connection;
 
 use crate::chunked::{chunk, complete, md5_hex};
 use crate::helpers::*;
-use crate::tus::{create, h, patch, req};
+use crate::tus::{create, h, patch, req, stale_patch};
 
 struct Postgres {
     child: Child,
@@ -411,21 +411,7 @@ async fn nodes_hand_a_tus_upload_to_each_other_and_never_write_it_at_once() {
     let loc = create(&a, data.len() as u64, "filename bm9kZXMuYmlu").await;
 
     // A PATCH on node A whose client went quiet mid-body: it holds the upload.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
-    let stale = {
-        let r = req(&a, Method::PATCH, &loc)
-            .header("Content-Type", "application/offset+octet-stream")
-            .header("Upload-Offset", "0")
-            .header("Content-Length", data.len().to_string())
-            .body(reqwest::Body::wrap_stream(futures::stream::poll_fn(
-                move |cx| rx.poll_recv(cx),
-            )));
-        tokio::spawn(async move { r.send().await })
-    };
-    tx.send(Ok(bytes::Bytes::copy_from_slice(&data[..400_000])))
-        .await
-        .expect("send");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (tx, stale) = stale_patch(&a, &loc, &data, 400_000).await;
 
     // The client comes back through node B: B cannot take the upload while A holds it, asks
     // A (through PostgreSQL) to let go, and answers with what A made durable.

@@ -392,6 +392,34 @@ async fn checksums_termination_expiration_and_method_override() {
     assert_eq!(patch(&app, &loc2, 0, b"x").await.status(), 404);
 }
 
+/// The body's sender and the response of a PATCH from offset 0 that announces all of `data`,
+/// sends its first `sent` bytes, and then goes quiet (a client whose connection dropped
+/// unnoticed). Returns once the server has had time to take the bytes in.
+pub(crate) async fn stale_patch(
+    app: &TestApp,
+    loc: &str,
+    data: &[u8],
+    sent: usize,
+) -> (
+    tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    let r = req(app, Method::PATCH, loc)
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", "0")
+        .header("Content-Length", data.len().to_string())
+        .body(reqwest::Body::wrap_stream(futures::stream::poll_fn(
+            move |cx| rx.poll_recv(cx),
+        )));
+    let stale = tokio::spawn(async move { r.send().await });
+    tx.send(Ok(bytes::Bytes::copy_from_slice(&data[..sent])))
+        .await
+        .expect("send");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    (tx, stale)
+}
+
 #[tokio::test]
 async fn a_new_request_ends_a_stale_patch_and_keeps_its_bytes() {
     let app = spawn_app(&[]).await;
@@ -399,21 +427,7 @@ async fn a_new_request_ends_a_stale_patch_and_keeps_its_bytes() {
     let loc = create(&app, data.len() as u64, "").await;
     // A PATCH whose client went quiet mid-body (a dropped connection the server has not
     // noticed yet): it holds the upload.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
-    let stale = {
-        let r = req(&app, Method::PATCH, &loc)
-            .header("Content-Type", "application/offset+octet-stream")
-            .header("Upload-Offset", "0")
-            .header("Content-Length", data.len().to_string())
-            .body(reqwest::Body::wrap_stream(futures::stream::poll_fn(
-                move |cx| rx.poll_recv(cx),
-            )));
-        tokio::spawn(async move { r.send().await })
-    };
-    tx.send(Ok(bytes::Bytes::copy_from_slice(&data[..250_000])))
-        .await
-        .expect("send");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (tx, stale) = stale_patch(&app, &loc, &data, 250_000).await;
 
     // The client comes back and asks where the upload stands: the stale request is ended
     // within a second and what it received is kept.
