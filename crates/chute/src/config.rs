@@ -447,7 +447,8 @@ settings! {
     /// fsync stored files, staged bytes and the catalog before acknowledging them (an
     /// Upload-Offset or offset in a response is then on disk). false leaves writing to the OS:
     /// faster, and acknowledged bytes survive a crash of chute but not a power loss (an upload
-    /// whose staged bytes fell short of its recorded offset then has to start over).
+    /// whose staged bytes fell short of its recorded offset then has to start over). With
+    /// PostgreSQL, false also sets `synchronous_commit = off` on chute's connections.
     upload_fsync: bool = "true";
     /// How often the server deletes expired uploads (as `chute gc` does); "0s" turns it off.
     upload_sweep_interval: Dur = "10m";
