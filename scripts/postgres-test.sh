@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs a throwaway PostgreSQL server in the foreground for the tests: a new cluster in DIR
-# (which must not exist yet), listening on 127.0.0.1:PORT only, trust authentication for the
+# (or the one already there, for a restart), listening on 127.0.0.1:PORT only, trust authentication for the
 # user `postgres`, fsync off (test data). Usage: postgres-test.sh DIR PORT
 # The process execs into the postmaster, so its PID is the server's: SIGTERM/SIGINT stop it.
 # As root, the server runs as the `postgres` user (PostgreSQL refuses to run as root).
@@ -15,9 +15,11 @@ if [ "$(id -u)" = 0 ]; then
   chmod o+x "$parent"
   as_pg=(setpriv --reuid=postgres --regid=postgres --init-groups --)
 fi
-mkdir "$dir"
-[ "$(id -u)" != 0 ] || chown postgres:postgres "$dir"
-"${as_pg[@]}" "$bin/initdb" -D "$dir" -U postgres -A trust --no-sync -E UTF8 >"$dir.initdb.log" 2>&1 \
-  || { cat "$dir.initdb.log" >&2; exit 1; }
+if [ ! -f "$dir/PG_VERSION" ]; then # a cluster already there is started again (a restart)
+  mkdir "$dir"
+  [ "$(id -u)" != 0 ] || chown postgres:postgres "$dir"
+  "${as_pg[@]}" "$bin/initdb" -D "$dir" -U postgres -A trust --no-sync -E UTF8 >"$dir.initdb.log" 2>&1 \
+    || { cat "$dir.initdb.log" >&2; exit 1; }
+fi
 exec "${as_pg[@]}" "$bin/postgres" -D "$dir" -p "$port" -k "$dir" -c listen_addresses=127.0.0.1 \
   -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200

@@ -12,9 +12,12 @@
 //! The keeper runs commands in the order they were sent, so an unlock sent when a lock is
 //! dropped always runs before a later lock of the same upload by this node (advisory locks are
 //! reentrant within one connection; the node's registry never asks for one it holds). If the
-//! keeper's connection breaks, PostgreSQL has dropped its locks: the keeper reconnects and takes
-//! them again; one it cannot get back (another node took it meanwhile) is announced as a
-//! release request, so the local request holding it ends.
+//! keeper's connection breaks, PostgreSQL has dropped its locks: the keeper notices at its next
+//! command or heartbeat (every second while it holds locks), reconnects and takes them again;
+//! one it cannot get back (another node took it meanwhile) is announced as a release request,
+//! so the local request holding it ends. Between the break and the retake another node could
+//! take such an upload: a known limit (storage-level fencing would close it), reachable only
+//! when the database restarts while a client moves an upload between nodes.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -30,6 +33,8 @@ use super::{ClusterLocks, MetaError};
 const CHANNEL: &str = "chute_release";
 /// Seed of the id hash, so chute's advisory keys stay apart from other users of the database.
 const KEY_SEED: i64 = 0x63_68_75_74_65; // "chute"
+/// How often the keeper checks its connection while it holds locks.
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
 
 enum Cmd {
     Lock(String, oneshot::Sender<Result<bool, MetaError>>),
@@ -111,7 +116,21 @@ struct Keeper {
 
 impl Keeper {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
-        while let Some(cmd) = rx.recv().await {
+        let mut beat = tokio::time::interval(HEARTBEAT);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let cmd = tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => cmd,
+                    None => return,
+                },
+                _ = beat.tick() => {
+                    if !self.held.is_empty() {
+                        self.heartbeat().await;
+                    }
+                    continue;
+                }
+            };
             match cmd {
                 Cmd::Lock(id, reply) => {
                     let res = self.lock(&id).await;
@@ -130,6 +149,21 @@ impl Keeper {
                         tracing::warn!(upload = %id, error = %e, "releasing an upload lock");
                     }
                 }
+            }
+        }
+    }
+
+    /// Notices a lost connection (a restarted server) while locks are held, and takes them
+    /// back, rather than at the next lock command.
+    async fn heartbeat(&mut self) {
+        let alive = match self.conn.as_mut() {
+            Some(conn) => conn.ping().await.is_ok(),
+            None => false,
+        };
+        if !alive {
+            self.conn = None;
+            if let Err(e) = self.reconnect().await {
+                tracing::warn!(error = %e, "reconnecting the lock keeper");
             }
         }
     }
@@ -153,10 +187,9 @@ impl Keeper {
             .bind(KEY_SEED)
             .fetch_one(&mut *conn)
             .await;
-        if let Err(e) = &res
-            && !matches!(e, sqlx::Error::Database(_))
-        {
-            // The connection is broken and its locks with it: get them back at once.
+        if res.is_err() {
+            // The lock queries fail only when the connection does (or the server ends it, as
+            // a restart does): its locks are gone with it, so get them back at once.
             self.conn = None;
             if let Err(e) = self.reconnect().await {
                 tracing::warn!(error = %e, "reconnecting the lock keeper");

@@ -36,31 +36,51 @@ impl Drop for Postgres {
     }
 }
 
+fn spawn_server(dir: &std::path::Path, port: u16) -> Child {
+    Command::new(script("postgres-test.sh"))
+        .arg(dir.join("cluster"))
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("scripts/postgres-test.sh must run (it needs Debian's postgresql)")
+}
+
 impl Postgres {
     async fn start() -> Postgres {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let child = Command::new(script("postgres-test.sh"))
-            .arg(dir.path().join("cluster"))
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("scripts/postgres-test.sh must run (it needs Debian's postgresql)");
+        let child = spawn_server(dir.path(), port);
         let mut pg = Postgres {
             child,
             port,
             _dir: dir,
         };
+        pg.wait_ready().await;
+        pg
+    }
+
+    /// Stops the server (fast shutdown: every connection is cut) and starts it again on the
+    /// same cluster and port.
+    async fn restart(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        self.child = spawn_server(self._dir.path(), self.port);
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if sqlx::PgConnection::connect(&pg.url("postgres"))
+            if sqlx::PgConnection::connect(&self.url("postgres"))
                 .await
                 .is_ok()
             {
-                return pg;
+                return;
             }
-            if let Ok(Some(status)) = pg.child.try_wait() {
+            if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("PostgreSQL exited before it took connections: {status}");
             }
             assert!(Instant::now() < deadline, "PostgreSQL did not start");
@@ -351,7 +371,7 @@ async fn the_catalog_behaves_the_same_on_sqlite_and_postgresql() {
 
 #[tokio::test]
 async fn cluster_locks_exclude_other_nodes_and_die_with_their_node() {
-    let pg = Postgres::start().await;
+    let mut pg = Postgres::start().await;
     let url = pg.database("locks").await;
     let a = PgMeta::open(&url, 2, true).await.expect("a");
     let b = PgMeta::open(&url, 2, true).await.expect("b");
@@ -389,6 +409,25 @@ async fn cluster_locks_exclude_other_nodes_and_die_with_their_node() {
     while !la.try_lock("y").await.expect("lock") {
         assert!(Instant::now() < deadline, "a dead node's locks are freed");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The database restarts, cutting every connection: node a notices (heartbeat), takes its
+    // locks back, and keeps working; a node that starts meanwhile cannot take them.
+    pg.restart().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let c = PgMeta::open(&url, 2, true).await.expect("c");
+    let lc = c.cluster_locks().expect("locks");
+    assert!(!lc.try_lock("y").await.expect("lock"), "y is a's again");
+    assert!(lc.try_lock("x").await.expect("lock"), "x was nobody's");
+    a.ping().await.expect("a's pool reconnects");
+    la.unlock("y");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !lc.try_lock("y").await.expect("lock") {
+        assert!(
+            Instant::now() < deadline,
+            "a's keeper works after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
