@@ -12,6 +12,13 @@
 //! (PostgreSQL sums BIGINT into NUMERIC), CASE instead of two-argument MAX, and columns of
 //! types both share (BIGINT, TEXT, BLOB/BYTEA).
 
+/// Whether a client's key can be in the catalog at all: PostgreSQL's text cannot hold NUL (it
+/// refuses such a parameter with an error), and chute never stores one (names are cleaned of
+/// control characters), so a lookup by such a key finds nothing on either backend.
+pub fn storable(s: &str) -> bool {
+    !s.contains('\0')
+}
+
 pub(super) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
@@ -137,6 +144,9 @@ macro_rules! impl_meta_store {
             }
 
             async fn user_by_name(&self, name: &str) -> Result<Option<User>, MetaError> {
+                if !$crate::meta::sql::storable(name) {
+                    return Ok(None);
+                }
                 let row = sqlx::query("SELECT id, name, is_staff, created_at FROM users WHERE name = $1")
                     .bind(name)
                     .fetch_optional(&self.pool)
@@ -170,6 +180,9 @@ macro_rules! impl_meta_store {
             }
 
             async fn user_by_token_hash(&self, token_hash: &str) -> Result<Option<User>, MetaError> {
+                if !$crate::meta::sql::storable(token_hash) {
+                    return Ok(None);
+                }
                 let row = sqlx::query(
                     "SELECT u.id, u.name, u.is_staff, u.created_at FROM tokens t \
                      JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
@@ -186,6 +199,9 @@ macro_rules! impl_meta_store {
             }
 
             async fn get_file(&self, id: &str) -> Result<Option<FileRecord>, MetaError> {
+                if !$crate::meta::sql::storable(id) {
+                    return Ok(None);
+                }
                 let row = sqlx::query(concat!(
                     "SELECT ",
                     file_columns!(),
@@ -203,6 +219,9 @@ macro_rules! impl_meta_store {
                 after: Option<&str>,
                 limit: u32,
             ) -> Result<Vec<FileRecord>, MetaError> {
+                if after.is_some_and(|a| !$crate::meta::sql::storable(a)) {
+                    return Ok(Vec::new());
+                }
                 let rows = sqlx::query(concat!(
                     "SELECT ",
                     file_columns!(),
@@ -217,6 +236,9 @@ macro_rules! impl_meta_store {
             }
 
             async fn delete_file(&self, owner_id: i64, id: &str) -> Result<Option<FileRecord>, MetaError> {
+                if !$crate::meta::sql::storable(id) {
+                    return Ok(None);
+                }
                 let row = sqlx::query(concat!(
                     "DELETE FROM files WHERE id = $1 AND owner_id = $2 AND temporary = 0 RETURNING ",
                     file_columns!()
@@ -265,6 +287,9 @@ macro_rules! impl_meta_store {
             }
 
             async fn get_upload(&self, id: &str) -> Result<Option<UploadRecord>, MetaError> {
+                if !$crate::meta::sql::storable(id) {
+                    return Ok(None);
+                }
                 let row = sqlx::query("SELECT * FROM uploads WHERE id = $1")
                     .bind(id)
                     .fetch_optional(&self.pool)
@@ -376,6 +401,9 @@ macro_rules! impl_meta_store {
             }
 
             async fn get_session(&self, token: &str) -> Result<Option<SessionRecord>, MetaError> {
+                if !$crate::meta::sql::storable(token) {
+                    return Ok(None);
+                }
                 let row = sqlx::query(
                     "SELECT s.token, s.owner_id, s.status, s.last_activity, s.created_at, \
                      (SELECT COUNT(*) FROM files f WHERE f.session_token = s.token) AS n, \
@@ -450,6 +478,9 @@ macro_rules! impl_meta_store {
             }
 
             async fn session_file(&self, token: &str, name: &str) -> Result<Option<FileRecord>, MetaError> {
+                if !$crate::meta::sql::storable(token) || !$crate::meta::sql::storable(name) {
+                    return Ok(None);
+                }
                 let row = sqlx::query(concat!(
                     "SELECT ",
                     file_columns!(),
@@ -486,6 +517,9 @@ macro_rules! impl_meta_store {
                 name: &str,
                 now: i64,
             ) -> Result<Result<Option<FileRecord>, SessionStatus>, MetaError> {
+                if !$crate::meta::sql::storable(token) || !$crate::meta::sql::storable(name) {
+                    return Ok(Ok(None));
+                }
                 let mut tx = self.begin_session_change().await?;
                 let status: Option<String> =
                     sqlx::query_scalar(<$meta>::SESSION_STATUS_FOR_CHANGE)

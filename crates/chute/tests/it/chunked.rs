@@ -345,10 +345,10 @@ async fn expired_uploads_answer_410_and_are_collected() {
     assert_eq!(status, 410);
 
     // `chute gc --dry-run` lists it and deletes nothing; `chute gc` deletes it.
-    let data_dir = app.data_dir();
+    let cli = app.cli_args();
     let gc = move |dry: bool| {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_chute"));
-        c.arg("--data-dir").arg(&data_dir).arg("gc");
+        c.args(&cli).arg("gc");
         if dry {
             c.arg("--dry-run");
         }

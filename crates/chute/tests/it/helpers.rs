@@ -16,6 +16,8 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
     /// The data folder (inside `dir` unless the test gave one, as nodes sharing storage do).
     pub data: PathBuf,
+    /// The PostgreSQL catalog, when the app runs on one (else SQLite in the data folder).
+    pub database_url: Option<String>,
     pub state: AppState,
     pub client: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -36,6 +38,19 @@ impl TestApp {
 
     pub fn data_dir(&self) -> PathBuf {
         self.data.clone()
+    }
+
+    /// The arguments that point the `chute` binary at this app's data folder and catalog, as
+    /// an operator on the same machine runs it beside the server.
+    pub fn cli_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--data-dir".to_string(),
+            self.data_dir().display().to_string(),
+        ];
+        if let Some(url) = &self.database_url {
+            args.extend(["--database-url".to_string(), url.clone()]);
+        }
+        args
     }
 
     /// Creates another user and returns a token of theirs.
@@ -149,6 +164,12 @@ async fn start(
             .or_insert_with(|| dir.path().join("data").display().to_string())
             .clone(),
     );
+    if !flags.contains_key("database_url")
+        && let Some(url) = test_database().await
+    {
+        flags.insert("database_url".into(), url);
+    }
+    let database_url = flags.get("database_url").cloned();
     let missing = dir.path().join("no-config.toml");
     std::fs::write(&missing, "").expect("config");
     let s = Settings::load(Some(&missing), Vec::new(), flags).expect("settings");
@@ -185,10 +206,29 @@ async fn start(
         token,
         dir,
         data,
+        database_url,
         state,
         client: reqwest::Client::new(),
         shutdown: Some(tx),
     }
+}
+
+/// With `CHUTE_TEST_POSTGRES` set (a server URL without a database, as scripts/test.sh sets
+/// it for its second pass), every app gets a new database on that server: the whole suite
+/// then runs on the PostgreSQL catalog.
+async fn test_database() -> Option<String> {
+    use sqlx::Connection;
+    let base = std::env::var("CHUTE_TEST_POSTGRES").ok()?;
+    let base = base.trim_end_matches('/');
+    let mut c = sqlx::PgConnection::connect(&format!("{base}/postgres"))
+        .await
+        .expect("CHUTE_TEST_POSTGRES must reach a PostgreSQL server");
+    let name = format!("t{}", uuid::Uuid::new_v4().simple());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut c)
+        .await
+        .expect("create a test database");
+    Some(format!("{base}/{name}"))
 }
 
 /// A port free on loopback right now, for a server the test starts.

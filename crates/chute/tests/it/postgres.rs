@@ -345,6 +345,18 @@ async fn meta_scenario(meta: Arc<dyn MetaStore>) {
             .is_none()
     );
     assert!(meta.create_session("s2", bob.id, 12).await.is_err());
+    // Keys from clients with a NUL (PostgreSQL text cannot hold one) find nothing, on both.
+    assert_eq!(meta.get_file("f0\0").await.expect("nul"), None);
+    assert_eq!(meta.get_upload("u\0").await.expect("nul"), None);
+    assert_eq!(meta.get_session("s\0").await.expect("nul"), None);
+    assert_eq!(meta.session_file("s1", "keep\0").await.expect("nul"), None);
+    assert_eq!(meta.user_by_name("ann\0").await.expect("nul"), None);
+    assert!(
+        meta.list_files(ann.id, Some("\0"), 10)
+            .await
+            .expect("nul")
+            .is_empty()
+    );
     meta.ping().await.expect("ping");
 }
 

@@ -498,16 +498,21 @@ async fn other_users_see_nothing_and_staff_read_without_changing() {
 
 /// Moves a session's last activity into the past, as if it had been idle.
 async fn age_session(app: &TestApp, token: &str, seconds: i64) {
+    const AGE: &str =
+        "UPDATE upload_sessions SET last_activity = last_activity - $1 WHERE token = $2";
+    if let Some(url) = &app.database_url {
+        let pool = sqlx::PgPool::connect(url).await.expect("db");
+        let q = sqlx::query(AGE).bind(seconds).bind(token);
+        q.execute(&pool).await.expect("age");
+        pool.close().await;
+        return;
+    }
     let db = app.data_dir().join("chute.db");
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
         .await
         .expect("db");
-    sqlx::query("UPDATE upload_sessions SET last_activity = last_activity - $1 WHERE token = $2")
-        .bind(seconds)
-        .bind(token)
-        .execute(&pool)
-        .await
-        .expect("age");
+    let q = sqlx::query(AGE).bind(seconds).bind(token);
+    q.execute(&pool).await.expect("age");
     pool.close().await;
 }
 
@@ -528,13 +533,14 @@ async fn idle_sessions_expire_by_gc_and_their_files_go() {
     age_session(&app, &stored, 3600).await;
 
     // `chute gc` from the command line, beside the running server, as an operator runs it.
-    let data = app.data_dir();
+    let cli = app.cli_args();
     let gc = move |dry: bool| {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_chute"));
-        c.env_remove("CHUTE_CONFIG")
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--upload-session-expire-after-inactive-minutes", "5", "gc"]);
+        c.env_remove("CHUTE_CONFIG").args(&cli).args([
+            "--upload-session-expire-after-inactive-minutes",
+            "5",
+            "gc",
+        ]);
         if dry {
             c.arg("--dry-run");
         }
