@@ -2,7 +2,7 @@
 //!
 //! Layout under the root (`<data_dir>/files` by default):
 //! ```text
-//! objects/<key>          finished files (keys look like `ab/cd/<uuid>`, sharded by the engine)
+//! objects/<key>          finished files (keys look like `ab/<uuid>`, sharded by the engine)
 //! staging/<key>.part     objects being written; renamed into objects/ when placed
 //! ```
 //! Durability: a placed object is fsynced, renamed into place, and its folder fsynced, so a
@@ -55,6 +55,12 @@ impl LocalStorage {
     }
 
     fn mkdirs(&self, dir: &Path) -> io::Result<()> {
+        // Most folders exist already. mkdir on an existing one still takes its parent's lock
+        // exclusively (before it finds EEXIST), and with many uploads finishing at once that
+        // contention cost more than the copying of their bytes; a stat takes no such lock.
+        if dir.is_dir() {
+            return Ok(());
+        }
         fs::DirBuilder::new()
             .recursive(true)
             .mode(self.dir_mode)
