@@ -61,6 +61,14 @@ impl PgMeta {
         self.pool.begin().await
     }
 
+    fn reads(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn writes(&self) -> &PgPool {
+        &self.pool
+    }
+
     fn shared_locks(&self) -> Option<Arc<dyn super::ClusterLocks>> {
         Some(self.locks.clone())
     }

@@ -6,7 +6,10 @@
 //!   no other writer of that session (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: a plain
 //!   transaction, made exclusive by `SESSION_STATUS_FOR_CHANGE` locking the session's row);
 //! - `SESSION_STATUS_FOR_CHANGE`: the query that reads the session's status at its start;
-//! - `shared_locks(&self)`: the upload locks across nodes, if several nodes can share it.
+//! - `shared_locks(&self)`: the upload locks across nodes, if several nodes can share it;
+//! - `reads(&self)` and `writes(&self)`: the pools for reading and for changing (SQLite has
+//!   one writer at a time: a pool of one connection queues its writers, where several
+//!   connections would make them sleep in SQLite's busy handler).
 //!
 //! Everything else is portable SQL: `$n` placeholders, `RETURNING`, `CAST(SUM(..) AS BIGINT)`
 //! (PostgreSQL sums BIGINT into NUMERIC), CASE instead of two-argument MAX, and columns of
@@ -117,7 +120,7 @@ macro_rules! impl_meta_store {
             }
 
             async fn ping(&self) -> Result<(), MetaError> {
-                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                sqlx::query("SELECT 1").execute(self.reads()).await?;
                 Ok(())
             }
 
@@ -129,7 +132,7 @@ macro_rules! impl_meta_store {
                 .bind(name)
                 .bind(is_staff as i64)
                 .bind(created_at)
-                .fetch_one(&self.pool)
+                .fetch_one(self.writes())
                 .await;
                 match res {
                     Ok(id) => Ok(User {
@@ -149,14 +152,14 @@ macro_rules! impl_meta_store {
                 }
                 let row = sqlx::query("SELECT id, name, is_staff, created_at FROM users WHERE name = $1")
                     .bind(name)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(self.reads())
                     .await?;
                 Ok(row.as_ref().map(user_from_row).transpose()?)
             }
 
             async fn count_users(&self) -> Result<u64, MetaError> {
                 let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
-                    .fetch_one(&self.pool)
+                    .fetch_one(self.reads())
                     .await?;
                 Ok(n as u64)
             }
@@ -174,7 +177,7 @@ macro_rules! impl_meta_store {
                 .bind(token_hash)
                 .bind(label)
                 .bind(now_unix())
-                .execute(&self.pool)
+                .execute(self.writes())
                 .await?;
                 Ok(())
             }
@@ -188,13 +191,13 @@ macro_rules! impl_meta_store {
                      JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
                 )
                 .bind(token_hash)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.reads())
                 .await?;
                 Ok(row.as_ref().map(user_from_row).transpose()?)
             }
 
             async fn insert_file(&self, f: &FileRecord) -> Result<(), MetaError> {
-                insert_file_with(&self.pool, f).await?;
+                insert_file_with(self.writes(), f).await?;
                 Ok(())
             }
 
@@ -208,7 +211,7 @@ macro_rules! impl_meta_store {
                     " FROM files WHERE id = $1 AND temporary = 0"
                 ))
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.reads())
                 .await?;
                 Ok(row.as_ref().map(file_from_row).transpose()?)
             }
@@ -230,7 +233,7 @@ macro_rules! impl_meta_store {
                 .bind(owner_id)
                 .bind(after.unwrap_or(""))
                 .bind(limit as i64)
-                .fetch_all(&self.pool)
+                .fetch_all(self.reads())
                 .await?;
                 Ok(rows.iter().map(file_from_row).collect::<Result<_, _>>()?)
             }
@@ -245,7 +248,7 @@ macro_rules! impl_meta_store {
                 ))
                 .bind(id)
                 .bind(owner_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.writes())
                 .await?;
                 Ok(row.as_ref().map(file_from_row).transpose()?)
             }
@@ -256,7 +259,7 @@ macro_rules! impl_meta_store {
                         "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM files WHERE owner_id = $1",
                     )
                         .bind(owner_id)
-                        .fetch_one(&self.pool)
+                        .fetch_one(self.reads())
                         .await?;
                 Ok(n as u64)
             }
@@ -281,7 +284,7 @@ macro_rules! impl_meta_store {
                 .bind(&u.hash_state)
                 .bind(&u.file_id)
                 .bind(u.created_at)
-                .execute(&self.pool)
+                .execute(self.writes())
                 .await?;
                 Ok(())
             }
@@ -292,7 +295,7 @@ macro_rules! impl_meta_store {
                 }
                 let row = sqlx::query("SELECT * FROM uploads WHERE id = $1")
                     .bind(id)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(self.reads())
                     .await?;
                 Ok(row.as_ref().map(upload_from_row).transpose()?)
             }
@@ -312,13 +315,13 @@ macro_rules! impl_meta_store {
                 .bind(hash_state)
                 .bind(id)
                 .bind(expected as i64)
-                .execute(&self.pool)
+                .execute(self.writes())
                 .await?;
                 Ok(r.rows_affected() == 1)
             }
 
             async fn complete_upload(&self, id: &str, file: &FileRecord) -> Result<(), MetaError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writes().begin().await?;
                 let r = sqlx::query(
                     "UPDATE uploads SET state = 'complete', file_id = $1 WHERE id = $2 AND state = 'active'",
                 )
@@ -341,7 +344,7 @@ macro_rules! impl_meta_store {
                 )
                 .bind(now)
                 .bind(limit as i64)
-                .fetch_all(&self.pool)
+                .fetch_all(self.reads())
                 .await?;
                 Ok(rows.iter().map(upload_from_row).collect::<Result<_, _>>()?)
             }
@@ -357,7 +360,7 @@ macro_rules! impl_meta_store {
                 )
                 .bind(owner_id)
                 .bind(protocol)
-                .fetch_all(&self.pool)
+                .fetch_all(self.reads())
                 .await?;
                 Ok(rows.iter().map(upload_from_row).collect::<Result<_, _>>()?)
             }
@@ -366,7 +369,7 @@ macro_rules! impl_meta_store {
                 let r = sqlx::query("UPDATE uploads SET length = $1 WHERE id = $2 AND length IS NULL")
                     .bind(length as i64)
                     .bind(id)
-                    .execute(&self.pool)
+                    .execute(self.writes())
                     .await?;
                 Ok(r.rows_affected() == 1)
             }
@@ -374,7 +377,7 @@ macro_rules! impl_meta_store {
             async fn delete_upload(&self, id: &str) -> Result<(), MetaError> {
                 sqlx::query("DELETE FROM uploads WHERE id = $1")
                     .bind(id)
-                    .execute(&self.pool)
+                    .execute(self.writes())
                     .await?;
                 Ok(())
             }
@@ -388,7 +391,7 @@ macro_rules! impl_meta_store {
                 .bind(owner_id)
                 .bind(SessionStatus::Created.as_str())
                 .bind(now)
-                .execute(&self.pool)
+                .execute(self.writes())
                 .await
                 .map_err(|e| {
                     if is_unique_violation(&e) {
@@ -412,7 +415,7 @@ macro_rules! impl_meta_store {
                      FROM upload_sessions s WHERE s.token = $1",
                 )
                 .bind(token)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.reads())
                 .await?;
                 let Some(r) = row else { return Ok(None) };
                 let status: String = r.try_get("status")?;
@@ -436,7 +439,7 @@ macro_rules! impl_meta_store {
                 )
                 .bind(token)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(self.writes())
                 .await?;
                 Ok(())
             }
@@ -461,7 +464,7 @@ macro_rules! impl_meta_store {
                 for i in 0..SessionStatus::ALL.len() {
                     q = q.bind(from.get(i).unwrap_or(first).as_str());
                 }
-                let n = q.execute(&self.pool).await?.rows_affected();
+                let n = q.execute(self.writes()).await?.rows_affected();
                 Ok(n == 1)
             }
 
@@ -472,7 +475,7 @@ macro_rules! impl_meta_store {
                     " FROM files WHERE session_token = $1 ORDER BY id"
                 ))
                 .bind(token)
-                .fetch_all(&self.pool)
+                .fetch_all(self.reads())
                 .await?;
                 Ok(rows.iter().map(file_from_row).collect::<Result<_, _>>()?)
             }
@@ -488,7 +491,7 @@ macro_rules! impl_meta_store {
                 ))
                 .bind(token)
                 .bind(name)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.reads())
                 .await?;
                 Ok(row.as_ref().map(file_from_row).transpose()?)
             }
@@ -557,7 +560,7 @@ macro_rules! impl_meta_store {
             }
 
             async fn store_session(&self, token: &str) -> Result<Option<u64>, MetaError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writes().begin().await?;
                 let moved = sqlx::query(
                     "UPDATE upload_sessions SET status = 'STORED' \
                      WHERE token = $1 AND status = 'COPYING_IN_PROGRESS'",
@@ -585,7 +588,7 @@ macro_rules! impl_meta_store {
                 )
                 .bind(before)
                 .bind(limit as i64)
-                .fetch_all(&self.pool)
+                .fetch_all(self.reads())
                 .await?)
             }
 
@@ -595,7 +598,7 @@ macro_rules! impl_meta_store {
                     file_columns!()
                 ))
                 .bind(token)
-                .fetch_all(&self.pool)
+                .fetch_all(self.writes())
                 .await?;
                 Ok(rows.iter().map(file_from_row).collect::<Result<_, _>>()?)
             }

@@ -17,7 +17,12 @@ use super::{
 };
 
 pub struct SqliteMeta {
+    /// Readers (WAL lets them run beside the writer).
     pool: SqlitePool,
+    /// The one writing connection: SQLite has one writer at a time, and writers that queue
+    /// here wait their turn without the busy handler's sleeps (1-100 ms each), which several
+    /// writing connections paid when many uploads committed at once.
+    writer: SqlitePool,
 }
 
 impl SqliteMeta {
@@ -40,12 +45,16 @@ impl SqliteMeta {
             })
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(opts)
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, writer })
     }
 }
 
@@ -55,7 +64,15 @@ impl SqliteMeta {
     async fn begin_session_change(
         &self,
     ) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>, sqlx::Error> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await
+        self.writer.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    fn reads(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    fn writes(&self) -> &SqlitePool {
+        &self.writer
     }
 
     /// One node: its in-memory locks are all there is.
