@@ -34,10 +34,10 @@ use super::AppState;
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiResult};
 use super::files::{file_json, serve_file};
-use super::tus::append_stream;
+use super::tus::{append_stream, live};
 use crate::meta::{FileRecord, UploadRecord, User, now_unix};
 use crate::names::sanitize_file_name;
-use crate::upload::resumable::NewUpload;
+use crate::upload::resumable::{Locked, NewUpload, UploadLock};
 
 pub const PROTOCOL: &str = "ietf";
 pub const INTEROP_VERSION: &str = "8";
@@ -364,13 +364,14 @@ async fn replay_form(
 /// Appends the request's body at `offset` (the draft's errors as problems).
 async fn append_at(
     state: &AppState,
+    held: Option<UploadLock>,
     up: UploadRecord,
     offset: u64,
     h: &HeaderMap,
     body: Body,
 ) -> Result<UploadRecord, Response> {
     let current = up.offset;
-    match append_stream(state, None, up, offset, h, body).await {
+    match append_stream(state, held, up, offset, h, body).await {
         Ok(up) => Ok(up),
         Err(e) if e.code == "offset_mismatch" => {
             let expected = e
@@ -456,7 +457,9 @@ async fn create_inner(
         .await
         .map_err(|e| api(e.into()))?;
     let loc = location(&up);
-    let up = append_at(state, up, 0, &h, req.into_body())
+    // The new upload is free: its lock is taken here, so the append reads nothing again.
+    let held = state.engine.uploads.try_lock(&up.id).await;
+    let up = append_at(state, held, up, 0, &h, req.into_body())
         .await
         .map_err(|mut r| {
             r.headers_mut().insert(header::LOCATION, loc.clone());
@@ -552,7 +555,18 @@ async fn patch_inner(
             "an append needs Upload-Complete",
         ))
     })?;
-    let mut up = load(state, user, id).await.map_err(api)?;
+    // The upload's lock first and its record read once under it, as for a tus PATCH; an
+    // upload another request holds is owner-checked before that request is asked to let go.
+    let (held, mut up) = match state
+        .engine
+        .lock_owned_upload(user.id, PROTOCOL, id)
+        .await
+        .map_err(|e| api(e.into()))?
+    {
+        Locked::Held(lock, up) => (Some(lock), live(up).map_err(api)?),
+        Locked::Busy(_) => (None, load(state, user, id).await.map_err(api)?),
+        Locked::NotFound => return Err(api(ApiError::not_found("upload"))),
+    };
     // No Content-Length and no Transfer-Encoding: no content.
     let body_len = match super::multipart::content_length(&h).map_err(api)? {
         None if !h.contains_key(header::TRANSFER_ENCODING) => Some(0),
@@ -590,7 +604,7 @@ async fn patch_inner(
     {
         return Err(inconsistent_length(Some(up.offset)));
     }
-    let up = append_at(state, up, offset, &h, req.into_body()).await?;
+    let up = append_at(state, held, up, offset, &h, req.into_body()).await?;
     if done {
         finish_upload(state, user, up, StatusCode::OK).await
     } else {

@@ -219,7 +219,7 @@ pub(super) async fn load_protocol(
 }
 
 /// The upload, or 410 when it expired unfinished.
-fn live(up: UploadRecord) -> ApiResult<UploadRecord> {
+pub(super) fn live(up: UploadRecord) -> ApiResult<UploadRecord> {
     if up.state == "active" && up.expires_at.is_some_and(|t| t <= now_unix()) {
         return Err(ApiError::new(
             StatusCode::GONE,
