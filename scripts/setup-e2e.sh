@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs the real components the tests drive: Debian's chromium, clamd (clamav-daemon),
-# nginx (nginx-light) and PostgreSQL (postgresql); the npm packages pinned in
+# nginx (nginx-light) and PostgreSQL (postgresql); Garage (crates.io); the npm packages pinned in
 # e2e/package-lock.json (jQuery-File-Upload, spark-md5, playwright-core, tus-js-client); and
-# tuspy (e2e/requirements.txt) in e2e/.venv. The tests start clamd, nginx and PostgreSQL
-# themselves (scripts/clamd-test.sh, scripts/nginx-test.sh, scripts/postgres-test.sh).
+# tuspy (e2e/requirements.txt) in e2e/.venv. The tests start clamd, nginx, PostgreSQL and
+# Garage themselves (scripts/clamd-test.sh, nginx-test.sh, postgres-test.sh, garage-test.sh).
 # Idempotent: does nothing when everything is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +28,12 @@ if [ $((${#need[@]} + ${#services[@]})) -gt 0 ]; then
   [ ${#need[@]} -eq 0 ] || apt-get install -y -q "${need[@]}"
   # The daemons are installed, not started: the tests start their own on loopback.
   [ ${#services[@]} -eq 0 ] || apt-get install -y -q --no-install-recommends "${services[@]}"
+fi
+
+# Garage (S3-compatible storage) is not packaged by Debian: built from crates.io once, into
+# cargo's bin folder (10-20 minutes on two cores, the longest step of a fresh machine).
+if ! command -v garage >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/garage" ]; then
+  cargo install garage --version 2.5.0 --locked --quiet
 fi
 
 if [ ! -d e2e/node_modules/blueimp-file-upload ] || [ e2e/package-lock.json -nt e2e/node_modules/.package-lock.json ]; then

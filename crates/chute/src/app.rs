@@ -19,6 +19,7 @@ use crate::meta::postgres::PgMeta;
 use crate::meta::sqlite::SqliteMeta;
 use crate::storage::Storage;
 use crate::storage::local::LocalStorage;
+use crate::storage::s3::S3Storage;
 use crate::upload::Engine;
 
 /// Opens the metadata store: PostgreSQL when `database_url` is set, else SQLite in the data
@@ -44,6 +45,11 @@ pub async fn open_state(settings: Settings) -> anyhow::Result<AppState> {
     let meta = open_meta(&settings).await?;
     std::fs::create_dir_all(settings.temp_dir())
         .with_context(|| format!("creating temp dir {}", settings.temp_dir().display()))?;
+    if let Some(s3) = settings.s3() {
+        let storage: Arc<dyn Storage> = Arc::new(S3Storage::open(&s3));
+        let engine = Engine::new(storage, meta, Arc::new(settings));
+        return Ok(AppState::new(engine));
+    }
     let mut local = LocalStorage::open(
         settings.files_dir(),
         settings.file_upload_permissions.0,

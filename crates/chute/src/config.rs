@@ -368,6 +368,20 @@ settings! {
     database_url: String = "";
     /// Most connections to PostgreSQL per node (with database_url).
     database_max_connections: u64 = "16";
+    /// Where files are kept. Empty: `<data_dir>/files`. `s3://bucket/prefix`: an
+    /// S3-compatible object store (AWS S3, Garage, MinIO), which several nodes can share
+    /// (with database_url); temporary files stay in each node's data_dir.
+    storage_url: String = "";
+    /// The S3 endpoint, e.g. `http://127.0.0.1:3900`; empty for AWS's own.
+    s3_endpoint: String = "";
+    /// The S3 region (Garage's default is `garage`).
+    s3_region: String = "us-east-1";
+    /// The S3 access key id (better given as the env variable CHUTE_S3_ACCESS_KEY_ID).
+    s3_access_key_id: String = "";
+    /// The S3 secret key (better given as the env variable CHUTE_S3_SECRET_ACCESS_KEY).
+    s3_secret_access_key: String = "";
+    /// Path-style S3 addresses (`endpoint/bucket/key`), which self-hosted servers want.
+    s3_path_style: bool = "true";
     /// Largest file kept in memory while it arrives; larger ones spill to a temporary file
     /// (Django's FILE_UPLOAD_MAX_MEMORY_SIZE).
     file_upload_max_memory_size: Size = "2.5MiB";
@@ -556,6 +570,27 @@ impl Settings {
                 "give a postgres:// URL, or leave it empty for SQLite in data_dir".into(),
             ));
         }
+        if !self.storage_url.is_empty() {
+            if crate::storage::s3::S3Config::bucket_and_prefix(&self.storage_url).is_none() {
+                return Err(bad(
+                    "storage_url",
+                    "give s3://bucket[/prefix], or leave it empty for files in data_dir".into(),
+                ));
+            }
+            if self.s3_access_key_id.is_empty() || self.s3_secret_access_key.is_empty() {
+                return Err(bad(
+                    "s3_access_key_id",
+                    "S3 storage needs s3_access_key_id and s3_secret_access_key".into(),
+                ));
+            }
+            if self.serve_mode == ServeMode::XAccelRedirect {
+                return Err(bad(
+                    "serve_mode",
+                    "x-accel-redirect serves files from a local folder; with S3 storage use direct"
+                        .into(),
+                ));
+            }
+        }
         if self.database_max_connections == 0 {
             return Err(bad("database_max_connections", "must be at least 1".into()));
         }
@@ -615,6 +650,20 @@ impl Settings {
 
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("chute.db")
+    }
+
+    /// The S3 bucket settings, when storage_url names one.
+    pub fn s3(&self) -> Option<crate::storage::s3::S3Config> {
+        let (bucket, prefix) = crate::storage::s3::S3Config::bucket_and_prefix(&self.storage_url)?;
+        Some(crate::storage::s3::S3Config {
+            bucket,
+            prefix,
+            endpoint: (!self.s3_endpoint.is_empty()).then(|| self.s3_endpoint.clone()),
+            region: self.s3_region.clone(),
+            access_key_id: self.s3_access_key_id.clone(),
+            secret_access_key: self.s3_secret_access_key.clone(),
+            path_style: self.s3_path_style,
+        })
     }
 
     pub fn files_dir(&self) -> PathBuf {

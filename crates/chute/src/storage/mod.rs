@@ -1,5 +1,5 @@
-//! Where bytes live. The engine talks to a [`Storage`]; backends are named by technology
-//! (`storage::local`; S3-compatible storage is planned behind the same trait).
+//! Where bytes live. The engine talks to a [`Storage`]; backends are named by technology:
+//! `storage::local` (a folder, the default) and `storage::s3` (S3-compatible object storage).
 //!
 //! Writing is staged: bytes go to a staging object named by a key (`begin`, or `resume` at an
 //! offset for resumable protocols), are made durable (`StagedWrite::sync`), and only then placed
@@ -10,6 +10,7 @@
 //! because downloads stream on the reactor.
 
 pub mod local;
+pub mod s3;
 
 use std::io;
 use std::path::Path;

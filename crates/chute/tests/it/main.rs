@@ -13,5 +13,6 @@ mod limits;
 mod malformed;
 mod nginx;
 mod postgres;
+mod s3;
 mod sessions;
 mod tus;

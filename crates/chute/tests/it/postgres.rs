@@ -20,7 +20,7 @@ use crate::chunked::{chunk, complete, md5_hex};
 use crate::helpers::*;
 use crate::tus::{create, h, patch, req, stale_patch};
 
-struct Postgres {
+pub(crate) struct Postgres {
     child: Child,
     port: u16,
     _dir: tempfile::TempDir,
@@ -47,7 +47,7 @@ fn spawn_server(dir: &std::path::Path, port: u16) -> Child {
 }
 
 impl Postgres {
-    async fn start() -> Postgres {
+    pub(crate) async fn start() -> Postgres {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let child = spawn_server(dir.path(), port);
@@ -93,7 +93,7 @@ impl Postgres {
     }
 
     /// A new empty database, by URL.
-    async fn database(&self, name: &str) -> String {
+    pub(crate) async fn database(&self, name: &str) -> String {
         let mut c = sqlx::PgConnection::connect(&self.url("postgres"))
             .await
             .expect("connect");
