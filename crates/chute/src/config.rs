@@ -794,6 +794,49 @@ mod tests {
     }
 
     #[test]
+    fn database_and_storage_settings_are_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("chute.toml");
+        std::fs::write(&file, "").expect("write");
+        let load = |pairs: &[(&str, &str)]| {
+            let flags: BTreeMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            Settings::load(Some(&file), vec![], flags)
+        };
+        let refused = |pairs: &[(&str, &str)], name: &str| {
+            let err = load(pairs).expect_err("refused");
+            assert!(err.to_string().contains(name), "{err}");
+        };
+        refused(&[("database_url", "mysql://x/y")], "database_url");
+        refused(
+            &[("database_max_connections", "0")],
+            "database_max_connections",
+        );
+        refused(&[("storage_url", "s3:///nobucket")], "storage_url");
+        refused(&[("storage_url", "/var/files")], "storage_url");
+        refused(&[("storage_url", "s3://b")], "s3_access_key_id");
+        let s3 = [
+            ("storage_url", "s3://b/some/prefix/"),
+            ("s3_access_key_id", "k"),
+            ("s3_secret_access_key", "s"),
+        ];
+        refused(
+            &[s3[0], s3[1], s3[2], ("serve_mode", "x-accel-redirect")],
+            "serve_mode",
+        );
+        let s = load(&[s3[0], s3[1], s3[2], ("database_url", "postgres://h/db")]).expect("ok");
+        let c = s.s3().expect("s3");
+        assert_eq!(
+            (c.bucket.as_str(), c.prefix.as_str()),
+            ("b", "some/prefix/")
+        );
+        assert_eq!(c.endpoint, None);
+        assert!(load(&[]).expect("defaults").s3().is_none());
+    }
+
+    #[test]
     fn example_config_parses_back_to_the_defaults() {
         let text = example_toml();
         let uncommented: String = text

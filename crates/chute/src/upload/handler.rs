@@ -96,10 +96,22 @@ pub struct StagedGuard {
 
 impl Drop for StagedGuard {
     fn drop(&mut self) {
-        if self.armed
-            && let Err(e) = self.storage.abort(&self.key)
-        {
-            tracing::warn!(key = %self.key, error = %e, "could not remove a staged upload");
+        if !self.armed {
+            return;
+        }
+        let (storage, key) = (self.storage.clone(), std::mem::take(&mut self.key));
+        let abort = move || {
+            if let Err(e) = storage.abort(&key) {
+                tracing::warn!(key = %key, error = %e, "could not remove a staged upload");
+            }
+        };
+        // Storage calls block (S3's run the SDK on the runtime), and a guard may be dropped
+        // on an async task: the abort goes to the blocking pool when there is a runtime.
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn_blocking(abort);
+            }
+            Err(_) => abort(),
         }
     }
 }
