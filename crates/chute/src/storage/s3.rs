@@ -23,6 +23,8 @@ use std::io::{self, Read};
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::primitives::ByteStream as S3Body;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
@@ -78,6 +80,18 @@ pub struct S3Storage {
 
 fn s3_err(e: impl std::fmt::Display) -> StorageError {
     StorageError::Io(io::Error::other(format!("S3: {e}")))
+}
+
+/// A GetObject failure: NotFound for a missing key, else an I/O error.
+fn get_err<R>(e: SdkError<GetObjectError, R>, key: &str) -> StorageError
+where
+    SdkError<GetObjectError, R>: std::fmt::Display,
+{
+    if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
+        StorageError::NotFound(key.to_string())
+    } else {
+        s3_err(e)
+    }
 }
 
 impl S3Storage {
@@ -137,13 +151,7 @@ impl S3Storage {
                 .key(name)
                 .send()
                 .await
-                .map_err(|e| {
-                    if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
-                        StorageError::NotFound(name.to_string())
-                    } else {
-                        s3_err(e)
-                    }
-                })?;
+                .map_err(|e| get_err(e, name))?;
             Ok(out.body.collect().await.map_err(s3_err)?.into_bytes())
         })
     }
@@ -480,13 +488,7 @@ impl Storage for S3Storage {
             .range(format!("bytes={start}-{}", start + len - 1))
             .send()
             .await
-            .map_err(|e| {
-                if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
-                    StorageError::NotFound(key.to_string())
-                } else {
-                    s3_err(e)
-                }
-            })?;
+            .map_err(|e| get_err(e, key))?;
         let reader = out.body.into_async_read();
         Ok(Box::pin(ReaderStream::new(reader)))
     }
