@@ -40,6 +40,12 @@ impl LocalStorage {
         };
         s.mkdirs(&s.root.join("objects"))?;
         s.mkdirs(&s.root.join("staging"))?;
+        // The 256 folders new objects go to (`storage_key_for`: the id's last two hex
+        // digits), made once here rather than by the first upload into each: under many
+        // concurrent completions those mkdirs cost more than the uploads' other file work.
+        for shard in 0..=255u8 {
+            s.mkdirs(&s.root.join("objects").join(format!("{shard:02x}")))?;
+        }
         Ok(s)
     }
 
@@ -111,7 +117,9 @@ impl LocalStorage {
             Err(e) => return Err(e.into()),
         }
         fs::set_permissions(&to, fs::Permissions::from_mode(self.file_mode))?;
-        self.sync(&File::open(&parent)?)?;
+        if self.fsync {
+            File::open(&parent)?.sync_data()?;
+        }
         Ok(())
     }
 }
@@ -326,6 +334,21 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = LocalStorage::open(dir.path().join("files"), 0o640, 0o750).expect("open");
         (dir, s)
+    }
+
+    #[test]
+    fn the_object_folders_of_new_keys_are_there_from_the_start() {
+        let (dir, _s) = store();
+        for id in [
+            crate::upload::new_file_id(),
+            "0123abff".into(),
+            "x00".into(),
+        ] {
+            let key = crate::upload::storage_key_for(&id);
+            let parent = dir.path().join("files/objects").join(&key);
+            let parent = parent.parent().expect("parent");
+            assert!(parent.is_dir(), "{key}");
+        }
     }
 
     async fn read_all(s: &LocalStorage, key: &str, start: u64, len: u64) -> Vec<u8> {

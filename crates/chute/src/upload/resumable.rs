@@ -548,19 +548,28 @@ impl Engine {
         if let Some(d) = self.uploads.digests_at(&up.id, up.offset, algorithms) {
             return Ok(d);
         }
-        let storage = self.storage.clone();
-        let key = up.staging_key.clone();
-        let offset = up.offset;
-        let algs = algorithms.to_vec();
-        let hashers = tokio::task::spawn_blocking(move || -> Result<Vec<Hasher>, UploadError> {
-            let mut set = HashSet::new(algs.iter().map(|a| Hasher::new(*a)).collect());
-            if offset > 0 {
+        let fresh = || {
+            algorithms
+                .iter()
+                .map(|a| Hasher::new(*a))
+                .collect::<Vec<_>>()
+        };
+        let hashers = if up.offset == 0 || algorithms.is_empty() {
+            // Nothing staged to read back: no trip to a blocking thread.
+            fresh()
+        } else {
+            let storage = self.storage.clone();
+            let key = up.staging_key.clone();
+            let offset = up.offset;
+            let hashers = fresh();
+            tokio::task::spawn_blocking(move || -> Result<Vec<Hasher>, UploadError> {
+                let mut set = HashSet::new(hashers);
                 pump_staged(storage.as_ref(), &key, offset, &mut set, None)?;
-            }
-            set.finish()
-        })
-        .await
-        .map_err(|e| UploadError::Internal(e.to_string()))??;
+                set.finish()
+            })
+            .await
+            .map_err(|e| UploadError::Internal(e.to_string()))??
+        };
         let digests = RunningDigests::new(hashers, up.offset);
         self.uploads.put_digests(&up.id, digests.clone());
         Ok(digests)
@@ -634,9 +643,12 @@ impl Engine {
         algorithms: &[Algorithm],
     ) -> Result<Vec<(Algorithm, String)>, UploadError> {
         let digests = self.running_digests(up, algorithms).await?;
-        let (covered, hashers) = tokio::task::spawn_blocking(move || digests.snapshot())
-            .await
-            .map_err(|e| UploadError::Internal(e.to_string()))??;
+        let (covered, hashers) = match digests.snapshot_if_idle()? {
+            Some(done) => done,
+            None => tokio::task::spawn_blocking(move || digests.snapshot())
+                .await
+                .map_err(|e| UploadError::Internal(e.to_string()))??,
+        };
         if covered != up.offset {
             self.uploads.forget(&up.id);
             return Err(UploadError::Internal(format!(

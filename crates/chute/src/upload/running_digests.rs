@@ -145,7 +145,9 @@ impl RunningDigests {
     pub fn begin(&self) -> Result<Feeding, UploadError> {
         let mut s = self.lock()?;
         s.begun_at = s.fed;
-        s.queue.push_back(Job::Checkpoint);
+        if !self.algorithms.is_empty() {
+            s.queue.push_back(Job::Checkpoint);
+        }
         FEEDING.fetch_add(1, Ordering::Relaxed);
         Ok(Feeding(()))
     }
@@ -154,6 +156,10 @@ impl RunningDigests {
     pub fn rollback(self: &Arc<Self>) -> Result<(), UploadError> {
         let mut s = self.lock()?;
         s.fed = s.begun_at;
+        if self.algorithms.is_empty() {
+            // Nothing is hashed (file_upload_checksums = ""): only the count goes back.
+            return Ok(());
+        }
         s.queue.push_back(Job::Rollback);
         self.ensure_drain(s)
     }
@@ -178,6 +184,10 @@ impl RunningDigests {
             return Ok(());
         }
         s.fed += chunk.len() as u64;
+        if self.algorithms.is_empty() {
+            // Nothing to hash: counting the bytes is all, no queue, no drain thread.
+            return Ok(());
+        }
         s.queued_bytes += chunk.len();
         QUEUED_TOTAL.fetch_add(chunk.len(), Ordering::Relaxed);
         s.queue.push_back(Job::Data(chunk));
@@ -192,6 +202,22 @@ impl RunningDigests {
             };
         }
         self.ensure_drain(s)
+    }
+
+    /// The hashers and the bytes they cover when nothing waits to be hashed (no blocking);
+    /// None while a drain runs or work is queued (then use [`RunningDigests::snapshot`]).
+    pub fn snapshot_if_idle(&self) -> Result<Option<(u64, Vec<Hasher>)>, UploadError> {
+        let s = self.lock()?;
+        if let Some(e) = &s.failed {
+            return Err(UploadError::Internal(format!("hashing failed: {e}")));
+        }
+        if s.cancelled {
+            return Err(UploadError::Internal("running digests dropped".into()));
+        }
+        if s.draining || !s.queue.is_empty() {
+            return Ok(None);
+        }
+        Ok(s.hashers.clone().map(|h| (s.fed, h)))
     }
 
     /// Waits (blocking) until everything queued is hashed, and returns a copy of the hashers
@@ -393,6 +419,34 @@ mod tests {
             hex(d.snapshot().expect("snapshot").1)[0],
             digest_hex(Algorithm::Md5, b"")
         );
+    }
+
+    #[test]
+    fn without_algorithms_only_the_count_moves_and_nothing_waits() {
+        let d = RunningDigests::new(Vec::new(), 10);
+        d.begin().expect("begin");
+        d.feed(Bytes::from_static(b"abcd")).expect("feed");
+        assert_eq!(d.fed(), Some(14));
+        // Idle at once: no drain was started for bytes nobody hashes.
+        let (len, h) = d.snapshot_if_idle().expect("snapshot").expect("idle");
+        assert_eq!((len, h.len()), (14, 0));
+        d.rollback().expect("rollback");
+        assert_eq!(d.fed(), Some(10));
+        assert_eq!(d.snapshot().expect("snapshot").0, 10);
+    }
+
+    #[test]
+    fn busy_digests_are_not_snapshot_without_waiting() {
+        let d = RunningDigests::new(hashers(), 0);
+        d.begin().expect("begin");
+        // The checkpoint is queued: only the blocking snapshot may be used now.
+        assert!(d.snapshot_if_idle().expect("snapshot").is_none());
+        d.feed(Bytes::from_static(b"abc")).expect("feed");
+        let (len, h) = d.snapshot().expect("snapshot");
+        assert_eq!(len, 3);
+        assert_eq!(hex(h)[0], digest_hex(Algorithm::Md5, b"abc"));
+        let (len, _) = d.snapshot_if_idle().expect("snapshot").expect("idle");
+        assert_eq!(len, 3);
     }
 
     #[test]
