@@ -17,7 +17,8 @@ async fn upload(
     token: String,
     chunk: usize,
     data: Bytes,
-) -> Result<(), Error> {
+    t0: Instant,
+) -> Result<(f64, f64), Error> {
     let auth = |rb: reqwest::RequestBuilder| {
         let rb = rb.header("Tus-Resumable", "1.0.0");
         if token == "-" {
@@ -40,6 +41,7 @@ async fn upload(
         .and_then(|v| v.to_str().ok())
         .ok_or("no Location")?
         .to_string();
+    let created = t0.elapsed().as_secs_f64();
     let url = reqwest::Url::parse(&endpoint)?.join(&loc)?;
     let step = if chunk == 0 { data.len().max(1) } else { chunk };
     let mut offset = 0;
@@ -56,7 +58,7 @@ async fn upload(
         }
         offset = end;
     }
-    Ok(())
+    Ok((created, t0.elapsed().as_secs_f64()))
 }
 
 #[tokio::main]
@@ -83,12 +85,24 @@ async fn main() -> Result<(), Error> {
             token.clone(),
             chunk,
             data,
+            t0,
         )));
     }
+    let mut times = Vec::new();
     for t in tasks {
-        t.await??;
+        times.push(t.await??);
     }
     let secs = t0.elapsed().as_secs_f64();
     println!("{total} {secs:.3} {:.0}", total as f64 / secs / 1e6);
+    if std::env::var_os("BENCH_TUS_TIMES").is_some() {
+        // When each upload was created and finished (ms from the start): where the time goes.
+        let ms = |v: f64| (v * 1000.0).round() as u64;
+        let mut created: Vec<u64> = times.iter().map(|t| ms(t.0)).collect();
+        let mut done: Vec<u64> = times.iter().map(|t| ms(t.1)).collect();
+        created.sort_unstable();
+        done.sort_unstable();
+        let q = |v: &[u64]| format!("min {} med {} max {}", v[0], v[v.len() / 2], v[v.len() - 1]);
+        eprintln!("created (ms): {}; done (ms): {}", q(&created), q(&done));
+    }
     Ok(())
 }
