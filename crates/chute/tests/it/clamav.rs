@@ -6,27 +6,19 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::helpers::*;
+use crate::servers::ScriptServer;
 use crate::sessions::{open_session, pdf, post_file};
 
 const EICAR: &[u8] = br"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
 
-/// A clamd process, killed when dropped.
+/// A clamd started by `scripts/clamd-test.sh`.
 struct Clamd {
-    child: Child,
     port: u16,
     socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Clamd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    _server: ScriptServer,
 }
 
 fn ping(socket: &Path) -> bool {
@@ -38,40 +30,30 @@ fn ping(socket: &Path) -> bool {
     s.write_all(b"zPING\0").is_ok() && s.read_to_end(&mut out).is_ok() && out.starts_with(b"PONG")
 }
 
-fn start_clamd(stream_max: &str) -> Clamd {
-    let dir = tempfile::tempdir().expect("tempdir");
+async fn start_clamd(stream_max: &str) -> Clamd {
     let port = free_port();
-    let child = Command::new(script("clamd-test.sh"))
-        .arg(dir.path())
-        .arg(port.to_string())
-        .arg(stream_max)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("scripts/clamd-test.sh must run (it needs Debian's clamav-daemon)");
-    let socket = dir.path().join("clamd.sock");
-    let mut clamd = Clamd {
-        child,
+    let stream_max = stream_max.to_string();
+    let mut server = ScriptServer::spawn("clamd", "clamd-test.sh", "TERM", |dir| {
+        vec![dir.display().to_string(), port.to_string(), stream_max]
+    });
+    let socket = server.dir().join("clamd.sock");
+    let probe = socket.clone();
+    server
+        .wait_until(Duration::from_secs(60), || {
+            let probe = probe.clone();
+            blocking(move || ping(&probe))
+        })
+        .await;
+    Clamd {
         port,
         socket,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ping(&clamd.socket) {
-        if let Ok(Some(status)) = clamd.child.try_wait() {
-            panic!("clamd exited before it answered PING: {status}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "clamd did not answer PING within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
+        _server: server,
     }
-    clamd
 }
 
 #[tokio::test]
 async fn clamd_refuses_malware_while_the_file_streams_and_fails_closed() {
-    let clamd = blocking(|| start_clamd("1M")).await;
+    let clamd = start_clamd("1M").await;
     let tcp = format!("127.0.0.1:{}", clamd.port);
     let unix = format!("unix:{}", clamd.socket.display());
     for address in [tcp.as_str(), unix.as_str()] {

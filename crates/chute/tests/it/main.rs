@@ -14,5 +14,6 @@ mod malformed;
 mod nginx;
 mod postgres;
 mod s3;
+mod servers;
 mod sessions;
 mod tus;

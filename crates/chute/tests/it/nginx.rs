@@ -2,66 +2,34 @@
 //! (config/nginx-chute.conf), started by `scripts/nginx-test.sh`: the bytes come through nginx,
 //! the internal location is closed to direct requests, and access rules still hold.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use crate::helpers::*;
+use crate::servers::ScriptServer;
 use crate::sessions::{open_session, pdf};
 
+/// nginx started by `scripts/nginx-test.sh` in front of a chute.
 struct Nginx {
-    child: Child,
     port: u16,
-    _dir: tempfile::TempDir,
+    _server: ScriptServer,
 }
 
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGTERM: the master stops its workers too (SIGKILL would orphan them).
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_nginx(chute: std::net::SocketAddr, objects: &Path) -> Nginx {
-    let dir = tempfile::tempdir().expect("tempdir");
+async fn start_nginx(chute: std::net::SocketAddr, objects: &Path) -> Nginx {
     let port = free_port();
-    let script: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/nginx-test.sh");
-    let child = Command::new(script)
-        .arg(dir.path())
-        .arg(format!("127.0.0.1:{port}"))
-        .arg(chute.to_string())
-        .arg(objects)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("scripts/nginx-test.sh must run (it needs Debian's nginx)");
-    let mut nginx = Nginx {
-        child,
+    let mut server = ScriptServer::spawn("nginx", "nginx-test.sh", "TERM", |dir| {
+        vec![
+            dir.display().to_string(),
+            format!("127.0.0.1:{port}"),
+            chute.to_string(),
+            objects.display().to_string(),
+        ]
+    });
+    server.wait_for_port(port, Duration::from_secs(30)).await;
+    Nginx {
         port,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = nginx.child.try_wait() {
-            panic!("nginx exited at start: {status}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "nginx did not listen within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+        _server: server,
     }
-    nginx
 }
 
 #[tokio::test]
@@ -74,7 +42,7 @@ async fn nginx_serves_session_files_by_x_accel_redirect() {
     let objects = app.data_dir().join("files/objects");
     std::fs::create_dir_all(&objects).expect("objects dir");
     let addr = app.addr;
-    let nginx = blocking(move || start_nginx(addr, &objects)).await;
+    let nginx = start_nginx(addr, &objects).await;
     let via = |p: &str| format!("http://127.0.0.1:{}{p}", nginx.port);
 
     // Upload through nginx (streamed, unbuffered), then read it back through nginx.

@@ -4,7 +4,6 @@
 //! whichever node took which chunk. A real PostgreSQL server is started per test by
 //! `scripts/postgres-test.sh` (Debian's postgresql, installed by scripts/setup-e2e.sh).
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,44 +17,23 @@ use sqlx::Connection;
 
 use crate::chunked::{chunk, complete, md5_hex};
 use crate::helpers::*;
+use crate::servers::ScriptServer;
 use crate::tus::{create, h, patch, req, stale_patch};
 
+/// A throwaway PostgreSQL server started by `scripts/postgres-test.sh`.
 pub(crate) struct Postgres {
-    child: Child,
     port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        // SIGINT is PostgreSQL's fast shutdown: backends end, shared memory is released.
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_server(dir: &std::path::Path, port: u16) -> Child {
-    Command::new(script("postgres-test.sh"))
-        .arg(dir.join("cluster"))
-        .arg(port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("scripts/postgres-test.sh must run (it needs Debian's postgresql)")
+    server: ScriptServer,
 }
 
 impl Postgres {
     pub(crate) async fn start() -> Postgres {
-        let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let child = spawn_server(dir.path(), port);
-        let mut pg = Postgres {
-            child,
-            port,
-            _dir: dir,
-        };
+        // SIGINT is PostgreSQL's fast shutdown: backends end, shared memory is released.
+        let server = ScriptServer::spawn("PostgreSQL", "postgres-test.sh", "INT", |dir| {
+            vec![dir.join("cluster").display().to_string(), port.to_string()]
+        });
+        let mut pg = Postgres { port, server };
         pg.wait_ready().await;
         pg
     }
@@ -63,29 +41,18 @@ impl Postgres {
     /// Stops the server (fast shutdown: every connection is cut) and starts it again on the
     /// same cluster and port.
     async fn restart(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-        self.child = spawn_server(self._dir.path(), self.port);
+        self.server.restart();
         self.wait_ready().await;
     }
 
     async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if sqlx::PgConnection::connect(&self.url("postgres"))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("PostgreSQL exited before it took connections: {status}");
-            }
-            assert!(Instant::now() < deadline, "PostgreSQL did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let url = self.url("postgres");
+        self.server
+            .wait_until(Duration::from_secs(60), || {
+                let url = url.clone();
+                async move { sqlx::PgConnection::connect(&url).await.is_ok() }
+            })
+            .await;
     }
 
     fn url(&self, db: &str) -> String {

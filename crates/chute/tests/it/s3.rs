@@ -4,9 +4,8 @@
 //! the bucket, each with its own data folder.
 
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chute::storage::s3::{S3Config, S3Storage};
 use chute::storage::{Source, Storage};
@@ -15,56 +14,52 @@ use reqwest::Method;
 
 use crate::helpers::*;
 use crate::postgres::Postgres;
+use crate::servers::ScriptServer;
 use crate::tus::{create, h, patch, req};
 
 const KEY_ID: &str = "GK0123456789abcdef01234567";
 const SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const BUCKET: &str = "chute-test";
 
+/// A single-node Garage started by `scripts/garage-test.sh`, with the bucket and key above.
 pub(crate) struct Garage {
-    child: Child,
     pub s3_port: u16,
-    _dir: tempfile::TempDir,
+    _server: ScriptServer,
 }
 
-impl Drop for Garage {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
+fn config(s3_port: u16, prefix: &str) -> S3Config {
+    S3Config {
+        bucket: BUCKET.into(),
+        prefix: prefix.into(),
+        endpoint: Some(format!("http://127.0.0.1:{s3_port}")),
+        region: "garage".into(),
+        access_key_id: KEY_ID.into(),
+        secret_access_key: SECRET.into(),
+        path_style: true,
     }
 }
 
 impl Garage {
     pub(crate) async fn start() -> Garage {
-        let dir = tempfile::tempdir().expect("tempdir");
         let (s3_port, rpc, admin) = (free_port(), free_port(), free_port());
-        let child = Command::new(script("garage-test.sh"))
-            .arg(dir.path())
-            .arg(s3_port.to_string())
-            .arg(rpc.to_string())
-            .arg(admin.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("scripts/garage-test.sh must run (setup-e2e.sh builds garage)");
-        let mut g = Garage {
-            child,
+        let mut server = ScriptServer::spawn("Garage", "garage-test.sh", "TERM", |dir| {
+            vec![
+                dir.display().to_string(),
+                s3_port.to_string(),
+                rpc.to_string(),
+                admin.to_string(),
+            ]
+        });
+        let probe = Arc::new(S3Storage::open(&config(s3_port, "ready/")));
+        server
+            .wait_until(Duration::from_secs(60), || {
+                let probe = probe.clone();
+                async move { blocking(move || probe.check()).await.is_ok() }
+            })
+            .await;
+        Garage {
             s3_port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let store = g.storage("ready/");
-            if blocking(move || store.check()).await.is_ok() {
-                return g;
-            }
-            if let Ok(Some(status)) = g.child.try_wait() {
-                panic!("Garage exited before it served its bucket: {status}");
-            }
-            assert!(Instant::now() < deadline, "Garage did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            _server: server,
         }
     }
 
@@ -73,15 +68,7 @@ impl Garage {
     }
 
     fn config(&self, prefix: &str) -> S3Config {
-        S3Config {
-            bucket: BUCKET.into(),
-            prefix: prefix.into(),
-            endpoint: Some(self.endpoint()),
-            region: "garage".into(),
-            access_key_id: KEY_ID.into(),
-            secret_access_key: SECRET.into(),
-            path_style: true,
-        }
+        config(self.s3_port, prefix)
     }
 
     fn storage(&self, prefix: &str) -> Arc<S3Storage> {
