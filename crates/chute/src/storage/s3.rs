@@ -37,6 +37,8 @@ use super::{ByteStream, Capabilities, Source, StagedWrite, Storage, StorageError
 const SEGMENT_MAX: usize = 8 << 20;
 /// Part size of the multipart uploads that assemble staged objects and large files.
 const PART_SIZE: usize = 8 << 20;
+/// S3's smallest part (but the last) of a multipart upload.
+const MIN_PART: usize = 5 << 20;
 
 /// Where and how to reach the bucket.
 #[derive(Clone, Debug)]
@@ -78,14 +80,26 @@ pub struct S3Storage {
     rt: Handle,
 }
 
-fn s3_err(e: impl std::fmt::Display) -> StorageError {
+/// An SDK error as the service's code and message (the SDK's own Display of a service error
+/// says only "service error"), else with its chain of causes.
+fn s3_err<E>(e: E) -> StorageError
+where
+    E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata,
+{
+    match (e.code(), e.message()) {
+        (Some(code), message) => s3_msg(format!("{code}: {}", message.unwrap_or(""))),
+        _ => s3_msg(aws_sdk_s3::error::DisplayErrorContext(e)),
+    }
+}
+
+fn s3_msg(e: impl std::fmt::Display) -> StorageError {
     StorageError::Io(io::Error::other(format!("S3: {e}")))
 }
 
 /// A GetObject failure: NotFound for a missing key, else an I/O error.
 fn get_err<R>(e: SdkError<GetObjectError, R>, key: &str) -> StorageError
 where
-    SdkError<GetObjectError, R>: std::fmt::Display,
+    SdkError<GetObjectError, R>: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata,
 {
     if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
         StorageError::NotFound(key.to_string())
@@ -152,7 +166,7 @@ impl S3Storage {
                 .send()
                 .await
                 .map_err(|e| get_err(e, name))?;
-            Ok(out.body.collect().await.map_err(s3_err)?.into_bytes())
+            Ok(out.body.collect().await.map_err(s3_msg)?.into_bytes())
         })
     }
 
@@ -205,18 +219,50 @@ impl S3Storage {
         Ok(out)
     }
 
-    /// Writes `next` pieces (each at most `PART_SIZE`, the last may be shorter) as one object,
-    /// by a multipart upload when there is more than one part.
+    /// Copies object `from` to `to` inside the bucket (the server copies, no bytes here).
+    fn copy_name(&self, from: &str, to: &str) -> Result<(), StorageError> {
+        self.block(
+            self.client
+                .copy_object()
+                .bucket(&self.bucket)
+                .key(to)
+                .copy_source(self.copy_source(from))
+                .send(),
+        )
+        .map_err(s3_err)?;
+        Ok(())
+    }
+
+    /// `bucket/key` as CopyObject and UploadPartCopy want it (URL-encoded).
+    fn copy_source(&self, name: &str) -> String {
+        const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'/')
+            .remove(b'-')
+            .remove(b'_')
+            .remove(b'.')
+            .remove(b'~');
+        format!(
+            "{}/{}",
+            self.bucket,
+            percent_encoding::utf8_percent_encode(name, KEEP)
+        )
+    }
+
+    /// Writes `next` pieces as one object, by a multipart upload when there is more than one:
+    /// every piece but the last at least S3's 5 MiB part minimum.
     fn put_parts(
         &self,
         name: &str,
-        mut next: impl FnMut() -> Result<Option<Vec<u8>>, StorageError>,
+        mut next: impl FnMut() -> Result<Option<Piece>, StorageError>,
     ) -> Result<(), StorageError> {
         let Some(first) = next()? else {
             return self.put_bytes(name, Vec::new());
         };
         let Some(second) = next()? else {
-            return self.put_bytes(name, first);
+            return match first {
+                Piece::Bytes(b) => self.put_bytes(name, b),
+                Piece::Copy(from) => self.copy_name(&from, name),
+            };
         };
         let created = self
             .block(
@@ -229,29 +275,48 @@ impl S3Storage {
             .map_err(s3_err)?;
         let upload_id = created
             .upload_id()
-            .ok_or_else(|| s3_err("no multipart upload id"))?
+            .ok_or_else(|| s3_msg("no multipart upload id"))?
             .to_string();
         let result = (|| {
             let mut parts = Vec::new();
             let mut pending = vec![first, second];
             let mut n = 1i32;
             loop {
-                for body in pending.drain(..) {
-                    let out = self
-                        .block(
-                            self.client
-                                .upload_part()
-                                .bucket(&self.bucket)
-                                .key(name)
-                                .upload_id(&upload_id)
-                                .part_number(n)
-                                .body(S3Body::from(body))
-                                .send(),
-                        )
-                        .map_err(s3_err)?;
+                for piece in pending.drain(..) {
+                    let e_tag = match piece {
+                        Piece::Bytes(body) => self
+                            .block(
+                                self.client
+                                    .upload_part()
+                                    .bucket(&self.bucket)
+                                    .key(name)
+                                    .upload_id(&upload_id)
+                                    .part_number(n)
+                                    .body(S3Body::from(body))
+                                    .send(),
+                            )
+                            .map_err(s3_err)?
+                            .e_tag()
+                            .map(str::to_string),
+                        Piece::Copy(from) => self
+                            .block(
+                                self.client
+                                    .upload_part_copy()
+                                    .bucket(&self.bucket)
+                                    .key(name)
+                                    .upload_id(&upload_id)
+                                    .part_number(n)
+                                    .copy_source(self.copy_source(&from))
+                                    .send(),
+                            )
+                            .map_err(s3_err)?
+                            .copy_part_result()
+                            .and_then(|r| r.e_tag())
+                            .map(str::to_string),
+                    };
                     parts.push(
                         CompletedPart::builder()
-                            .set_e_tag(out.e_tag().map(str::to_string))
+                            .set_e_tag(e_tag)
                             .part_number(n)
                             .build(),
                     );
@@ -292,11 +357,92 @@ impl S3Storage {
     }
 }
 
+/// One part of an object being assembled.
+enum Piece {
+    /// Bytes sent from here.
+    Bytes(Vec<u8>),
+    /// A whole object of the bucket, copied by the server (UploadPartCopy).
+    Copy(String),
+}
+
 /// Reads `PART_SIZE` pieces from a reader.
-fn read_part(r: &mut dyn Read) -> Result<Option<Vec<u8>>, StorageError> {
+fn read_part(r: &mut dyn Read) -> Result<Option<Piece>, StorageError> {
     let mut buf = Vec::with_capacity(PART_SIZE);
     r.take(PART_SIZE as u64).read_to_end(&mut buf)?;
-    Ok((!buf.is_empty()).then_some(buf))
+    Ok((!buf.is_empty()).then_some(Piece::Bytes(buf)))
+}
+
+/// How a staged object's segments become parts: a segment of at least `MIN_PART` bytes that
+/// starts a part is copied by the bucket itself, without its bytes coming
+/// back through this node; the others are read and gathered into `PART_SIZE` parts. So an
+/// upload sent in large requests (one PATCH, 8 MiB chunks) is assembled server-side, and one
+/// sent in small requests as before. Every part but the last is at least `MIN_PART`.
+#[derive(Debug, PartialEq)]
+enum Step {
+    Copy,
+    Read,
+}
+
+fn assembly_plan(sizes: &[u64]) -> Vec<Step> {
+    if let [size] = sizes
+        && *size > 0
+    {
+        // One segment is the whole object: CopyObject, which has no minimum size.
+        return vec![Step::Copy];
+    }
+    let mut plan = Vec::with_capacity(sizes.len());
+    let mut gathered = 0u64;
+    for &size in sizes {
+        // Not a short last segment either: Garage refuses to copy a source under 5 MiB even
+        // as the last part (AWS documents the same minimum for copied parts).
+        if gathered == 0 && size >= MIN_PART as u64 {
+            plan.push(Step::Copy);
+        } else {
+            plan.push(Step::Read);
+            gathered = (gathered + size) % PART_SIZE as u64;
+        }
+    }
+    plan
+}
+
+/// Yields the parts of a staged object by its plan: copies as they are, reads gathered into
+/// `PART_SIZE` parts (at most one segment and one part in memory).
+struct Assembly {
+    store: S3Storage,
+    segments: VecDeque<(String, Step)>,
+    gathered: Vec<u8>,
+    ready: VecDeque<Piece>,
+}
+
+impl Assembly {
+    fn next(&mut self) -> Result<Option<Piece>, StorageError> {
+        loop {
+            if let Some(p) = self.ready.pop_front() {
+                return Ok(Some(p));
+            }
+            let Some((name, step)) = self.segments.pop_front() else {
+                let rest = std::mem::take(&mut self.gathered);
+                return Ok((!rest.is_empty()).then_some(Piece::Bytes(rest)));
+            };
+            match step {
+                Step::Copy => self.ready.push_back(Piece::Copy(name)),
+                Step::Read => {
+                    let mut bytes = self.store.get_bytes(&name)?;
+                    while !bytes.is_empty() {
+                        let take = (PART_SIZE - self.gathered.len()).min(bytes.len());
+                        self.gathered.extend_from_slice(&bytes.split_to(take));
+                        if self.gathered.len() == PART_SIZE {
+                            let full = std::mem::replace(
+                                &mut self.gathered,
+                                Vec::with_capacity(PART_SIZE),
+                            );
+                            self.ready.push_back(Piece::Bytes(full));
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 struct S3Staged {
@@ -448,8 +594,25 @@ impl Storage for S3Storage {
                 Ok(())
             }
             Source::Staged(staged) => {
-                let mut r = self.read_staged(staged)?;
-                self.put_parts(&name, || read_part(&mut r))?;
+                let segments = self.segments(staged)?;
+                let mut at = 0u64;
+                for (name, start, size) in &segments {
+                    if *start != at {
+                        return Err(s3_msg(format!(
+                            "staged object {staged}: segment {name} starts at {start}, not {at}"
+                        )));
+                    }
+                    at += size;
+                }
+                let sizes: Vec<u64> = segments.iter().map(|s| s.2).collect();
+                let plan = assembly_plan(&sizes);
+                let mut parts = Assembly {
+                    store: self.clone(),
+                    segments: segments.into_iter().map(|s| s.0).zip(plan).collect(),
+                    gathered: Vec::new(),
+                    ready: VecDeque::new(),
+                };
+                self.put_parts(&name, || parts.next())?;
                 self.abort(staged)
             }
         }
@@ -502,5 +665,77 @@ impl Storage for S3Storage {
         self.block(self.client.head_bucket().bucket(&self.bucket).send())
             .map_err(s3_err)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    /// The parts a plan makes: (bytes, copied), checked against S3's rule.
+    fn parts(sizes: &[u64]) -> Vec<(u64, bool)> {
+        let mut out = Vec::new();
+        let mut gathered = 0u64;
+        for (size, step) in sizes.iter().zip(assembly_plan(sizes)) {
+            match step {
+                Step::Copy => {
+                    assert_eq!(gathered, 0, "a copy never follows bytes still gathering");
+                    out.push((*size, true));
+                }
+                Step::Read => {
+                    gathered += size;
+                    while gathered >= PART_SIZE as u64 {
+                        out.push((PART_SIZE as u64, false));
+                        gathered -= PART_SIZE as u64;
+                    }
+                }
+            }
+        }
+        if gathered > 0 {
+            out.push((gathered, false));
+        }
+        let n = out.len();
+        for (i, (len, copied)) in out.iter().enumerate() {
+            assert!(
+                i + 1 == n || *len >= MIN_PART as u64,
+                "{sizes:?}: part {i} is {len}"
+            );
+            assert!(
+                n == 1 || !copied || *len >= MIN_PART as u64,
+                "{sizes:?}: a copied part of {len}"
+            );
+        }
+        assert_eq!(
+            out.iter().map(|p| p.0).sum::<u64>(),
+            sizes.iter().sum::<u64>()
+        );
+        out
+    }
+
+    #[test]
+    fn large_segments_are_copied_by_the_bucket_small_ones_gathered() {
+        // One PATCH or 8 MiB PATCHes: segments of 8 MiB copied, a short tail sent.
+        assert_eq!(
+            parts(&[8 * MIB, 8 * MIB, 3 * MIB]),
+            vec![(8 * MIB, true), (8 * MIB, true), (3 * MIB, false)]
+        );
+        // 1 MiB PATCHes: gathered into 8 MiB parts and a tail.
+        assert_eq!(
+            parts(&[MIB; 19]),
+            vec![(8 * MIB, false), (8 * MIB, false), (3 * MIB, false)]
+        );
+        // Small then large: once bytes gather, the rest is gathered too (parts stay valid).
+        let p = parts(&[2 * MIB, 8 * MIB, 8 * MIB, 6 * MIB]);
+        assert!(p.iter().all(|p| !p.1));
+        // Exactly 8 MiB gathered: the next large segment is copied again.
+        let p = parts(&[4 * MIB, 4 * MIB, 6 * MIB, MIB]);
+        assert_eq!(p, vec![(8 * MIB, false), (6 * MIB, true), (MIB, false)]);
+        // One segment of any size is copied whole (CopyObject, no minimum).
+        assert_eq!(parts(&[MIB]), vec![(MIB, true)]);
+        // Empty segments never become parts of their own.
+        assert_eq!(parts(&[0, 6 * MIB]), vec![(6 * MIB, true)]);
+        assert_eq!(parts(&[]), vec![]);
     }
 }
