@@ -2,8 +2,10 @@
 # Runs every check and test of chute: formatting, lints, unit tests and the integration
 # tests, which start real servers on loopback and drive them with reqwest, curl and a real
 # front end in headless Chromium. Installs what those need first (scripts/setup-e2e.sh).
-# The integration tests run twice: on the embedded SQLite catalog, then every app on a
-# PostgreSQL catalog (a server this script starts with scripts/postgres-test.sh).
+# The integration tests run three times: on the embedded default (SQLite catalog, local
+# folder), then every app on a PostgreSQL catalog (a server this script starts with
+# scripts/postgres-test.sh), then as the scaled-out deployment: PostgreSQL catalog and S3
+# storage in a Garage bucket (scripts/garage-test.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,15 +14,40 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked
 
-pgdir=$(mktemp -d "${TMPDIR:-/tmp}/chute-test-pg.XXXXXX")
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-./scripts/postgres-test.sh "$pgdir/cluster" "$port" > "$pgdir/log" 2>&1 &
-pgpid=$!
-trap 'kill -INT "$pgpid" 2>/dev/null || true; wait "$pgpid" 2>/dev/null || true; rm -rf "$pgdir"' EXIT
-for _ in $(seq 300); do
-  psql -h 127.0.0.1 -p "$port" -U postgres -d postgres -qAtc 'select 1' >/dev/null 2>&1 && break
-  kill -0 "$pgpid" 2>/dev/null || { cat "$pgdir/log" >&2; echo "PostgreSQL did not start" >&2; exit 1; }
-  sleep 0.2
-done
-echo "integration tests again, on PostgreSQL (127.0.0.1:$port)"
-CHUTE_TEST_POSTGRES="postgres://postgres@127.0.0.1:$port" cargo test --locked --test it
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+work=$(mktemp -d "${TMPDIR:-/tmp}/chute-test-servers.XXXXXX")
+pgpid="" garagepid=""
+stop_servers() {
+  [ -n "$pgpid" ] && { kill -INT "$pgpid" 2>/dev/null || true; wait "$pgpid" 2>/dev/null || true; }
+  [ -n "$garagepid" ] && { kill -TERM "$garagepid" 2>/dev/null || true; wait "$garagepid" 2>/dev/null || true; }
+  rm -rf "$work"
+}
+trap stop_servers EXIT
+# $1 name, $2 pid, $3 log, then the readiness probe
+wait_ready() {
+  local name=$1 pid=$2 log=$3; shift 3
+  for _ in $(seq 300); do
+    "$@" && return
+    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; echo "$name did not start" >&2; exit 1; }
+    sleep 0.2
+  done
+  cat "$log" >&2; echo "$name was not ready in 60 s" >&2; exit 1
+}
+
+pgport=$(free_port)
+./scripts/postgres-test.sh "$work/pg" "$pgport" > "$work/pg.log" 2>&1 & pgpid=$!
+wait_ready PostgreSQL "$pgpid" "$work/pg.log" \
+  sh -c "psql -h 127.0.0.1 -p $pgport -U postgres -d postgres -qAtc 'select 1' >/dev/null 2>&1"
+export CHUTE_TEST_POSTGRES="postgres://postgres@127.0.0.1:$pgport"
+echo "integration tests again, on PostgreSQL (127.0.0.1:$pgport)"
+cargo test --locked --test it
+
+s3port=$(free_port)
+./scripts/garage-test.sh "$work/garage" "$s3port" "$(free_port)" "$(free_port)" > "$work/garage.log" 2>&1 & garagepid=$!
+# The bucket answers a signed HEAD once the node has its layout, key and bucket.
+wait_ready Garage "$garagepid" "$work/garage.log" \
+  sh -c "curl -sf -o /dev/null -I --aws-sigv4 aws:amz:garage:s3 \
+    --user GK0123456789abcdef01234567:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef \
+    -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' http://127.0.0.1:$s3port/chute-test/"
+echo "integration tests a third time, on PostgreSQL and S3 storage (Garage at 127.0.0.1:$s3port)"
+CHUTE_TEST_S3="http://127.0.0.1:$s3port" cargo test --locked --test it

@@ -18,6 +18,8 @@ pub struct TestApp {
     pub data: PathBuf,
     /// The PostgreSQL catalog, when the app runs on one (else SQLite in the data folder).
     pub database_url: Option<String>,
+    /// The S3 endpoint and key prefix, when the app stores into the test bucket.
+    pub s3: Option<(String, String)>,
     pub state: AppState,
     pub client: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -49,6 +51,11 @@ impl TestApp {
         ];
         if let Some(url) = &self.database_url {
             args.extend(["--database-url".to_string(), url.clone()]);
+        }
+        if let Some((endpoint, prefix)) = &self.s3 {
+            for (flag, value) in s3_settings(endpoint, prefix) {
+                args.extend([format!("--{}", flag.replace('_', "-")), value]);
+            }
         }
         args
     }
@@ -89,20 +96,118 @@ impl TestApp {
         res.bytes().await.expect("bytes").to_vec()
     }
 
-    /// Files left in temp and staging folders (there should be none between uploads).
+    /// Files left in temp and staging folders, and staged segments left in the bucket when
+    /// the app stores there (there should be none between uploads).
     pub fn leftovers(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
         for d in ["tmp", "files/staging"] {
             walk(&self.data_dir().join(d), &mut out);
         }
+        if let Some((endpoint, prefix)) = &self.s3 {
+            let staged = list_bucket(endpoint, &format!("{prefix}staging/"));
+            out.extend(staged.into_iter().map(|(key, _)| key));
+        }
         out
     }
 
+    /// The stored files' objects (in the data folder, or in the bucket).
     pub fn stored_objects(&self) -> Vec<PathBuf> {
+        self.stored_sizes().into_iter().map(|(p, _)| p).collect()
+    }
+
+    /// The stored files' objects with their sizes in bytes.
+    pub fn stored_sizes(&self) -> Vec<(PathBuf, u64)> {
+        if let Some((endpoint, prefix)) = &self.s3 {
+            return list_bucket(endpoint, &format!("{prefix}objects/"));
+        }
         let mut out = Vec::new();
         walk(&self.data_dir().join("files/objects"), &mut out);
-        out
+        out.into_iter()
+            .map(|p| {
+                let len = std::fs::metadata(&p).expect("stored object").len();
+                (p, len)
+            })
+            .collect()
     }
+}
+
+/// The bucket and key of scripts/garage-test.sh's Garage.
+pub const S3_BUCKET: &str = "chute-test";
+pub const S3_KEY_ID: &str = "GK0123456789abcdef01234567";
+pub const S3_SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// The keys under `prefix` in the test bucket, with their sizes. Listed on a thread with a
+/// runtime of its own, so that synchronous test helpers can call it from a test's runtime.
+pub fn list_bucket(endpoint: &str, prefix: &str) -> Vec<(PathBuf, u64)> {
+    let (endpoint, prefix) = (endpoint.to_string(), prefix.to_string());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+            let conf = aws_sdk_s3::config::Builder::new()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new("garage"))
+                .credentials_provider(Credentials::new(S3_KEY_ID, S3_SECRET, None, None, "t"))
+                .force_path_style(true)
+                .endpoint_url(endpoint)
+                .build();
+            let client = aws_sdk_s3::Client::from_conf(conf);
+            let mut out = Vec::new();
+            let mut pages = client
+                .list_objects_v2()
+                .bucket(S3_BUCKET)
+                .prefix(&prefix)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                for o in page.expect("list the test bucket").contents() {
+                    if let Some(key) = o.key() {
+                        out.push((PathBuf::from(key), o.size().unwrap_or(0).max(0) as u64));
+                    }
+                }
+            }
+            out
+        })
+    })
+    .join()
+    .expect("listing thread")
+}
+
+/// With `CHUTE_TEST_S3` set (the S3 endpoint of a Garage started by scripts/garage-test.sh,
+/// as scripts/test.sh sets it for its third pass), every app stores into the test bucket
+/// under a prefix of its own, shared by nodes that share a data folder: the whole suite then
+/// runs on S3 storage. An app that chose its storage keeps it, and so does one serving by
+/// X-Accel-Redirect (local files only, by design).
+fn test_storage(flags: &mut BTreeMap<String, String>, data: &Path) -> Option<(String, String)> {
+    let endpoint = std::env::var("CHUTE_TEST_S3").ok()?;
+    if flags.contains_key("storage_url")
+        || flags.get("serve_mode").map(String::as_str) == Some("x-accel-redirect")
+    {
+        return None;
+    }
+    let prefix = format!(
+        "t{}/",
+        &sha256_hex(data.display().to_string().as_bytes())[..24]
+    );
+    for (k, v) in s3_settings(&endpoint, &prefix) {
+        flags.insert(k.into(), v);
+    }
+    Some((endpoint, prefix))
+}
+
+/// The settings that store into the test bucket under `prefix`.
+pub fn s3_settings(endpoint: &str, prefix: &str) -> [(&'static str, String); 6] {
+    [
+        ("storage_url", format!("s3://{S3_BUCKET}/{prefix}")),
+        ("s3_endpoint", endpoint.to_string()),
+        ("s3_region", "garage".into()),
+        ("s3_access_key_id", S3_KEY_ID.into()),
+        ("s3_secret_access_key", S3_SECRET.into()),
+        ("s3_path_style", "true".into()),
+    ]
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -170,6 +275,7 @@ async fn start(
         flags.insert("database_url".into(), url);
     }
     let database_url = flags.get("database_url").cloned();
+    let s3 = test_storage(&mut flags, &data);
     let missing = dir.path().join("no-config.toml");
     std::fs::write(&missing, "").expect("config");
     let s = Settings::load(Some(&missing), Vec::new(), flags).expect("settings");
@@ -207,6 +313,7 @@ async fn start(
         dir,
         data,
         database_url,
+        s3,
         state,
         client: reqwest::Client::new(),
         shutdown: Some(tx),

@@ -17,10 +17,6 @@ use crate::postgres::Postgres;
 use crate::servers::ScriptServer;
 use crate::tus::{create, h, patch, req};
 
-const KEY_ID: &str = "GK0123456789abcdef01234567";
-const SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-const BUCKET: &str = "chute-test";
-
 /// A single-node Garage started by `scripts/garage-test.sh`, with the bucket and key above.
 pub(crate) struct Garage {
     pub s3_port: u16,
@@ -29,12 +25,12 @@ pub(crate) struct Garage {
 
 fn config(s3_port: u16, prefix: &str) -> S3Config {
     S3Config {
-        bucket: BUCKET.into(),
+        bucket: S3_BUCKET.into(),
         prefix: prefix.into(),
         endpoint: Some(format!("http://127.0.0.1:{s3_port}")),
         region: "garage".into(),
-        access_key_id: KEY_ID.into(),
-        secret_access_key: SECRET.into(),
+        access_key_id: S3_KEY_ID.into(),
+        secret_access_key: S3_SECRET.into(),
         path_style: true,
     }
 }
@@ -77,13 +73,7 @@ impl Garage {
 
     /// Settings of a chute node that keeps its files under `prefix` in the bucket.
     pub(crate) fn settings(&self, prefix: &str) -> Vec<(&'static str, String)> {
-        vec![
-            ("storage_url", format!("s3://{BUCKET}/{prefix}")),
-            ("s3_endpoint", self.endpoint()),
-            ("s3_region", "garage".into()),
-            ("s3_access_key_id", KEY_ID.into()),
-            ("s3_secret_access_key", SECRET.into()),
-        ]
+        s3_settings(&self.endpoint(), prefix).to_vec()
     }
 }
 
