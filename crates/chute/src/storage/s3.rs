@@ -26,9 +26,10 @@ use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::primitives::ByteStream as S3Body;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use bytes::Bytes;
 use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
 use tokio_util::io::ReaderStream;
 
 use super::{ByteStream, Capabilities, Source, StagedWrite, Storage, StorageError, validate_key};
@@ -39,6 +40,12 @@ const SEGMENT_MAX: usize = 8 << 20;
 const PART_SIZE: usize = 8 << 20;
 /// S3's smallest part (but the last) of a multipart upload.
 const MIN_PART: usize = 5 << 20;
+/// Parts of one assembly uploaded at the same time, and of those at most this many carrying
+/// bytes from this node (`PART_SIZE` each in memory).
+const PARTS_IN_FLIGHT: usize = 8;
+const BYTES_IN_FLIGHT: usize = 2;
+
+type PartResult = Result<CompletedPart, StorageError>;
 
 /// Where and how to reach the bucket.
 #[derive(Clone, Debug)]
@@ -182,6 +189,43 @@ impl S3Storage {
         Ok(())
     }
 
+    /// Deletes objects, up to 1000 per request (DeleteObjects).
+    fn delete_names(&self, names: &[String]) -> Result<(), StorageError> {
+        if let [one] = names {
+            return self.delete_name(one);
+        }
+        for batch in names.chunks(1000) {
+            let objects = batch
+                .iter()
+                .map(|n| ObjectIdentifier::builder().key(n).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(s3_msg)?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(s3_msg)?;
+            let out = self
+                .block(
+                    self.client
+                        .delete_objects()
+                        .bucket(&self.bucket)
+                        .delete(delete)
+                        .send(),
+                )
+                .map_err(s3_err)?;
+            if let Some(e) = out.errors().first() {
+                return Err(s3_msg(format!(
+                    "deleting {}: {} {}",
+                    e.key().unwrap_or("?"),
+                    e.code().unwrap_or(""),
+                    e.message().unwrap_or("")
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The segments of a staged object: (name, start offset, size), in order.
     fn segments(&self, key: &str) -> Result<Vec<(String, u64, u64)>, StorageError> {
         let prefix = self.segments_prefix(key)?;
@@ -248,6 +292,61 @@ impl S3Storage {
         )
     }
 
+    /// Uploads one part of multipart upload `upload_id` (a task on the runtime).
+    fn send_part(
+        &self,
+        name: &str,
+        upload_id: &str,
+        n: i32,
+        piece: Piece,
+    ) -> impl std::future::Future<Output = PartResult> + Send + 'static {
+        let (client, bucket) = (self.client.clone(), self.bucket.clone());
+        let (name, upload_id) = (name.to_string(), upload_id.to_string());
+        // The copy source is named here, where the bucket is known.
+        let piece = match piece {
+            Piece::Copy(from) => Piece::Copy(self.copy_source(&from)),
+            bytes => bytes,
+        };
+        async move {
+            let e_tag = match piece {
+                Piece::Copy(source) => client
+                    .upload_part_copy()
+                    .bucket(bucket)
+                    .key(name)
+                    .upload_id(upload_id)
+                    .part_number(n)
+                    .copy_source(source)
+                    .send()
+                    .await
+                    .map_err(s3_err)?
+                    .copy_part_result()
+                    .and_then(|r| r.e_tag())
+                    .map(str::to_string),
+                Piece::Bytes(body) => client
+                    .upload_part()
+                    .bucket(bucket)
+                    .key(name)
+                    .upload_id(upload_id)
+                    .part_number(n)
+                    .body(S3Body::from(body))
+                    .send()
+                    .await
+                    .map_err(s3_err)?
+                    .e_tag()
+                    .map(str::to_string),
+            };
+            Ok(CompletedPart::builder()
+                .set_e_tag(e_tag)
+                .part_number(n)
+                .build())
+        }
+    }
+
+    fn join_part(&self, task: JoinHandle<PartResult>) -> PartResult {
+        self.block(task)
+            .map_err(|e| s3_msg(format!("part upload task: {e}")))?
+    }
+
     /// Writes `next` pieces as one object, by a multipart upload when there is more than one:
     /// every piece but the last at least S3's 5 MiB part minimum.
     fn put_parts(
@@ -277,55 +376,36 @@ impl S3Storage {
             .upload_id()
             .ok_or_else(|| s3_msg("no multipart upload id"))?
             .to_string();
+        let mut in_flight: VecDeque<(JoinHandle<PartResult>, bool)> = VecDeque::new();
         let result = (|| {
             let mut parts = Vec::new();
-            let mut pending = vec![first, second];
+            let mut pending = VecDeque::from([first, second]);
             let mut n = 1i32;
             loop {
-                for piece in pending.drain(..) {
-                    let e_tag = match piece {
-                        Piece::Bytes(body) => self
-                            .block(
-                                self.client
-                                    .upload_part()
-                                    .bucket(&self.bucket)
-                                    .key(name)
-                                    .upload_id(&upload_id)
-                                    .part_number(n)
-                                    .body(S3Body::from(body))
-                                    .send(),
-                            )
-                            .map_err(s3_err)?
-                            .e_tag()
-                            .map(str::to_string),
-                        Piece::Copy(from) => self
-                            .block(
-                                self.client
-                                    .upload_part_copy()
-                                    .bucket(&self.bucket)
-                                    .key(name)
-                                    .upload_id(&upload_id)
-                                    .part_number(n)
-                                    .copy_source(self.copy_source(&from))
-                                    .send(),
-                            )
-                            .map_err(s3_err)?
-                            .copy_part_result()
-                            .and_then(|r| r.e_tag())
-                            .map(str::to_string),
+                let piece = match pending.pop_front() {
+                    Some(p) => p,
+                    None => match next()? {
+                        Some(p) => p,
+                        None => break,
+                    },
+                };
+                // Parts go up concurrently (a copy costs the bucket time, not this node
+                // memory); at most BYTES_IN_FLIGHT of them carry bytes from here.
+                let bytes = matches!(piece, Piece::Bytes(_));
+                while in_flight.len() >= PARTS_IN_FLIGHT
+                    || (bytes && in_flight.iter().filter(|p| p.1).count() >= BYTES_IN_FLIGHT)
+                {
+                    let Some((oldest, _)) = in_flight.pop_front() else {
+                        break;
                     };
-                    parts.push(
-                        CompletedPart::builder()
-                            .set_e_tag(e_tag)
-                            .part_number(n)
-                            .build(),
-                    );
-                    n += 1;
+                    parts.push(self.join_part(oldest)?);
                 }
-                match next()? {
-                    Some(b) => pending.push(b),
-                    None => break,
-                }
+                let task = self.send_part(name, &upload_id, n, piece);
+                in_flight.push_back((self.rt.spawn(task), bytes));
+                n += 1;
+            }
+            while let Some((oldest, _)) = in_flight.pop_front() {
+                parts.push(self.join_part(oldest)?);
             }
             self.block(
                 self.client
@@ -343,6 +423,10 @@ impl S3Storage {
             .map_err(s3_err)?;
             Ok(())
         })();
+        for (task, _) in in_flight {
+            // A part failed: the others are not waited for (the upload is aborted below).
+            task.abort();
+        }
         if result.is_err() {
             let _ = self.block(
                 self.client
@@ -577,10 +661,8 @@ impl Storage for S3Storage {
     }
 
     fn abort(&self, key: &str) -> Result<(), StorageError> {
-        for (name, _, _) in self.segments(key)? {
-            self.delete_name(&name)?;
-        }
-        Ok(())
+        let names: Vec<String> = self.segments(key)?.into_iter().map(|s| s.0).collect();
+        self.delete_names(&names)
     }
 
     fn put(&self, key: &str, source: Source<'_>) -> Result<(), StorageError> {
