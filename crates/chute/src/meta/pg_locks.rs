@@ -15,9 +15,12 @@
 //! keeper's connection breaks, PostgreSQL has dropped its locks: the keeper notices at its next
 //! command or heartbeat (every second while it holds locks), reconnects and takes them again;
 //! one it cannot get back (another node took it meanwhile) is announced as a release request,
-//! so the local request holding it ends. Between the break and the retake another node could
-//! take such an upload: a known limit (storage-level fencing would close it), reachable only
-//! when the database restarts while a client moves an upload between nodes.
+//! so the local request holding it ends.
+//! - **Fence after a restart**: between the break and the retake nobody holds those locks in
+//!   PostgreSQL. So a keeper whose connection was cut takes no *new* lock for `FENCE` (three
+//!   heartbeats) after it is back, answering "busy" (the client retries, as for any busy
+//!   upload): every node that held locks has taken its own back by then. What remains is a
+//!   node whose keeper first connects inside that window (one started just then).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -35,6 +38,8 @@ const CHANNEL: &str = "chute_release";
 const KEY_SEED: i64 = 0x63_68_75_74_65; // "chute"
 /// How often the keeper checks its connection while it holds locks.
 const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a keeper back from a cut connection takes no new lock (see the module docs).
+const FENCE: std::time::Duration = std::time::Duration::from_secs(3);
 
 enum Cmd {
     Lock(String, oneshot::Sender<Result<bool, MetaError>>),
@@ -64,6 +69,7 @@ impl PgLocks {
                 opts,
                 held: HashSet::new(),
                 released: released.clone(),
+                fenced_until: None,
             }
             .run(rx),
         );
@@ -112,9 +118,16 @@ struct Keeper {
     /// Uploads this node holds (to take again after a reconnect).
     held: HashSet<String>,
     released: broadcast::Sender<String>,
+    /// Set when the connection came back after a cut: no new locks until then.
+    fenced_until: Option<tokio::time::Instant>,
 }
 
 impl Keeper {
+    fn fenced(&self) -> bool {
+        self.fenced_until
+            .is_some_and(|t| tokio::time::Instant::now() < t)
+    }
+
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
         let mut beat = tokio::time::interval(HEARTBEAT);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -169,8 +182,17 @@ impl Keeper {
     }
 
     async fn lock(&mut self, id: &str) -> Result<bool, MetaError> {
-        self.query("SELECT pg_try_advisory_lock(hashtextextended($1, $2))", id)
-            .await
+        if !self.fenced() {
+            match self
+                .query("SELECT pg_try_advisory_lock(hashtextextended($1, $2))", id)
+                .await
+            {
+                // The connection was found cut and is back: the fence has just begun.
+                Err(_) if self.fenced() => {}
+                res => return res,
+            }
+        }
+        Ok(false)
     }
 
     /// Runs a lock query on the keeper's connection, reconnecting (and retaking what it held)
@@ -218,6 +240,7 @@ impl Keeper {
             let _ = self.released.send(id);
         }
         self.conn = Some(conn);
+        self.fenced_until = Some(tokio::time::Instant::now() + FENCE);
         Ok(())
     }
 }

@@ -391,9 +391,27 @@ async fn cluster_locks_exclude_other_nodes_and_die_with_their_node() {
     }
 
     // The database restarts, cutting every connection: node a notices (heartbeat), takes its
-    // locks back, and keeps working; a node that starts meanwhile cannot take them.
+    // locks back, and keeps working. Node d, alive through the restart, finds its connection
+    // cut at its next lock and takes no new lock for a moment (the fence), so it cannot slip
+    // in before a has taken y back: "busy", never an error, never y.
+    let d = PgMeta::open(&url, 2, true).await.expect("d");
+    let ld = d.cluster_locks().expect("locks");
+    assert!(!ld.try_lock("y").await.expect("lock"), "y is a's");
     pg.restart().await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(2500) {
+        let got = ld.try_lock("y").await.expect("a busy answer, not an error");
+        assert!(!got, "d took y {:?} after the restart", t.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!ld.try_lock("y").await.expect("lock"), "a holds y again");
+    assert!(
+        ld.try_lock("w").await.expect("lock"),
+        "d locks again after the fence"
+    );
+    drop(ld);
+    drop(d);
     let c = PgMeta::open(&url, 2, true).await.expect("c");
     let lc = c.cluster_locks().expect("locks");
     assert!(!lc.try_lock("y").await.expect("lock"), "y is a's again");
