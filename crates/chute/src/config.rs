@@ -416,6 +416,10 @@ settings! {
     user_quota: Option<Size> = "none";
     /// A request body that sends nothing for this long is cut off (slow-client protection).
     request_body_idle_timeout: Dur = "60s";
+    /// Slowest request body kept up, in bytes per second averaged over each span of
+    /// request_body_idle_timeout: a client trickling bytes just often enough to dodge the idle
+    /// timeout is cut off too (what resumable uploads received is kept); 0 for no minimum.
+    request_body_min_rate: Size = "512B";
     /// Time a client has to send its request headers.
     request_header_timeout: Dur = "30s";
     /// Most bytes of request line and headers; more is answered 431 (at least 8KiB).

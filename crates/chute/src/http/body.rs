@@ -1,6 +1,7 @@
-//! Request bodies as streams with guards: an idle timeout per read (slow clients cannot hold a
-//! connection forever), a total-size limit, and a cap on the bytes a multipart parser may
-//! buffer while it looks for part headers. Whichever guard tripped is recorded, so the adapter
+//! Request bodies as streams with guards: an idle timeout per read and a minimum rate over
+//! each span of that timeout (slow clients cannot hold a connection forever, whether they
+//! stop or trickle), a total-size limit, and a cap on the bytes a multipart parser may buffer
+//! while it looks for part headers. Whichever guard tripped is recorded, so the adapter
 //! answers with the right status.
 
 use std::pin::Pin;
@@ -16,6 +17,10 @@ use tokio::time::{Instant, Sleep};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BodyFailure {
     IdleTimeout,
+    /// Fewer bytes per second than the minimum over a span of the idle timeout.
+    TooSlow {
+        min_rate: u64,
+    },
     TooLarge {
         limit: u64,
     },
@@ -50,10 +55,39 @@ impl BodyState {
     }
 }
 
+/// How a body is guarded (see the module docs).
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimits {
+    pub idle: Duration,
+    /// Bytes per second over each span of `idle`; 0 for none.
+    pub min_rate: u64,
+    pub limit: Option<u64>,
+    pub header_limit: u64,
+}
+
+impl BodyLimits {
+    /// The idle timeout and minimum rate of the settings, with the given limits.
+    pub fn new(settings: &crate::config::Settings, limit: Option<u64>, header_limit: u64) -> Self {
+        Self {
+            idle: settings.request_body_idle_timeout.0,
+            min_rate: settings.request_body_min_rate.bytes(),
+            limit,
+            header_limit,
+        }
+    }
+}
+
 pub struct GuardedBody<S> {
     inner: S,
     idle: Duration,
     sleep: Pin<Box<Sleep>>,
+    min_rate: u64,
+    /// Time spent waiting for the client in the current span, and the bytes it sent then.
+    /// Only waiting counts: while the reader does not poll (its handlers are busy, a scanner
+    /// is deciding), the client is not the one who is slow.
+    span_waited: Duration,
+    span_bytes: u64,
+    waiting_since: Option<Instant>,
     limit: Option<u64>,
     header_limit: u64,
     state: Arc<BodyState>,
@@ -70,17 +104,22 @@ pub struct GuardedBody<S> {
 const HEADER_PIECE: usize = 8 * 1024;
 
 impl<S> GuardedBody<S> {
-    pub fn new(
-        inner: S,
-        idle: Duration,
-        limit: Option<u64>,
-        header_limit: u64,
-    ) -> (Self, Arc<BodyState>) {
+    pub fn new(inner: S, limits: BodyLimits) -> (Self, Arc<BodyState>) {
         let state = Arc::new(BodyState::default());
+        let BodyLimits {
+            idle,
+            min_rate,
+            limit,
+            header_limit,
+        } = limits;
         let body = Self {
             inner,
             idle,
             sleep: Box::pin(tokio::time::sleep(idle)),
+            min_rate,
+            span_waited: Duration::ZERO,
+            span_bytes: 0,
+            waiting_since: None,
             limit,
             header_limit,
             state: state.clone(),
@@ -120,8 +159,22 @@ where
             None => match self.inner.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(bytes))) => {
                     let idle = self.idle;
-                    self.sleep.as_mut().reset(Instant::now() + idle);
+                    let now = Instant::now();
+                    self.sleep.as_mut().reset(now + idle);
                     let n = bytes.len() as u64;
+                    if let Some(since) = self.waiting_since.take() {
+                        self.span_waited += now.duration_since(since);
+                    }
+                    self.span_bytes += n;
+                    let waited = self.span_waited;
+                    if waited >= idle {
+                        let min_rate = self.min_rate;
+                        if (self.span_bytes as f64) < min_rate as f64 * waited.as_secs_f64() {
+                            return self.trip(BodyFailure::TooSlow { min_rate });
+                        }
+                        self.span_waited = Duration::ZERO;
+                        self.span_bytes = 0;
+                    }
                     let total = self.state.received.fetch_add(n, Ordering::Relaxed) + n;
                     if let Some(limit) = self.limit
                         && total > limit
@@ -136,6 +189,9 @@ where
                     return Poll::Ready(None);
                 }
                 Poll::Pending => {
+                    if self.waiting_since.is_none() {
+                        self.waiting_since = Some(Instant::now());
+                    }
                     return match self.sleep.as_mut().poll(cx) {
                         Poll::Ready(()) => self.trip(BodyFailure::IdleTimeout),
                         Poll::Pending => Poll::Pending,
@@ -198,15 +254,73 @@ pub fn with_trailers(
 mod tests {
     use super::*;
 
+    fn limits(idle: Duration, limit: Option<u64>, header_limit: u64) -> BodyLimits {
+        BodyLimits {
+            idle,
+            min_rate: 0,
+            limit,
+            header_limit,
+        }
+    }
+
+    /// 100 bytes every `every`, forever.
+    fn trickle(every: Duration) -> impl Stream<Item = Result<Bytes, String>> + Unpin {
+        Box::pin(futures::stream::unfold((), move |()| async move {
+            tokio::time::sleep(every).await;
+            Some((Ok(Bytes::from(vec![0; 100])), ()))
+        }))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_trickling_under_the_minimum_rate_is_cut_off() {
+        // 100 bytes every 100 ms is 1000 B/s: never idle for 1 s, yet under 2000 B/s.
+        let slow = BodyLimits {
+            min_rate: 2000,
+            ..limits(Duration::from_secs(1), None, 100)
+        };
+        let (mut body, state) = GuardedBody::new(trickle(Duration::from_millis(100)), slow);
+        let mut got = 0;
+        while let Some(Ok(c)) = body.next().await {
+            got += c.len();
+        }
+        assert_eq!(
+            state.failure(),
+            Some(BodyFailure::TooSlow { min_rate: 2000 })
+        );
+        assert!(
+            (900..=1100).contains(&got),
+            "cut after the first span: {got}"
+        );
+        // The same trickle is fast enough for a minimum of 500 B/s.
+        let ok = BodyLimits {
+            min_rate: 500,
+            ..limits(Duration::from_secs(1), None, 100)
+        };
+        let (body, state) = GuardedBody::new(trickle(Duration::from_millis(100)), ok);
+        let got: Vec<_> = body.take(50).collect().await;
+        assert!(got.iter().all(Result::is_ok));
+        assert_eq!(state.failure(), None);
+        // A fast client whose reader stops polling for a while (busy handlers) is not slow:
+        // only the time spent waiting for the client counts.
+        let chunks: Vec<Result<Bytes, String>> =
+            (0..40).map(|_| Ok(Bytes::from(vec![0; 100]))).collect();
+        let (mut body, state) = GuardedBody::new(futures::stream::iter(chunks), slow);
+        let mut n = 0;
+        while let Some(c) = body.next().await {
+            assert!(c.is_ok(), "chunk {n}: {:?}", state.failure());
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert_eq!((n, state.failure()), (40, None));
+    }
+
     #[tokio::test]
     async fn limit_and_idle_timeout_trip_with_a_reason() {
         let chunks: Vec<Result<Bytes, String>> =
             vec![Ok(Bytes::from(vec![0; 600])), Ok(Bytes::from(vec![0; 600]))];
         let (mut body, state) = GuardedBody::new(
             futures::stream::iter(chunks),
-            Duration::from_secs(5),
-            Some(1000),
-            100,
+            limits(Duration::from_secs(5), Some(1000), 100),
         );
         assert!(body.next().await.expect("first").is_ok());
         assert!(body.next().await.expect("second").is_err());
@@ -214,7 +328,8 @@ mod tests {
         assert!(body.next().await.is_none());
 
         let pending = futures::stream::pending::<Result<Bytes, String>>();
-        let (mut body, state) = GuardedBody::new(pending, Duration::from_millis(50), None, 100);
+        let (mut body, state) =
+            GuardedBody::new(pending, limits(Duration::from_millis(50), None, 100));
         assert!(body.next().await.expect("timeout").is_err());
         assert_eq!(state.failure(), Some(BodyFailure::IdleTimeout));
 
@@ -222,9 +337,7 @@ mod tests {
             vec![Ok(Bytes::from(vec![0; 60])), Ok(Bytes::from(vec![0; 60]))];
         let (mut body, state) = GuardedBody::new(
             futures::stream::iter(chunks),
-            Duration::from_secs(5),
-            None,
-            100,
+            limits(Duration::from_secs(5), None, 100),
         );
         state.set_header_phase(true);
         assert!(body.next().await.expect("first").is_ok());

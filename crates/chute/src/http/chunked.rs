@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::auth::AuthUser;
-use super::body::{BodyState, GuardedBody};
+use super::body::{BodyLimits, BodyState, GuardedBody};
 use super::error::{ApiError, ApiResult};
 use super::files::file_json;
 use super::multipart::{body_error, multer_error, multipart_boundary};
@@ -198,9 +198,11 @@ pub async fn chunk(
     });
     let (body, body_state) = GuardedBody::new(
         req.into_body().into_data_stream(),
-        settings.request_body_idle_timeout.0,
-        settings.max_upload_size.map(|s| s.bytes()),
-        PART_HEADER_LIMIT + settings.max_request_header_size.bytes(),
+        BodyLimits::new(
+            &settings,
+            settings.max_upload_size.map(|s| s.bytes()),
+            PART_HEADER_LIMIT + settings.max_request_header_size.bytes(),
+        ),
     );
     let mut multipart = multer::Multipart::new(body, boundary);
     let mut upload_id = query_id;

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::auth::AuthUser;
-use super::body::{BodyFailure, BodyState, GuardedBody};
+use super::body::{BodyFailure, BodyLimits, BodyState, GuardedBody};
 use super::error::{ApiError, ApiResult};
 use super::files::file_json;
 use crate::meta::FileRecord;
@@ -122,9 +122,11 @@ pub(super) async fn receive_request(
     };
     let (body, body_state) = GuardedBody::new(
         req.into_body().into_data_stream(),
-        settings.request_body_idle_timeout.0,
-        settings.max_upload_size.map(|s| s.bytes()),
-        PART_HEADER_LIMIT + settings.max_request_header_size.bytes(),
+        BodyLimits::new(
+            settings,
+            settings.max_upload_size.map(|s| s.bytes()),
+            PART_HEADER_LIMIT + settings.max_request_header_size.bytes(),
+        ),
     );
     receive(state, chain, raw, body, body_state, boundary).await
 }
@@ -250,6 +252,11 @@ pub(super) fn body_error(state: &BodyState) -> ApiError {
             StatusCode::REQUEST_TIMEOUT,
             "body_timeout",
             "the request body stopped arriving",
+        ),
+        Some(BodyFailure::TooSlow { min_rate }) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_too_slow",
+            format!("the request body arrived at under {min_rate} bytes per second"),
         ),
         Some(BodyFailure::PartHeadersTooLarge) => ApiError::bad_request(
             "part_headers_too_large",

@@ -24,7 +24,7 @@ use serde_json::json;
 
 use super::AppState;
 use super::auth::AuthUser;
-use super::body::{GuardedBody, with_trailers};
+use super::body::{BodyFailure, BodyLimits, GuardedBody, with_trailers};
 use super::error::{ApiError, ApiResult};
 use super::files::serve_file;
 use crate::meta::{UploadRecord, User, now_unix};
@@ -660,12 +660,8 @@ async fn append_body(
         .start_append(&up, offset, &algorithms(state), handlers, info)
         .await?;
     let (data, trailers) = with_trailers(body);
-    let (mut stream, body_state) = GuardedBody::new(
-        data,
-        engine.settings.request_body_idle_timeout.0,
-        limit,
-        u64::MAX,
-    );
+    let (mut stream, body_state) =
+        GuardedBody::new(data, BodyLimits::new(&engine.settings, limit, u64::MAX));
     let mut broke = false;
     loop {
         let item = tokio::select! {
@@ -690,10 +686,7 @@ async fn append_body(
             None => break,
         }
     }
-    let too_large = matches!(
-        body_state.failure(),
-        Some(super::body::BodyFailure::TooLarge { .. })
-    );
+    let too_large = matches!(body_state.failure(), Some(BodyFailure::TooLarge { .. }));
     if let Some(slot) = &trailer_digest {
         let sent = trailers
             .lock()
@@ -724,6 +717,10 @@ async fn append_body(
         });
     }
     let new_offset = ended.commit().await.map_err(ApiError::from)?;
+    if let Some(BodyFailure::IdleTimeout | BodyFailure::TooSlow { .. }) = body_state.failure() {
+        // A client that stopped or trickled: 408, what arrived is kept (HEAD tells how much).
+        return Err(super::multipart::body_error(&body_state));
+    }
     if broke {
         return Err(ApiError::bad_request(
             "interrupted",

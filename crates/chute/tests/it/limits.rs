@@ -202,6 +202,65 @@ async fn a_stalled_body_times_out_with_408() {
     assert_nothing_kept(&app).await;
 }
 
+/// Sends `head`, then 200 bytes every 100 ms (2000 B/s, never idle for long) until the server
+/// answers; returns the answer and when it came.
+fn trickle(addr: std::net::SocketAddr, head: String) -> (RawResponse, Duration) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    s.write_all(head.as_bytes()).expect("write");
+    let mut w = s.try_clone().expect("clone");
+    let t = Instant::now();
+    let writer = std::thread::spawn(move || {
+        while t.elapsed() < Duration::from_secs(15) && w.write_all(&[b'x'; 200]).is_ok() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let res = read_response(&mut s);
+    let waited = t.elapsed();
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    let _ = writer.join();
+    (res, waited)
+}
+
+#[tokio::test]
+async fn a_trickling_body_is_cut_off_and_a_resumable_one_keeps_what_came() {
+    let app = spawn_app(&[
+        ("request_body_idle_timeout", "1s"),
+        ("request_body_min_rate", "10KiB"),
+    ])
+    .await;
+    let (addr, token) = (app.addr, app.token.clone());
+    let head = format!(
+        "POST /api/files HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: 1000000\r\n\r\n--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"slow\"\r\n\r\n"
+    );
+    let (res, waited) = blocking(move || trickle(addr, head)).await;
+    assert_eq!(res.status, 408);
+    assert_eq!(res.json()["code"], "body_too_slow");
+    assert!(waited < Duration::from_secs(10), "cut off by the server");
+    assert_nothing_kept(&app).await;
+
+    // A tus PATCH trickling the same way: 408 too, and what arrived is the upload's offset.
+    let loc = crate::tus::create(&app, 1_000_000, "filename c2xvdw==").await;
+    let head = format!(
+        "PATCH {loc} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nTus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\nContent-Length: 1000000\r\n\r\n"
+    );
+    let (res, _) = blocking(move || trickle(addr, head)).await;
+    assert_eq!(res.status, 408);
+    assert_eq!(res.json()["code"], "body_too_slow");
+    let res = crate::tus::req(&app, reqwest::Method::HEAD, &loc)
+        .send()
+        .await
+        .expect("head");
+    let offset: u64 = crate::tus::h(&res, "upload-offset")
+        .and_then(|v| v.parse().ok())
+        .expect("Upload-Offset");
+    assert!(
+        (1000..=5000).contains(&offset),
+        "about a second's trickle kept: {offset}"
+    );
+}
+
 #[tokio::test]
 async fn oversized_request_headers_get_431_and_harm_no_one_else() {
     let app = spawn_app(&[]).await;
