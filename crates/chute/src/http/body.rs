@@ -29,6 +29,37 @@ pub enum BodyFailure {
     Client(String),
 }
 
+impl From<BodyFailure> for super::error::ApiError {
+    fn from(f: BodyFailure) -> Self {
+        use super::error::ApiError;
+        use axum::http::StatusCode;
+        match f {
+            BodyFailure::TooLarge { limit } => ApiError::too_large(
+                "too_large",
+                format!("the request body is over the {limit}-byte limit"),
+            ),
+            BodyFailure::IdleTimeout => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the request body stopped arriving",
+            ),
+            BodyFailure::TooSlow { min_rate } => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_too_slow",
+                format!("the request body arrived at under {min_rate} bytes per second"),
+            ),
+            BodyFailure::PartHeadersTooLarge => ApiError::bad_request(
+                "part_headers_too_large",
+                "a multipart part's headers are too large",
+            ),
+            BodyFailure::Client(e) => ApiError::bad_request(
+                "interrupted",
+                format!("the request body could not be read: {e}"),
+            ),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct BodyState {
     pub received: AtomicU64,

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::auth::AuthUser;
-use super::body::{BodyFailure, BodyLimits, BodyState, GuardedBody};
+use super::body::{BodyLimits, BodyState, GuardedBody};
 use super::error::{ApiError, ApiResult};
 use super::files::file_json;
 use crate::meta::FileRecord;
@@ -242,30 +242,10 @@ async fn drain_multipart(mut multipart: multer::Multipart<'static>) {
     .await;
 }
 
+/// The answer to a body that failed, or to a malformed multipart body.
 pub(super) fn body_error(state: &BodyState) -> ApiError {
     match state.failure() {
-        Some(BodyFailure::TooLarge { limit }) => ApiError::too_large(
-            "too_large",
-            format!("the request body is over the {limit}-byte limit"),
-        ),
-        Some(BodyFailure::IdleTimeout) => ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "body_timeout",
-            "the request body stopped arriving",
-        ),
-        Some(BodyFailure::TooSlow { min_rate }) => ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "body_too_slow",
-            format!("the request body arrived at under {min_rate} bytes per second"),
-        ),
-        Some(BodyFailure::PartHeadersTooLarge) => ApiError::bad_request(
-            "part_headers_too_large",
-            "a multipart part's headers are too large",
-        ),
-        Some(BodyFailure::Client(e)) => ApiError::bad_request(
-            "interrupted",
-            format!("the request body could not be read: {e}"),
-        ),
+        Some(f) => f.into(),
         None => ApiError::bad_request("malformed_multipart", "the multipart body is malformed"),
     }
 }

@@ -717,9 +717,10 @@ async fn append_body(
         });
     }
     let new_offset = ended.commit().await.map_err(ApiError::from)?;
-    if let Some(BodyFailure::IdleTimeout | BodyFailure::TooSlow { .. }) = body_state.failure() {
+    if let Some(f @ (BodyFailure::IdleTimeout | BodyFailure::TooSlow { .. })) = body_state.failure()
+    {
         // A client that stopped or trickled: 408, what arrived is kept (HEAD tells how much).
-        return Err(super::multipart::body_error(&body_state));
+        return Err(f.into());
     }
     if broke {
         return Err(ApiError::bad_request(

@@ -490,7 +490,8 @@ fn assembly_plan(sizes: &[u64]) -> Vec<Step> {
 }
 
 /// Yields the parts of a staged object by its plan: copies as they are, reads gathered into
-/// `PART_SIZE` parts (at most one segment and one part in memory).
+/// `PART_SIZE` parts. In memory at once: one segment, the part being gathered and one ready,
+/// besides the `BYTES_IN_FLIGHT` parts `put_parts` is sending.
 struct Assembly {
     store: S3Storage,
     segments: VecDeque<(String, Step)>,
