@@ -572,24 +572,46 @@ impl StagedWrite for S3Staged {
     }
 }
 
-/// Reads a staged object segment by segment (one in memory at a time).
+/// Reads a staged object segment by segment, streaming each GetObject body: a reader that
+/// stops early (the sniffer wants the first 8 KiB) fetches no more than it reads, and no
+/// whole segment sits in memory.
 struct SegmentReader {
     store: S3Storage,
     names: VecDeque<String>,
-    current: Bytes,
+    current: Option<std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>>,
 }
 
 impl Read for SegmentReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
+        use tokio::io::AsyncReadExt;
+        if out.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if let Some(body) = self.current.as_mut() {
+                let n = self.store.block(body.read(out))?;
+                if n > 0 {
+                    return Ok(n);
+                }
+                self.current = None;
+            }
             let Some(name) = self.names.pop_front() else {
                 return Ok(0);
             };
-            self.current = self.store.get_bytes(&name).map_err(io::Error::other)?;
+            let body = self.store.block(async {
+                let out = self
+                    .store
+                    .client
+                    .get_object()
+                    .bucket(&self.store.bucket)
+                    .key(&name)
+                    .send()
+                    .await
+                    .map_err(|e| get_err(e, &name))?;
+                Ok::<_, StorageError>(out.body.into_async_read())
+            });
+            self.current = Some(Box::pin(body.map_err(io::Error::other)?));
         }
-        let n = out.len().min(self.current.len());
-        out[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
     }
 }
 
@@ -657,7 +679,7 @@ impl Storage for S3Storage {
         Ok(Box::new(SegmentReader {
             store: self.clone(),
             names,
-            current: Bytes::new(),
+            current: None,
         }))
     }
 
