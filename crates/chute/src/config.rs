@@ -412,8 +412,16 @@ settings! {
     data_upload_max_number_files: u64 = "100";
     /// Largest request body accepted by the upload endpoints; "none" for no limit.
     max_upload_size: Option<Size> = "none";
-    /// Bytes each user may store in all; "none" for no quota.
+    /// Bytes each user may store in all; "none" for no quota. Open resumable uploads count
+    /// their declared length (or, while it is deferred, what they hold), and the quota is
+    /// checked atomically when bytes are kept, so concurrent uploads cannot pass it together.
     user_quota: Option<Size> = "none";
+    /// Most resumable uploads (chunked, tus, the IETF draft) one user may have open at once;
+    /// past it, creating another answers 429 `too_many_open_uploads`.
+    max_open_uploads_per_user: u64 = "1000";
+    /// Most upload requests (bodies being received) one user may have in flight on a node;
+    /// past it, 429 `too_many_uploads` with Retry-After.
+    max_concurrent_uploads_per_user: u64 = "16";
     /// A request body that sends nothing for this long is cut off (slow-client protection).
     request_body_idle_timeout: Dur = "60s";
     /// Slowest request body kept up, in bytes per second averaged over each span of
@@ -435,6 +443,8 @@ settings! {
     /// How long a tus upload may take from its creation (the expiration extension's
     /// Upload-Expires).
     tus_upload_expiration: Dur = "1d";
+    /// Most partial uploads one final upload of a tus concatenation may name.
+    tus_max_concat_parts: u64 = "128";
     /// false puts chute in read-only mode: only the GET of one upload-session file is
     /// served; every upload and delete answers 405.
     file_upload_enabled: bool = "true";

@@ -22,6 +22,7 @@ use axum::extract::{Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -161,6 +162,7 @@ pub async fn chunk(
     req: Request,
 ) -> ApiResult<Response> {
     let AuthUser(user) = auth.map_err(forbidden)?;
+    let _admitted = state.in_flight.admit(user.id)?;
     let settings = state.engine.settings.clone();
     let headers = req.headers().clone();
     let (_, boundary) = multipart_boundary(&headers, "send each chunk as multipart/form-data")?;
@@ -206,6 +208,9 @@ pub async fn chunk(
     );
     let mut multipart = multer::Multipart::new(body, boundary);
     let mut upload_id = query_id;
+    // A chunk that came before its upload_id (a page may append the fields in any order),
+    // kept in a temporary file until the upload_id is read.
+    let mut early: Option<(FileInfo, tempfile::NamedTempFile)> = None;
     let (mut n_fields, mut field_bytes) = (0u64, 0usize);
     loop {
         body_state.set_header_phase(true);
@@ -225,6 +230,12 @@ pub async fn chunk(
         }
         let name = field.name().unwrap_or("").to_string();
         if name == settings.chunked_upload_field_name {
+            if early.is_some() {
+                return Err(ApiError::bad_request(
+                    "two_chunks",
+                    "a request carries one chunk",
+                ));
+            }
             let file_name = sanitize_file_name(field.file_name().unwrap_or("unnamed"));
             let content_type = field.content_type().map(|m| m.essence_str().to_string());
             let info = FileInfo {
@@ -233,16 +244,16 @@ pub async fn chunk(
                 content_type,
                 ..Default::default()
             };
-            let res = receive_chunk(
-                &state,
-                &user,
-                upload_id.as_deref(),
-                range,
-                info,
-                field,
-                &body_state,
-            )
-            .await;
+            // A chunk past the start with no upload_id yet: its upload_id may follow.
+            if upload_id.is_none() && range.start > 0 {
+                early = Some((info, spool(&state, field, &range, &body_state).await?));
+                continue;
+            }
+            let bs = body_state.clone();
+            let chunk = field
+                .map(move |r| r.map_err(|e| body_or(&bs, multer_error(e))))
+                .boxed();
+            let res = receive_chunk(&state, &user, upload_id.as_deref(), range, info, chunk).await;
             // What follows the chunk (other fields) does not matter; let the body finish.
             drain(multipart).await;
             return res;
@@ -269,6 +280,15 @@ pub async fn chunk(
             upload_id = Some(String::from_utf8_lossy(&value).trim().to_string());
         }
     }
+    if let Some((info, file)) = early {
+        let reader = tokio::fs::File::from_std(file.reopen().map_err(ApiError::internal)?);
+        let chunk = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024)
+            .map(|r| r.map_err(ApiError::internal))
+            .boxed();
+        let res = receive_chunk(&state, &user, upload_id.as_deref(), range, info, chunk).await;
+        drop(file);
+        return res;
+    }
     Err(ApiError::bad_request(
         "no_chunk",
         format!(
@@ -276,6 +296,53 @@ pub async fn chunk(
             settings.chunked_upload_field_name
         ),
     ))
+}
+
+/// Bytes of a chunk as the adapter reads them (from the request, or from a spooled copy).
+type ChunkStream = futures::stream::BoxStream<'static, Result<Bytes, ApiError>>;
+
+/// Copies a chunk into a temporary file, refusing more bytes than its Content-Range says
+/// (the bound on what is held before the upload is known).
+async fn spool(
+    state: &AppState,
+    mut field: multer::Field<'static>,
+    range: &ContentRange,
+    body_state: &BodyState,
+) -> ApiResult<tempfile::NamedTempFile> {
+    use tokio::io::AsyncWriteExt;
+    let dir = state.engine.settings.temp_dir();
+    let tmp = tokio::task::spawn_blocking(move || tempfile::NamedTempFile::new_in(dir))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::from(crate::upload::UploadError::Io(e)))?;
+    let mut out = tokio::fs::File::from_std(tmp.reopen().map_err(ApiError::internal)?);
+    let mut got = 0u64;
+    loop {
+        match field.chunk().await {
+            Ok(Some(c)) => {
+                got += c.len() as u64;
+                if got > range.chunk_len() {
+                    return Err(offset_error(
+                        "size_mismatch",
+                        format!(
+                            "the chunk holds more than the {} bytes its Content-Range says",
+                            range.chunk_len()
+                        ),
+                        range.start,
+                    ));
+                }
+                out.write_all(&c)
+                    .await
+                    .map_err(|e| ApiError::from(crate::upload::UploadError::Io(e)))?;
+            }
+            Ok(None) => break,
+            Err(e) => return Err(body_or(body_state, multer_error(e))),
+        }
+    }
+    out.flush()
+        .await
+        .map_err(|e| ApiError::from(crate::upload::UploadError::Io(e)))?;
+    Ok(tmp)
 }
 
 fn body_or(state: &BodyState, fallback: ApiError) -> ApiError {
@@ -301,8 +368,7 @@ async fn receive_chunk(
     upload_id: Option<&str>,
     range: ContentRange,
     info: FileInfo,
-    field: multer::Field<'static>,
-    body_state: &BodyState,
+    field: ChunkStream,
 ) -> ApiResult<Response> {
     let engine = &state.engine;
     let (lock, up) = match upload_id.filter(|s| !s.is_empty()) {
@@ -349,20 +415,12 @@ async fn receive_chunk(
                     0,
                 ));
             }
-            if let Some(q) = engine.settings.user_quota {
-                let used = engine.meta.usage_bytes(user.id).await?;
-                if used + range.total > q.bytes() {
-                    return Err(UploadError::QuotaExceeded {
-                        quota: q.bytes(),
-                        used,
-                    }
-                    .into());
-                }
-            }
+            // The quota and the count of open uploads are checked as the upload is created.
             let expires =
                 now_unix() + engine.settings.chunked_upload_expiration_delta.0.as_secs() as i64;
             let up = engine
                 .create_upload(NewUpload {
+                    parts: &[],
                     owner_id: user.id,
                     protocol: PROTOCOL,
                     name: &info.file_name,
@@ -383,7 +441,7 @@ async fn receive_chunk(
     let id = up.id.clone();
     // Every answer from here on names the upload, so a client whose first chunk failed can
     // still resume the upload it created.
-    append_chunk(state, lock, up, range, info, field, body_state)
+    append_chunk(state, lock, up, range, info, field)
         .await
         .map_err(|e| e.with("upload_id", id))
 }
@@ -395,8 +453,7 @@ async fn append_chunk(
     up: UploadRecord,
     range: ContentRange,
     info: FileInfo,
-    mut field: multer::Field<'static>,
-    body_state: &BodyState,
+    mut field: ChunkStream,
 ) -> ApiResult<Response> {
     let engine = &state.engine;
     if range.start != up.offset {
@@ -417,8 +474,8 @@ async fn append_chunk(
     let mut too_long = false;
     let mut broke: Option<ApiError> = None;
     loop {
-        match field.chunk().await {
-            Ok(Some(mut c)) => {
+        match field.next().await {
+            Some(Ok(mut c)) => {
                 if got + c.len() as u64 > want {
                     c.truncate((want - got) as usize);
                     too_long = true;
@@ -431,9 +488,9 @@ async fn append_chunk(
                     break;
                 }
             }
-            Ok(None) => break,
-            Err(e) => {
-                broke = Some(body_or(body_state, multer_error(e)));
+            None => break,
+            Some(Err(e)) => {
+                broke = Some(e);
                 break;
             }
         }
@@ -486,7 +543,7 @@ pub async fn complete(
     req: Request,
 ) -> ApiResult<Response> {
     let AuthUser(user) = auth.map_err(forbidden)?;
-    let form = small_form(req).await?;
+    let form = small_form(&state, req).await?;
     let (Some(id), Some(md5)) = (form.get("upload_id"), form.get("md5")) else {
         return Err(ApiError::bad_request(
             "missing_fields",
@@ -558,16 +615,26 @@ pub async fn complete(
 }
 
 /// Reads a small form body, urlencoded or multipart, into name -> value.
-async fn small_form(req: Request) -> ApiResult<HashMap<String, String>> {
+/// The body has the same guards as every other (idle timeout, minimum rate, size).
+async fn small_form(state: &AppState, req: Request) -> ApiResult<HashMap<String, String>> {
     let ct = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let bytes = axum::body::to_bytes(req.into_body(), SMALL_FORM)
-        .await
-        .map_err(|_| ApiError::too_large("too_large", "the form is too large"))?;
+    let (mut body, body_state) = GuardedBody::new(
+        req.into_body().into_data_stream(),
+        BodyLimits::new(&state.engine.settings, Some(SMALL_FORM as u64), 0),
+    );
+    let mut buf = Vec::new();
+    while let Some(c) = body.next().await {
+        match c {
+            Ok(c) => buf.extend_from_slice(&c),
+            Err(_) => return Err(body_error(&body_state)),
+        }
+    }
+    let bytes = Bytes::from(buf);
     if ct.starts_with("multipart/form-data") {
         let boundary = multer::parse_boundary(&ct).map_err(|_| {
             ApiError::bad_request(

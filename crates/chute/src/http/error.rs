@@ -84,10 +84,36 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Whether an I/O failure means the disk (or the user's filesystem quota) is full.
+fn no_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || e.kind() == std::io::ErrorKind::StorageFull
+}
+
+/// 507: the server has no room for the bytes. What was acknowledged before is kept, so a
+/// resumable upload continues once there is room again.
+fn insufficient_storage(cause: &dyn std::fmt::Display) -> ApiError {
+    tracing::error!(error = %cause, "out of storage space");
+    ApiError::new(
+        StatusCode::INSUFFICIENT_STORAGE,
+        "insufficient_storage",
+        "the server has no room for this upload now; try again later",
+    )
+}
+
 impl From<MetaError> for ApiError {
     fn from(e: MetaError) -> Self {
         match e {
             MetaError::NotFound(what) => ApiError::not_found(&what),
+            MetaError::QuotaExceeded { .. } => ApiError::too_large("quota_exceeded", e.to_string()),
+            MetaError::TooManyOpenUploads { max } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_open_uploads",
+                format!(
+                    "you already have {max} open uploads (max_open_uploads_per_user); finish or \
+                     delete one first"
+                ),
+            ),
             MetaError::Conflict(what) => ApiError::new(
                 StatusCode::CONFLICT,
                 "conflict",
@@ -110,8 +136,8 @@ impl From<UploadError> for ApiError {
             UploadError::Rejected(_) => ApiError::bad_request("rejected", msg),
             UploadError::Stopped => ApiError::bad_request("stopped", msg),
             UploadError::Interrupted => ApiError::bad_request("interrupted", msg),
-            UploadError::OffsetMismatch { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "offset_mismatch", msg)
+            UploadError::OffsetMismatch { current } => {
+                ApiError::new(StatusCode::CONFLICT, "offset_mismatch", msg).with("offset", current)
             }
             UploadError::NotFound => ApiError::not_found("upload"),
             UploadError::ChecksumMismatch { .. } => ApiError::new(
@@ -124,14 +150,19 @@ impl From<UploadError> for ApiError {
                 ApiError::bad_request("invalid_file", error).with("verboseError", verbose)
             }
             UploadError::ScannerUnavailable(_) => {
+                // The scanner's address and the OS error go to the log, not to the client.
                 tracing::error!(error = %msg, "malware scanner unavailable");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "scanner_unavailable",
-                    msg,
+                    "the malware scanner is unavailable; the file was not stored",
                 )
             }
             UploadError::Meta(m) => m.into(),
+            UploadError::Io(ref io) if no_space(io) => insufficient_storage(&e),
+            UploadError::Storage(crate::storage::StorageError::Io(ref io)) if no_space(io) => {
+                insufficient_storage(&e)
+            }
             other => ApiError::internal(other),
         }
     }

@@ -239,7 +239,12 @@ async fn settle_length(state: &AppState, mut up: UploadRecord) -> Result<UploadR
         Some(l) if l != up.offset => Err(inconsistent_length(Some(up.offset))),
         Some(_) => Ok(up),
         None => {
-            let set = state.engine.meta.set_upload_length(&up.id, up.offset).await;
+            let quota = state.engine.quota_of(up.owner_id);
+            let set = state
+                .engine
+                .meta
+                .set_upload_length(&up.id, up.offset, quota)
+                .await;
             if !matches!(set, Ok(true)) {
                 return Err(inconsistent_length(Some(up.offset)));
             }
@@ -341,12 +346,7 @@ async fn replay_form(
         .map_err(|e| ApiError::internal(e).into_response())?;
     // Boxed: the file API is also where upgrades start, so the futures nest (not at run time:
     // the replayed request carries no Upload-Complete).
-    let res = Box::pin(super::multipart::upload(
-        State(state.clone()),
-        AuthUser(user.clone()),
-        req,
-    ))
-    .await;
+    let res = Box::pin(super::multipart::upload_form(state, user, req)).await;
     let mut res = match res {
         Ok(r) => r,
         Err(e) if e.status.is_server_error() => return Err(e.into_response()),
@@ -371,6 +371,8 @@ async fn append_at(
     body: Body,
 ) -> Result<UploadRecord, Response> {
     let current = up.offset;
+    // A body past a declared length is inconsistent; with none, it is past the maximum.
+    let declared = up.length.is_some();
     match append_stream(state, held, up, offset, h, body).await {
         Ok(up) => Ok(up),
         Err(e) if e.code == "offset_mismatch" => {
@@ -382,7 +384,7 @@ async fn append_at(
                 .unwrap_or(current);
             Err(mismatching_offset(expected, offset))
         }
-        Err(e) if e.code == "too_large" => Err(inconsistent_length(None)),
+        Err(e) if e.code == "too_large" && declared => Err(inconsistent_length(None)),
         Err(e) => Err(e.into_response()),
     }
 }
@@ -446,6 +448,7 @@ async fn create_inner(
     let up = state
         .engine
         .create_upload(NewUpload {
+            parts: &[],
             owner_id: user.id,
             protocol: PROTOCOL,
             name: &name,
@@ -480,6 +483,10 @@ pub async fn create(
     AuthUser(user): AuthUser,
     req: Request,
 ) -> Response {
+    let _admitted = match state.in_flight.admit(user.id) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
     create_upload(&state, &user, req).await
 }
 
@@ -521,6 +528,10 @@ pub async fn patch(
     Path(id): Path<String>,
     req: Request,
 ) -> Response {
+    let _admitted = match state.in_flight.admit(user.id) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
     match patch_inner(&state, &user, &id, req).await {
         Ok(r) | Err(r) => r,
     }
@@ -584,11 +595,20 @@ async fn patch_inner(
             Some(l) if l != len => return Err(inconsistent_length(Some(up.offset))),
             Some(_) => {}
             None => {
+                if let Some(max) = state.engine.settings.max_upload_size
+                    && len > max.bytes()
+                {
+                    return Err(api(ApiError::too_large(
+                        "too_large",
+                        format!("the upload is over the {}-byte limit", max.bytes()),
+                    )));
+                }
+                let quota = state.engine.quota_of(up.owner_id);
                 if len < up.offset
                     || !state
                         .engine
                         .meta
-                        .set_upload_length(&up.id, len)
+                        .set_upload_length(&up.id, len, quota)
                         .await
                         .map_err(|e| api(e.into()))?
                 {

@@ -8,8 +8,10 @@
 //! - [`files`]: listing, downloading and deleting catalog files.
 //! - [`progress`]: `GET /api/progress/{id}` for uploads tagged with X-Progress-ID.
 //! - [`health`]: `GET /healthz`.
-//! - [`auth`], [`body`], [`error`]: bearer tokens, guarded request bodies, JSON errors.
+//! - [`auth`], [`admission`], [`body`], [`error`]: bearer tokens, uploads in flight per user,
+//!   guarded request bodies, JSON errors.
 
+pub mod admission;
 pub mod auth;
 pub mod body;
 pub mod chunked;
@@ -46,16 +48,20 @@ pub struct AppState {
     pub progress: Arc<ProgressRegistry>,
     /// The chain of `POST /api/files`.
     pub files_chain: ChainFactory,
+    /// Upload requests in flight per user (`max_concurrent_uploads_per_user`).
+    pub in_flight: Arc<admission::InFlight>,
 }
 
 impl AppState {
     pub fn new(engine: Engine) -> Self {
         let names = engine.settings.file_upload_handlers.clone();
         let progress = Arc::new(ProgressRegistry::new(engine.settings.progress_retention.0));
+        let in_flight = admission::InFlight::new(engine.settings.max_concurrent_uploads_per_user);
         Self {
             engine,
             progress,
             files_chain: Arc::new(move |ctx: &ChainContext| build_chain(&names, ctx)),
+            in_flight,
         }
     }
 }

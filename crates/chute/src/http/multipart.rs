@@ -45,8 +45,20 @@ pub async fn upload(
     AuthUser(user): AuthUser,
     req: Request,
 ) -> ApiResult<Response> {
+    let _admitted = state.in_flight.admit(user.id)?;
+    upload_form(&state, &user, req).await
+}
+
+/// A form upload of `user`, already admitted (the draft's replay of an upgraded upload comes
+/// here too).
+pub(super) async fn upload_form(
+    state: &AppState,
+    user: &crate::meta::User,
+    req: Request,
+) -> ApiResult<Response> {
+    let state = state.clone();
     if req.headers().contains_key("upload-complete") {
-        return Ok(super::ietf::upgrade_form_upload(&state, &user, req).await);
+        return Ok(super::ietf::upgrade_form_upload(&state, user, req).await);
     }
     let settings = state.engine.settings.clone();
     let headers = req.headers().clone();

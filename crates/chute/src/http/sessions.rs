@@ -221,6 +221,7 @@ pub async fn upload(
     Path(token): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
+    let _admitted = state.in_flight.admit(user.id)?;
     let settings = state.engine.settings.clone();
     let session = match visible_session(&state, &user, &token).await? {
         Some((s, Access::Owner)) => s,
@@ -261,9 +262,17 @@ pub async fn upload(
         if !e.status.is_client_error() {
             return e;
         }
+        // Every refusal has one shape: a short `error`, a sentence in `verboseError`, and
+        // the file's name (empty when the request broke before it could be read).
         let name = name_slot.lock().ok().and_then(|n| n.clone());
-        e.with("accepted", false)
-            .with("file", name.map_or(Value::Null, Value::String))
+        let verbose = e.message.clone();
+        let mut e = e
+            .with("accepted", false)
+            .with("file", name.unwrap_or_default());
+        if !e.extra.iter().any(|(k, _)| *k == "verboseError") {
+            e = e.with("verboseError", verbose);
+        }
+        e
     };
     let got = receive_request(&state, req, chain, content_type, boundary)
         .await
@@ -287,7 +296,13 @@ pub async fn upload(
     let added = state
         .engine
         .meta
-        .add_session_file(&token, &record, limits, now_unix())
+        .add_session_file(
+            &token,
+            &record,
+            limits,
+            now_unix(),
+            state.engine.quota_of(user.id),
+        )
         .await;
     let refusal = match added {
         Ok(Ok(())) => None,

@@ -29,7 +29,6 @@ use super::error::{ApiError, ApiResult};
 use super::files::serve_file;
 use crate::meta::{UploadRecord, User, now_unix};
 use crate::names::sanitize_file_name;
-use crate::upload::UploadError;
 use crate::upload::checksum::Algorithm;
 use crate::upload::handler::{FileInfo, UploadHandler};
 use crate::upload::handlers::progress::ProgressHandler;
@@ -249,6 +248,7 @@ pub async fn create(
     AuthUser(user): AuthUser,
     req: Request,
 ) -> ApiResult<Response> {
+    let _admitted = state.in_flight.admit(user.id)?;
     if req.headers().contains_key("upload-complete") {
         return Ok(super::ietf::create_upload(&state, &user, req).await);
     }
@@ -293,24 +293,15 @@ pub async fn create(
             format!("the upload is over the {}-byte limit", max.bytes()),
         ));
     }
+    // The quota and the count of open uploads are checked as the upload is created.
     let (raw_meta, name, content_type) = upload_metadata(&h)?;
-    if let (Some(q), Some(len)) = (settings.user_quota, length) {
-        let used = state.engine.meta.usage_bytes(user.id).await?;
-        if used + len > q.bytes() {
-            return Err(UploadError::QuotaExceeded {
-                quota: q.bytes(),
-                used,
-            }
-            .into());
-        }
-    }
     let meta = TusMeta {
         raw: &raw_meta,
         name: &name,
         content_type: content_type.as_deref(),
         concat: concat.as_deref(),
     };
-    let up = new_upload(&state, &user, length, meta).await?;
+    let up = new_upload(&state, &user, length, meta, &[]).await?;
     let location = format!("/tus/{}", up.id);
     let with_body = h
         .get(header::CONTENT_TYPE)
@@ -341,11 +332,13 @@ async fn new_upload(
     user: &User,
     length: Option<u64>,
     m: TusMeta<'_>,
+    parts: &[String],
 ) -> ApiResult<UploadRecord> {
     let expiry = state.engine.settings.tus_upload_expiration.0.as_secs() as i64;
     Ok(state
         .engine
         .create_upload(NewUpload {
+            parts,
             owner_id: user.id,
             protocol: PROTOCOL,
             name: m.name,
@@ -373,6 +366,23 @@ async fn create_final(
     let ids = final_parts(concat).ok_or_else(|| {
         ApiError::bad_request("bad_concat", "Upload-Concat: final; needs upload URLs")
     })?;
+    let settings = &state.engine.settings;
+    if ids.len() as u64 > settings.tus_max_concat_parts {
+        return Err(ApiError::bad_request(
+            "too_many_parts",
+            format!(
+                "a final upload names at most {} partial uploads (tus_max_concat_parts)",
+                settings.tus_max_concat_parts
+            ),
+        ));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    if let Some(twice) = ids.iter().find(|id| !seen.insert(id.as_str())) {
+        return Err(ApiError::bad_request(
+            "bad_concat",
+            format!("`{twice}` is named twice"),
+        ));
+    }
     let mut parts = Vec::with_capacity(ids.len());
     for id in &ids {
         let p = load(state, user, id).await.map_err(|_| {
@@ -387,11 +397,19 @@ async fn create_final(
                 format!("`{id}` is not a partial upload"),
             ));
         }
+        if p.final_id.is_some() {
+            return Err(taken(id));
+        }
         parts.push(p);
     }
-    let known: u64 = parts.iter().filter_map(|p| p.length).sum();
-    let settings = &state.engine.settings;
-    if let Some(max) = settings.max_upload_size.filter(|m| known > m.bytes()) {
+    // What the partials hold or declared; a deferred one counts again as it grows.
+    let known = parts
+        .iter()
+        .try_fold(0u64, |n, p| n.checked_add(p.length.unwrap_or(p.offset)));
+    if let Some(max) = settings
+        .max_upload_size
+        .filter(|m| known.is_none_or(|k| k > m.bytes()))
+    {
         return Err(ApiError::too_large(
             "too_large",
             format!("the upload is over the {}-byte limit", max.bytes()),
@@ -405,8 +423,12 @@ async fn create_final(
         concat: Some(concat),
     };
     // concatenation-unfinished: the final upload may name partials still in progress; it is
-    // assembled when the last of them finishes (or when it is next asked about).
-    let up = new_upload(state, user, None, meta).await?;
+    // assembled when the last of them finishes (or when it is next asked about). The partials
+    // are claimed with its creation, so that no other final can name them.
+    let up = match new_upload(state, user, None, meta, &ids).await {
+        Err(e) if e.code == "conflict" => return Err(taken("a partial upload")),
+        other => other?,
+    };
     let up = assemble_final(state, up).await?;
     let mut hm = final_headers(&up, &parts);
     hm.insert(
@@ -416,16 +438,30 @@ async fn create_final(
     Ok((StatusCode::CREATED, hm).into_response())
 }
 
+/// A partial upload that another final upload names already.
+fn taken(id: &str) -> ApiError {
+    ApiError::bad_request(
+        "bad_concat",
+        format!("`{id}` is already part of another final upload"),
+    )
+}
+
 /// Offset headers of a final upload: no Upload-Offset until it is assembled (the
 /// concatenation-unfinished rule), its length once every partial's length is known.
 fn final_headers(up: &UploadRecord, parts: &[UploadRecord]) -> HeaderMap {
     if up.state != "active" {
-        return offset_headers(up);
+        let mut h = offset_headers(up);
+        if let Some(l) = up.length {
+            h.insert("upload-length", HeaderValue::from(l));
+        }
+        return h;
     }
     let mut h = offset_headers(up);
     h.remove("upload-offset");
-    if parts.iter().all(|p| p.length.is_some()) {
-        let total: u64 = parts.iter().filter_map(|p| p.length).sum();
+    let total = parts
+        .iter()
+        .try_fold(0u64, |n, p| p.length.and_then(|l| n.checked_add(l)));
+    if let Some(total) = total {
         h.insert("upload-length", HeaderValue::from(total));
     }
     h
@@ -458,55 +494,88 @@ async fn assemble_final(state: &AppState, fin: UploadRecord) -> ApiResult<Upload
     if fin.state != "active" {
         return Ok(fin);
     }
+    let engine = &state.engine;
+    let Some(_lock) = engine.uploads.try_lock(&fin.id).await else {
+        return Ok(fin);
+    };
+    // Read under the lock: a partial that finished meanwhile is seen finished.
+    let fin = engine
+        .meta
+        .get_upload(&fin.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("upload"))?;
+    if fin.state != "active" {
+        return Ok(fin);
+    }
     let Some(parts) = parts_of(state, &fin).await? else {
         return Ok(fin);
     };
     if parts.iter().any(|p| p.length != Some(p.offset)) {
         return Ok(fin);
     }
-    let engine = &state.engine;
-    let Some(_lock) = engine.uploads.try_lock(&fin.id).await else {
-        return Ok(fin);
-    };
-    let reload = |id: String| async move {
-        engine
-            .meta
-            .get_upload(&id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("upload"))
-    };
-    let fin = reload(fin.id.clone()).await?;
-    if fin.state != "active" {
-        return Ok(fin);
+    let total = parts.iter().try_fold(0u64, |n, p| n.checked_add(p.offset));
+    if let Some(max) = settings_max(state).filter(|m| total.is_none_or(|t| t > *m)) {
+        return Err(ApiError::too_large(
+            "too_large",
+            format!("the partial uploads hold more than the {max}-byte limit"),
+        ));
     }
-    let total: u64 = parts.iter().map(|p| p.offset).sum();
-    if fin.length.is_none() {
-        engine.meta.set_upload_length(&fin.id, total).await?;
-    }
-    let digests = engine.concatenate(&fin, &parts, &algorithms(state)).await?;
-    let fin = reload(fin.id.clone()).await?;
-    let file = engine.complete_upload(&fin, &digests).await?;
+    let (total, digests) = engine.concatenate(&fin, &parts, &algorithms(state)).await?;
     let mut fin = fin;
+    fin.offset = total;
+    fin.length = Some(total);
+    let file = engine.complete_upload(&fin, &digests).await?;
+    // The partials are spent (marked complete with the final): their staged bytes go.
+    for p in &parts {
+        let storage = engine.storage.clone();
+        let key = p.staging_key.clone();
+        let _ = tokio::task::spawn_blocking(move || storage.abort(&key)).await;
+    }
     fin.state = "complete".into();
     fin.file_id = Some(file.id);
     Ok(fin)
 }
 
-/// After a partial upload finishes: assembles the owner's final uploads waiting for it.
-async fn assemble_waiting_finals(state: &AppState, partial: &UploadRecord) -> ApiResult<()> {
-    for up in state
+fn settings_max(state: &AppState) -> Option<u64> {
+    state.engine.settings.max_upload_size.map(|m| m.bytes())
+}
+
+/// The most bytes `up` may still take from its offset: up to its declared length, else up
+/// to the maximum upload size, less what the other partials of its final upload hold or
+/// declared. None: no bound.
+pub(super) async fn room(state: &AppState, up: &UploadRecord) -> ApiResult<Option<u64>> {
+    if let Some(l) = up.length {
+        return Ok(Some(l.saturating_sub(up.offset)));
+    }
+    let Some(max) = settings_max(state) else {
+        return Ok(None);
+    };
+    let others = siblings_size(state, up).await?;
+    Ok(Some(max.saturating_sub(others).saturating_sub(up.offset)))
+}
+
+/// What the other partials of `up`'s final upload hold or declared (0 when it has none).
+async fn siblings_size(state: &AppState, up: &UploadRecord) -> ApiResult<u64> {
+    let Some(fin) = &up.final_id else {
+        return Ok(0);
+    };
+    Ok(state
         .engine
         .meta
-        .active_uploads(partial.owner_id, PROTOCOL)
+        .final_parts(fin)
         .await?
-    {
-        let waits = concat_of(&up)
-            .as_deref()
-            .and_then(final_parts)
-            .is_some_and(|ids| ids.contains(&partial.id));
-        if waits {
-            assemble_final(state, up).await?;
-        }
+        .iter()
+        .filter(|p| p.id != up.id)
+        .fold(0u64, |n, p| n.saturating_add(p.length.unwrap_or(p.offset))))
+}
+
+/// After a partial upload finishes: assembles the final upload waiting for it, if any.
+async fn assemble_waiting_final(state: &AppState, partial: &UploadRecord) -> ApiResult<()> {
+    let Some(fin) = &partial.final_id else {
+        return Ok(());
+    };
+    if let Some(up) = state.engine.meta.get_upload(fin).await? {
+        assemble_final(state, up).await?;
     }
     Ok(())
 }
@@ -518,7 +587,7 @@ async fn finish_if_complete(state: &AppState, up: UploadRecord) -> ApiResult<Upl
         return Ok(up);
     }
     if concat_of(&up).as_deref() == Some("partial") {
-        assemble_waiting_finals(state, &up).await?;
+        assemble_waiting_final(state, &up).await?;
         return Ok(up);
     }
     if concat_of(&up).is_some() {
@@ -650,7 +719,8 @@ async fn append_body(
         )
         .with("offset", up.offset));
     }
-    let limit = up.length.map(|l| l - offset);
+    // Up to the declared length; with none, up to the maximum upload size.
+    let limit = room(state, &up).await?;
     let info = FileInfo {
         file_name: up.name.clone(),
         content_type: up.content_type.clone(),
@@ -741,6 +811,7 @@ pub async fn patch(
     Path(id): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
+    let _admitted = state.in_flight.admit(user.id)?;
     let h = req.headers().clone();
     if h.get(header::CONTENT_TYPE)
         .is_none_or(|v| v.as_bytes() != OFFSET_STREAM.as_bytes())
@@ -792,15 +863,23 @@ pub async fn patch(
             }
             Some(_) => {}
             None => {
-                if let Some(max) = state.engine.settings.max_upload_size
-                    && len > max.bytes()
+                let others = siblings_size(&state, &up).await?;
+                if let Some(max) = settings_max(&state)
+                    && len.saturating_add(others) > max
                 {
                     return Err(ApiError::too_large(
                         "too_large",
                         "the upload is over the limit",
                     ));
                 }
-                if len < up.offset || !state.engine.meta.set_upload_length(&up.id, len).await? {
+                let quota = state.engine.quota_of(up.owner_id);
+                if len < up.offset
+                    || !state
+                        .engine
+                        .meta
+                        .set_upload_length(&up.id, len, quota)
+                        .await?
+                {
                     return Err(ApiError::bad_request(
                         "bad_length",
                         "Upload-Length is below the offset or already set",
@@ -825,7 +904,12 @@ pub async fn head(
     let up = settled(&state, up, || load(&state, &user, &id)).await?;
     let is_final = concat_of(&up).is_some_and(|c| c.starts_with("final;"));
     let mut h = if is_final {
-        let up = assemble_final(&state, up.clone()).await?;
+        // A read-only node changes nothing, so it does not assemble either.
+        let up = if state.engine.settings.file_upload_enabled {
+            assemble_final(&state, up.clone()).await?
+        } else {
+            up.clone()
+        };
         let parts = parts_of(&state, &up).await?.unwrap_or_default();
         final_headers(&up, &parts)
     } else {

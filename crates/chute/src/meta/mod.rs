@@ -26,6 +26,12 @@ pub enum MetaError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The change would take the owner past their quota (nothing was changed).
+    #[error("quota exceeded: the quota is {quota} bytes and {used} are already stored")]
+    QuotaExceeded { quota: u64, used: u64 },
+    /// The owner already has the most open uploads allowed (nothing was changed).
+    #[error("there are already {max} open uploads, the most allowed")]
+    TooManyOpenUploads { max: u64 },
 }
 
 impl MetaError {
@@ -97,6 +103,26 @@ pub struct UploadRecord {
     pub hash_state: Option<Vec<u8>>,
     pub file_id: Option<String>,
     pub created_at: i64,
+    /// For a partial upload of a tus concatenation: the final upload it belongs to.
+    pub final_id: Option<String>,
+}
+
+/// A user's storage quota, checked in the same transaction as the change that uses it: the
+/// owner's finished files plus what their open uploads hold or declared (see
+/// [`MetaStore::usage_bytes`]) must stay within `bytes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quota {
+    pub owner_id: i64,
+    pub bytes: u64,
+}
+
+/// Limits checked atomically when an upload is created.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UploadLimits {
+    /// The owner's quota in bytes.
+    pub quota: Option<u64>,
+    /// Most uploads the owner may have open (active) at once.
+    pub max_open: Option<u64>,
 }
 
 /// The life of an upload session (the states of the upload.views model).
@@ -215,7 +241,8 @@ pub trait MetaStore: Send + Sync + 'static {
     -> Result<(), MetaError>;
     async fn user_by_token_hash(&self, token_hash: &str) -> Result<Option<User>, MetaError>;
 
-    async fn insert_file(&self, file: &FileRecord) -> Result<(), MetaError>;
+    /// Adds a file to the catalog; with a quota, refused when the owner would pass it.
+    async fn insert_file(&self, file: &FileRecord, quota: Option<Quota>) -> Result<(), MetaError>;
     async fn get_file(&self, id: &str) -> Result<Option<FileRecord>, MetaError>;
     /// The owner's files in id (creation) order, after `after` when given.
     async fn list_files(
@@ -226,26 +253,56 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> Result<Vec<FileRecord>, MetaError>;
     /// Removes the owner's file from the catalog and returns it; None when there is none.
     async fn delete_file(&self, owner_id: i64, id: &str) -> Result<Option<FileRecord>, MetaError>;
-    /// Bytes the owner stores (as uploaded), for quotas.
+    /// Bytes the owner uses, for quotas: their files (as uploaded, session files included),
+    /// plus, for each open upload, its declared length or, while that is deferred, what it
+    /// holds. A final upload of a concatenation counts nothing while open (its partials do).
     async fn usage_bytes(&self, owner_id: i64) -> Result<u64, MetaError>;
 
-    async fn create_upload(&self, upload: &UploadRecord) -> Result<(), MetaError>;
+    /// Creates an upload within `limits` (open uploads, quota), atomically. A final upload of
+    /// a concatenation names its partials in `parts`: each must be the owner's and belong to
+    /// no other final, else nothing is created and the answer is `Conflict`.
+    async fn create_upload(
+        &self,
+        upload: &UploadRecord,
+        parts: &[String],
+        limits: UploadLimits,
+    ) -> Result<(), MetaError>;
+    /// Records the id an active upload's file will have, before its bytes are placed (so that
+    /// a completion cut short by a crash is finished under the same id). False when the upload
+    /// is not active.
+    async fn set_upload_file(&self, id: &str, file_id: &str) -> Result<bool, MetaError>;
+    /// The partial uploads that belong to a final upload.
+    async fn final_parts(&self, final_id: &str) -> Result<Vec<UploadRecord>, MetaError>;
     async fn get_upload(&self, id: &str) -> Result<Option<UploadRecord>, MetaError>;
-    /// Compare-and-set: advances the offset (and the running hash state) only if it is still
-    /// `expected`. Returns false when another writer moved it first.
+    /// Compare-and-set: advances the offset only if it is still `expected`. Returns false
+    /// when another writer moved it first. With a quota (for an upload whose length is
+    /// deferred, the only kind that can grow past its reservation), refused when the owner
+    /// would pass it.
     async fn advance_upload(
         &self,
         id: &str,
         expected: u64,
         new_offset: u64,
-        hash_state: Option<&[u8]>,
+        quota: Option<Quota>,
     ) -> Result<bool, MetaError>;
-    /// Marks an upload complete and links it to its catalog entry, inserting that entry in the
-    /// same transaction.
-    async fn complete_upload(&self, id: &str, file: &FileRecord) -> Result<(), MetaError>;
+    /// Marks an upload complete (its offset and length the file's size) and links it to its
+    /// catalog entry, inserting that entry in the same transaction; the partials of a final
+    /// upload are marked complete with it. With a quota, refused when the owner would pass it.
+    async fn complete_upload(
+        &self,
+        id: &str,
+        file: &FileRecord,
+        quota: Option<Quota>,
+    ) -> Result<(), MetaError>;
     async fn delete_upload(&self, id: &str) -> Result<(), MetaError>;
-    /// Sets a deferred length, once: false when it was already set.
-    async fn set_upload_length(&self, id: &str, length: u64) -> Result<bool, MetaError>;
+    /// Sets a deferred length, once: false when it was already set. With a quota, refused
+    /// when the owner would pass it.
+    async fn set_upload_length(
+        &self,
+        id: &str,
+        length: u64,
+        quota: Option<Quota>,
+    ) -> Result<bool, MetaError>;
     /// The owner's unfinished uploads of a protocol, oldest first.
     async fn active_uploads(
         &self,
@@ -279,6 +336,7 @@ pub trait MetaStore: Send + Sync + 'static {
         file: &FileRecord,
         limits: SessionLimits,
         now: i64,
+        quota: Option<Quota>,
     ) -> Result<Result<(), SessionAddRefused>, MetaError>;
     /// Removes one file of a session that takes changes; the last one out returns the session
     /// to CREATED. Ok(None) when there is no such file; Err(status) when the session is not

@@ -52,12 +52,10 @@ impl PgMeta {
         &self.pool
     }
 
-    /// Session changes run in a plain transaction whose first query locks the session's row
-    /// (`SESSION_STATUS_FOR_CHANGE`), so changes of one session are serialised and others'
-    /// run alongside.
-    async fn begin_session_change(
-        &self,
-    ) -> Result<sqlx::Transaction<'_, sqlx::Postgres>, sqlx::Error> {
+    /// Session and quota changes run in a plain transaction whose queries lock the session's
+    /// row (`SESSION_STATUS_FOR_CHANGE`) or the owner's (`OWNER_FOR_CHANGE`), so changes of one
+    /// session or owner are serialised and others' run alongside.
+    async fn begin_change(&self) -> Result<sqlx::Transaction<'_, sqlx::Postgres>, sqlx::Error> {
         self.pool.begin().await
     }
 
@@ -75,6 +73,10 @@ impl PgMeta {
 
     const SESSION_STATUS_FOR_CHANGE: &'static str =
         "SELECT status FROM upload_sessions WHERE token = $1 FOR UPDATE";
+
+    /// An owner's quota checks are serialised by a lock on their row: two uploads that commit
+    /// at once cannot both see the usage without the other.
+    const OWNER_FOR_CHANGE: &'static str = "SELECT id FROM users WHERE id = $1 FOR UPDATE";
 }
 
 impl_meta_store!(PgMeta, sqlx::Postgres);

@@ -2,10 +2,12 @@
 //! to the `MetaStore` implementation for a backend type that has a `pool` field and provides
 //! what the backends do differently:
 //!
-//! - `begin_session_change(&self)`: a transaction in which a session's checks and changes see
-//!   no other writer of that session (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: a plain
-//!   transaction, made exclusive by `SESSION_STATUS_FOR_CHANGE` locking the session's row);
+//! - `begin_change(&self)`: a transaction for checks and changes that must see no other
+//!   writer of the same session or owner (SQLite: `BEGIN IMMEDIATE`, the database's one write
+//!   lock; PostgreSQL: a plain transaction, made exclusive by the row locks below);
 //! - `SESSION_STATUS_FOR_CHANGE`: the query that reads the session's status at its start;
+//! - `OWNER_FOR_CHANGE`: the query that serialises an owner's quota checks (PostgreSQL locks
+//!   the user's row; SQLite's write lock already does);
 //! - `shared_locks(&self)`: the upload locks across nodes, if several nodes can share it;
 //! - `reads(&self)` and `writes(&self)`: the pools for reading and for changing (SQLite has
 //!   one writer at a time: a pool of one connection queues its writers, where several
@@ -25,6 +27,15 @@ pub fn storable(s: &str) -> bool {
 pub(super) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
+
+/// An owner's usage: their files, plus each open upload's declared length or, while that is
+/// deferred, its offset; a final upload of a concatenation counts nothing while open (its
+/// partials, which carry its `final_id`, hold its bytes).
+pub(super) const USAGE: &str = "SELECT CAST(\
+     COALESCE((SELECT SUM(size) FROM files WHERE owner_id = $1), 0) + \
+     COALESCE((SELECT SUM(COALESCE(length, \"offset\")) FROM uploads u WHERE u.owner_id = $1 \
+     AND u.state = 'active' AND NOT EXISTS (SELECT 1 FROM uploads p WHERE p.final_id = u.id)), 0) \
+     AS BIGINT)";
 
 macro_rules! file_columns {
     () => {
@@ -80,7 +91,50 @@ macro_rules! impl_meta_store {
                 hash_state: r.try_get("hash_state")?,
                 file_id: r.try_get("file_id")?,
                 created_at: r.try_get("created_at")?,
+                final_id: r.try_get("final_id")?,
             })
+        }
+
+        /// Locks the owner for a quota check (see `OWNER_FOR_CHANGE`).
+        async fn lock_owner(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            owner_id: i64,
+        ) -> Result<(), sqlx::Error> {
+            sqlx::query(<$meta>::OWNER_FOR_CHANGE)
+                .bind(owner_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+            Ok(())
+        }
+
+        /// The owner's usage (`MetaStore::usage_bytes`), as this connection sees it.
+        async fn usage_in<'e, E>(exec: E, owner_id: i64) -> Result<u64, sqlx::Error>
+        where
+            E: sqlx::Executor<'e, Database = $db>,
+        {
+            let n: i64 = sqlx::query_scalar($crate::meta::sql::USAGE)
+                .bind(owner_id)
+                .fetch_one(exec)
+                .await?;
+            Ok(n.max(0) as u64)
+        }
+
+        /// Fails with `QuotaExceeded` when the owner's usage, with the transaction's changes
+        /// in, is over the quota (the caller then drops the transaction: nothing changes).
+        async fn check_quota(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            quota: Option<$crate::meta::Quota>,
+            added: u64,
+        ) -> Result<(), MetaError> {
+            let Some(q) = quota else { return Ok(()) };
+            let used = usage_in(&mut *conn, q.owner_id).await?;
+            if used > q.bytes {
+                return Err(MetaError::QuotaExceeded {
+                    quota: q.bytes,
+                    used: used.saturating_sub(added),
+                });
+            }
+            Ok(())
         }
 
         async fn insert_file_with<'e, E>(exec: E, f: &FileRecord) -> Result<(), sqlx::Error>
@@ -196,8 +250,20 @@ macro_rules! impl_meta_store {
                 Ok(row.as_ref().map(user_from_row).transpose()?)
             }
 
-            async fn insert_file(&self, f: &FileRecord) -> Result<(), MetaError> {
-                insert_file_with(self.writes(), f).await?;
+            async fn insert_file(
+                &self,
+                f: &FileRecord,
+                quota: Option<$crate::meta::Quota>,
+            ) -> Result<(), MetaError> {
+                if quota.is_none() {
+                    insert_file_with(self.writes(), f).await?;
+                    return Ok(());
+                }
+                let mut tx = self.begin_change().await?;
+                lock_owner(&mut tx, f.owner_id).await?;
+                insert_file_with(&mut *tx, f).await?;
+                check_quota(&mut tx, quota, f.size).await?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -254,17 +320,34 @@ macro_rules! impl_meta_store {
             }
 
             async fn usage_bytes(&self, owner_id: i64) -> Result<u64, MetaError> {
-                let n: i64 =
-                    sqlx::query_scalar(
-                        "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM files WHERE owner_id = $1",
-                    )
-                        .bind(owner_id)
-                        .fetch_one(self.reads())
-                        .await?;
-                Ok(n as u64)
+                Ok(usage_in(self.reads(), owner_id).await?)
             }
 
-            async fn create_upload(&self, u: &UploadRecord) -> Result<(), MetaError> {
+            async fn create_upload(
+                &self,
+                u: &UploadRecord,
+                parts: &[String],
+                limits: $crate::meta::UploadLimits,
+            ) -> Result<(), MetaError> {
+                let mut tx = self.begin_change().await?;
+                let quota = limits.quota.map(|bytes| $crate::meta::Quota {
+                    owner_id: u.owner_id,
+                    bytes,
+                });
+                if quota.is_some() || limits.max_open.is_some() {
+                    lock_owner(&mut tx, u.owner_id).await?;
+                }
+                if let Some(max) = limits.max_open {
+                    let open: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM uploads WHERE owner_id = $1 AND state = 'active'",
+                    )
+                    .bind(u.owner_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if open as u64 >= max {
+                        return Err(MetaError::TooManyOpenUploads { max });
+                    }
+                }
                 sqlx::query(
                     "INSERT INTO uploads (id, owner_id, protocol, staging_key, name, content_type, \"offset\", \
                      length, state, expires_at, metadata, hash_state, file_id, created_at) \
@@ -284,9 +367,47 @@ macro_rules! impl_meta_store {
                 .bind(&u.hash_state)
                 .bind(&u.file_id)
                 .bind(u.created_at)
+                .execute(&mut *tx)
+                .await?;
+                for part in parts {
+                    let claimed = sqlx::query(
+                        "UPDATE uploads SET final_id = $1 WHERE id = $2 AND owner_id = $3 \
+                         AND final_id IS NULL AND id <> $1",
+                    )
+                    .bind(&u.id)
+                    .bind(part)
+                    .bind(u.owner_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if claimed != 1 {
+                        return Err(MetaError::Conflict(format!(
+                            "partial upload `{part}` in another final upload"
+                        )));
+                    }
+                }
+                check_quota(&mut tx, quota, u.length.unwrap_or(0)).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn set_upload_file(&self, id: &str, file_id: &str) -> Result<bool, MetaError> {
+                let r = sqlx::query(
+                    "UPDATE uploads SET file_id = $1 WHERE id = $2 AND state = 'active'",
+                )
+                .bind(file_id)
+                .bind(id)
                 .execute(self.writes())
                 .await?;
-                Ok(())
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn final_parts(&self, final_id: &str) -> Result<Vec<UploadRecord>, MetaError> {
+                let rows = sqlx::query("SELECT * FROM uploads WHERE final_id = $1")
+                    .bind(final_id)
+                    .fetch_all(self.reads())
+                    .await?;
+                Ok(rows.iter().map(upload_from_row).collect::<Result<_, _>>()?)
             }
 
             async fn get_upload(&self, id: &str) -> Result<Option<UploadRecord>, MetaError> {
@@ -305,34 +426,64 @@ macro_rules! impl_meta_store {
                 id: &str,
                 expected: u64,
                 new_offset: u64,
-                hash_state: Option<&[u8]>,
+                quota: Option<$crate::meta::Quota>,
             ) -> Result<bool, MetaError> {
-                let r = sqlx::query(
-                    "UPDATE uploads SET \"offset\" = $1, hash_state = $2 \
-                     WHERE id = $3 AND \"offset\" = $4 AND state = 'active'",
-                )
-                .bind(new_offset as i64)
-                .bind(hash_state)
-                .bind(id)
-                .bind(expected as i64)
-                .execute(self.writes())
-                .await?;
-                Ok(r.rows_affected() == 1)
+                const ADVANCE: &str = "UPDATE uploads SET \"offset\" = $1 \
+                     WHERE id = $2 AND \"offset\" = $3 AND state = 'active'";
+                let Some(q) = quota else {
+                    let r = sqlx::query(ADVANCE)
+                        .bind(new_offset as i64)
+                        .bind(id)
+                        .bind(expected as i64)
+                        .execute(self.writes())
+                        .await?;
+                    return Ok(r.rows_affected() == 1);
+                };
+                let mut tx = self.begin_change().await?;
+                lock_owner(&mut tx, q.owner_id).await?;
+                let r = sqlx::query(ADVANCE)
+                    .bind(new_offset as i64)
+                    .bind(id)
+                    .bind(expected as i64)
+                    .execute(&mut *tx)
+                    .await?;
+                if r.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                check_quota(&mut tx, quota, new_offset.saturating_sub(expected)).await?;
+                tx.commit().await?;
+                Ok(true)
             }
 
-            async fn complete_upload(&self, id: &str, file: &FileRecord) -> Result<(), MetaError> {
-                let mut tx = self.writes().begin().await?;
+            async fn complete_upload(
+                &self,
+                id: &str,
+                file: &FileRecord,
+                quota: Option<$crate::meta::Quota>,
+            ) -> Result<(), MetaError> {
+                let mut tx = self.begin_change().await?;
+                if let Some(q) = quota {
+                    lock_owner(&mut tx, q.owner_id).await?;
+                }
                 let r = sqlx::query(
-                    "UPDATE uploads SET state = 'complete', file_id = $1 WHERE id = $2 AND state = 'active'",
+                    "UPDATE uploads SET state = 'complete', file_id = $1, \"offset\" = $3, length = $3 \
+                     WHERE id = $2 AND state = 'active'",
                 )
                 .bind(&file.id)
                 .bind(id)
+                .bind(file.size as i64)
                 .execute(&mut *tx)
                 .await?;
                 if r.rows_affected() != 1 {
                     return Err(MetaError::NotFound(format!("active upload `{id}`")));
                 }
+                // A final upload's partials are spent: they hold nothing more for the quota.
+                sqlx::query("UPDATE uploads SET state = 'complete' WHERE final_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
                 insert_file_with(&mut *tx, file).await?;
+                check_quota(&mut tx, quota, 0).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -365,13 +516,27 @@ macro_rules! impl_meta_store {
                 Ok(rows.iter().map(upload_from_row).collect::<Result<_, _>>()?)
             }
 
-            async fn set_upload_length(&self, id: &str, length: u64) -> Result<bool, MetaError> {
+            async fn set_upload_length(
+                &self,
+                id: &str,
+                length: u64,
+                quota: Option<$crate::meta::Quota>,
+            ) -> Result<bool, MetaError> {
+                let mut tx = self.begin_change().await?;
+                if let Some(q) = quota {
+                    lock_owner(&mut tx, q.owner_id).await?;
+                }
                 let r = sqlx::query("UPDATE uploads SET length = $1 WHERE id = $2 AND length IS NULL")
                     .bind(length as i64)
                     .bind(id)
-                    .execute(self.writes())
+                    .execute(&mut *tx)
                     .await?;
-                Ok(r.rows_affected() == 1)
+                if r.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                check_quota(&mut tx, quota, 0).await?;
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn delete_upload(&self, id: &str) -> Result<(), MetaError> {
@@ -502,13 +667,18 @@ macro_rules! impl_meta_store {
                 f: &FileRecord,
                 limits: SessionLimits,
                 now: i64,
+                quota: Option<$crate::meta::Quota>,
             ) -> Result<Result<(), SessionAddRefused>, MetaError> {
-                // The checks and the insert see no other writer of the session in between (see
-                // `begin_session_change`). A dropped transaction rolls back, also when the request
-                // is cancelled.
-                let mut tx = self.begin_session_change().await?;
+                // The checks and the insert see no other writer of the session (or, with a
+                // quota, of the owner) in between (see `begin_change`). A dropped transaction
+                // rolls back, also when the request is cancelled.
+                let mut tx = self.begin_change().await?;
                 let res = add_session_file_in(&mut tx, token, f, limits, now).await?;
                 if res.is_ok() {
+                    if let Some(q) = quota {
+                        lock_owner(&mut tx, q.owner_id).await?;
+                    }
+                    check_quota(&mut tx, quota, f.size).await?;
                     tx.commit().await?;
                 }
                 Ok(res)
@@ -523,7 +693,7 @@ macro_rules! impl_meta_store {
                 if !$crate::meta::sql::storable(token) || !$crate::meta::sql::storable(name) {
                     return Ok(Ok(None));
                 }
-                let mut tx = self.begin_session_change().await?;
+                let mut tx = self.begin_change().await?;
                 let status: Option<String> =
                     sqlx::query_scalar(<$meta>::SESSION_STATUS_FOR_CHANGE)
                         .bind(token)

@@ -59,11 +59,9 @@ impl SqliteMeta {
 }
 
 impl SqliteMeta {
-    /// A session's reads and writes must see no other writer: `BEGIN IMMEDIATE` takes the
-    /// database's write lock at once (SQLite has one writer at a time).
-    async fn begin_session_change(
-        &self,
-    ) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>, sqlx::Error> {
+    /// A session's or an owner's reads and writes must see no other writer: `BEGIN IMMEDIATE`
+    /// takes the database's write lock at once (SQLite has one writer at a time).
+    async fn begin_change(&self) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>, sqlx::Error> {
         self.writer.begin_with("BEGIN IMMEDIATE").await
     }
 
@@ -82,6 +80,9 @@ impl SqliteMeta {
 
     const SESSION_STATUS_FOR_CHANGE: &'static str =
         "SELECT status FROM upload_sessions WHERE token = $1";
+
+    /// The write lock taken by `begin_change` already serialises an owner's changes.
+    const OWNER_FOR_CHANGE: &'static str = "SELECT id FROM users WHERE id = $1";
 }
 
 impl_meta_store!(SqliteMeta, sqlx::Sqlite);

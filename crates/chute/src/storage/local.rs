@@ -274,11 +274,16 @@ impl Storage for LocalStorage {
                 self.place(path, key)
             }
             Source::Staged(staged_key) => {
+                // A second name for the staged file (no bytes copied): the staged name stays
+                // until the caller aborts it (see `Storage::put`).
                 let path = self.staging_path(staged_key)?;
                 if !path.exists() {
                     return Err(StorageError::NotFound(staged_key.to_string()));
                 }
-                self.place(&path, key)
+                let link = self.staging_path(&format!("{staged_key}.link"))?;
+                let _ = fs::remove_file(&link);
+                fs::hard_link(&path, &link)?;
+                self.place(&link, key)
             }
         }
     }

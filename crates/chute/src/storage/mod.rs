@@ -99,8 +99,10 @@ pub trait Storage: Send + Sync + 'static {
     /// Removes a staging object; absent is not an error.
     fn abort(&self, key: &str) -> Result<(), StorageError>;
 
-    /// Places a finished file under `key`, durably: when this returns, a crash cannot lose it.
-    /// A `Source::TempFile` or `Source::Staged` is consumed.
+    /// Places a finished file under `key` (replacing any object there), durably: when this
+    /// returns, a crash cannot lose it. A `Source::TempFile` is consumed. A `Source::Staged`
+    /// is left in place until the caller aborts it, once the file is recorded: a crash in
+    /// between finds the staged bytes and can place them again.
     fn put(&self, key: &str, source: Source<'_>) -> Result<(), StorageError>;
 
     /// Length of a final object.

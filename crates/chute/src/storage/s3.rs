@@ -717,8 +717,9 @@ impl Storage for S3Storage {
                     gathered: Vec::new(),
                     ready: VecDeque::new(),
                 };
-                self.put_parts(&name, || parts.next())?;
-                self.abort(staged)
+                // The segments stay until the caller aborts them, after recording the file: a
+                // crash before that finds them and places the object again.
+                self.put_parts(&name, || parts.next())
             }
         }
     }

@@ -132,7 +132,13 @@ impl Engine {
         done: CompletedFile,
     ) -> Result<FileRecord, UploadError> {
         let record = self.place(owner_id, done).await?;
-        if let Err(e) = self.meta.insert_file(&record).await {
+        // The quota is checked again as the file joins the catalog, atomically: uploads that
+        // streamed side by side cannot all pass it.
+        if let Err(e) = self
+            .meta
+            .insert_file(&record, self.quota_of(owner_id))
+            .await
+        {
             self.delete_object(record.storage_key.clone()).await;
             return Err(e.into());
         }
@@ -161,11 +167,8 @@ impl Engine {
             match file.body {
                 FileBody::Memory(bytes) => storage.put(&k, Source::Bytes(&bytes)),
                 FileBody::Temp(path) => storage.put(&k, Source::TempFile(&path)),
-                FileBody::Staged(mut guard) => {
-                    storage.put(&k, Source::Staged(&guard.key))?;
-                    guard.armed = false;
-                    Ok(())
-                }
+                // The guard removes the staged object once it is placed (dropped here).
+                FileBody::Staged(guard) => storage.put(&k, Source::Staged(&guard.key)),
             }
         })
         .await

@@ -85,9 +85,17 @@ impl ProgressEntry {
     }
 }
 
+/// Most progress ids one user has at a time: past it, their oldest entry is forgotten (an
+/// ended one first), so that no user can grow the registry without bound.
+pub const PER_USER: usize = 64;
+
+/// One user's progress entries by id, oldest first.
+type UserEntries = Vec<(String, Arc<ProgressEntry>)>;
+
 #[derive(Default)]
 pub struct ProgressRegistry {
-    entries: Mutex<HashMap<(i64, String), Arc<ProgressEntry>>>,
+    /// Each user's entries (at most `PER_USER`).
+    entries: Mutex<HashMap<i64, UserEntries>>,
     retention: Duration,
 }
 
@@ -99,24 +107,34 @@ impl ProgressRegistry {
         }
     }
 
-    /// Registers an upload under the user's progress id (replacing an earlier one).
+    /// Registers an upload under the user's progress id (replacing an earlier one). Costs
+    /// the user's own entries, never the whole registry.
     pub fn start(&self, user_id: i64, id: &str, expected: Option<u64>) -> Arc<ProgressEntry> {
         let entry = Arc::new(ProgressEntry::new(expected));
         if let Ok(mut m) = self.entries.lock() {
             let retention = self.retention;
-            m.retain(|_, e| e.ended_at().is_none_or(|t| t.elapsed() < retention));
-            m.insert((user_id, id.to_string()), entry.clone());
+            let mine = m.entry(user_id).or_default();
+            mine.retain(|(k, e)| k != id && e.ended_at().is_none_or(|t| t.elapsed() < retention));
+            if mine.len() >= PER_USER {
+                let oldest = mine
+                    .iter()
+                    .position(|(_, e)| e.ended_at().is_some())
+                    .unwrap_or(0);
+                mine.remove(oldest);
+            }
+            mine.push((id.to_string(), entry.clone()));
         }
         entry
     }
 
     /// The report for the user's id; an id not seen (yet) reads as "starting", as in nginx.
     pub fn report(&self, user_id: i64, id: &str) -> ProgressReport {
-        let entry = self
-            .entries
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&(user_id, id.to_string())).cloned());
+        let entry = self.entries.lock().ok().and_then(|m| {
+            m.get(&user_id)?
+                .iter()
+                .find(|(k, _)| k == id)
+                .map(|(_, e)| e.clone())
+        });
         match entry {
             Some(e) if e.ended_at().is_none_or(|t| t.elapsed() < self.retention) => e.report(),
             _ => ProgressReport {
@@ -162,5 +180,28 @@ mod tests {
             "starting",
             "forgotten after retention"
         );
+    }
+
+    #[test]
+    fn a_user_holds_at_most_per_user_entries() {
+        let r = ProgressRegistry::new(Duration::from_secs(60));
+        let live = r.start(1, "live", None);
+        for i in 0..10 * PER_USER {
+            r.start(1, &format!("id{i}"), None)
+                .finish(ProgressState::Done);
+        }
+        let held = r.entries.lock().map(|m| m[&1].len()).unwrap_or(0);
+        assert_eq!(held, PER_USER);
+        assert_eq!(
+            r.report(1, "live").state,
+            "uploading",
+            "ended ones go first"
+        );
+        let last = format!("id{}", 10 * PER_USER - 1);
+        assert_eq!(r.report(1, &last).state, "done");
+        assert_eq!(r.report(1, "id0").state, "starting");
+        drop(live);
+        r.start(2, "other", None);
+        assert_eq!(r.report(2, "other").state, "uploading");
     }
 }

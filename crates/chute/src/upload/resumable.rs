@@ -28,7 +28,7 @@ use super::hashing::HashSet;
 use super::pipeline::{Msg, Pipeline};
 use super::running_digests::{Feeding, RunningDigests};
 use super::{Engine, UploadError, new_file_id, storage_key_for};
-use crate::meta::{ClusterLocks, FileRecord, UploadRecord, now_unix};
+use crate::meta::{ClusterLocks, FileRecord, Quota, UploadLimits, UploadRecord, now_unix};
 use crate::storage::{StagedWrite, Storage};
 
 /// Chunk size of the append chain: larger than the multipart default, since these chunks
@@ -224,6 +224,8 @@ pub enum Locked {
 }
 
 pub struct NewUpload<'a> {
+    /// The partial uploads of a final upload (tus concatenation), claimed with its creation.
+    pub parts: &'a [String],
     pub owner_id: i64,
     pub protocol: &'a str,
     pub name: &'a str,
@@ -237,7 +239,7 @@ pub struct NewUpload<'a> {
 #[derive(Default)]
 struct AppendSlot {
     durable: Option<u64>,
-    error: Option<String>,
+    error: Option<UploadError>,
 }
 
 type Slot = Arc<Mutex<AppendSlot>>;
@@ -342,7 +344,7 @@ impl UploadHandler for AppendHandler {
 
     fn upload_interrupted(&mut self) {
         if let Err(e) = self.sync() {
-            with_slot(&self.slot, |s| s.error = Some(e.to_string()));
+            with_slot(&self.slot, |s| s.error = Some(e));
         }
     }
 }
@@ -355,6 +357,7 @@ pub struct AppendJob {
     upload_id: String,
     offset: u64,
     digests: Arc<RunningDigests>,
+    quota: Option<Quota>,
 }
 
 /// An append that has ended; the adapter decides whether to keep it.
@@ -363,6 +366,8 @@ pub struct EndedAppend {
     upload_id: String,
     offset: u64,
     digests: Arc<RunningDigests>,
+    /// The owner's quota, checked when the bytes are kept (uploads of deferred length).
+    quota: Option<Quota>,
     /// Bytes made durable by this request.
     pub written: u64,
     /// Why the chain refused the bytes, if it did.
@@ -390,8 +395,8 @@ impl AppendJob {
             .lock()
             .map(|mut s| std::mem::take(&mut *s))
             .map_err(|_| UploadError::Internal("append state poisoned".into()))?;
-        if let Some(e) = &slot.error {
-            return Err(UploadError::Internal(format!("append failed: {e}")));
+        if let Some(e) = slot.error {
+            return Err(e);
         }
         let durable = slot.durable.unwrap_or(self.offset);
         Ok(EndedAppend {
@@ -400,6 +405,7 @@ impl AppendJob {
             upload_id: self.upload_id,
             offset: self.offset,
             digests: self.digests,
+            quota: self.quota,
             error,
         })
     }
@@ -410,11 +416,20 @@ impl EndedAppend {
     pub async fn commit(self) -> Result<u64, UploadError> {
         let durable = self.offset + self.written;
         let engine = self.job_engine;
-        if !engine
+        let advanced = engine
             .meta
-            .advance_upload(&self.upload_id, self.offset, durable, None)
-            .await?
-        {
+            .advance_upload(&self.upload_id, self.offset, durable, self.quota)
+            .await;
+        let advanced = match advanced {
+            Ok(a) => a,
+            Err(e) => {
+                // Not kept (over the quota, or the catalog failed): the digests saw bytes that
+                // the offset does not cover.
+                engine.uploads.forget(&self.upload_id);
+                return Err(e.into());
+            }
+        };
+        if !advanced {
             engine.uploads.forget(&self.upload_id);
             let current = engine
                 .meta
@@ -463,9 +478,12 @@ fn pump_staged(
         }
     }
     if got != len {
-        return Err(UploadError::Internal(format!(
-            "staged object {key} holds {got} bytes, {len} recorded"
-        )));
+        return Err(crate::storage::StorageError::ShortStage {
+            key: key.to_string(),
+            expected: len,
+            actual: got,
+        }
+        .into());
     }
     Ok(())
 }
@@ -488,14 +506,47 @@ impl Engine {
             hash_state: None,
             file_id: None,
             created_at: now_unix(),
+            final_id: None,
         };
         let storage = self.storage.clone();
         let key = record.staging_key.clone();
         tokio::task::spawn_blocking(move || storage.begin(&key).map(drop))
             .await
             .map_err(|e| UploadError::Internal(e.to_string()))??;
-        self.meta.create_upload(&record).await?;
+        if let Err(e) = self
+            .meta
+            .create_upload(&record, n.parts, self.upload_limits())
+            .await
+        {
+            self.abort_staged(record.staging_key.clone()).await;
+            return Err(e.into());
+        }
         Ok(record)
+    }
+
+    /// The limits every new upload is created within.
+    fn upload_limits(&self) -> UploadLimits {
+        UploadLimits {
+            quota: self.settings.user_quota.map(|q| q.bytes()),
+            max_open: Some(self.settings.max_open_uploads_per_user),
+        }
+    }
+
+    /// The owner's quota, when there is one, for the catalog to check with a change.
+    pub fn quota_of(&self, owner_id: i64) -> Option<Quota> {
+        self.settings.user_quota.map(|q| Quota {
+            owner_id,
+            bytes: q.bytes(),
+        })
+    }
+
+    /// Removes a staged object (best effort, logged), off the reactor.
+    async fn abort_staged(&self, key: String) {
+        let storage = self.storage.clone();
+        let res = tokio::task::spawn_blocking(move || storage.abort(&key)).await;
+        if let Ok(Err(e)) = res {
+            tracing::warn!(error = %e, "could not remove a staged object");
+        }
     }
 
     /// The owner's upload of `protocol` by id; None for a malformed id, an unknown upload, or
@@ -562,13 +613,17 @@ impl Engine {
             let key = up.staging_key.clone();
             let offset = up.offset;
             let hashers = fresh();
-            tokio::task::spawn_blocking(move || -> Result<Vec<Hasher>, UploadError> {
+            let read = tokio::task::spawn_blocking(move || -> Result<Vec<Hasher>, UploadError> {
                 let mut set = HashSet::new(hashers);
                 pump_staged(storage.as_ref(), &key, offset, &mut set, None)?;
                 set.finish()
             })
             .await
-            .map_err(|e| UploadError::Internal(e.to_string()))??
+            .map_err(|e| UploadError::Internal(e.to_string()))?;
+            match read {
+                Ok(h) => h,
+                Err(e) => return Err(self.lost_stage(up, e).await),
+            }
         };
         let digests = RunningDigests::new(hashers, up.offset);
         self.uploads.put_digests(&up.id, digests.clone());
@@ -595,14 +650,19 @@ impl Engine {
         let feeding = digests.begin()?;
         let slot: Slot = Arc::default();
         let mut chain_handlers = handlers;
-        if let Some(q) = self.settings.user_quota {
-            // Staged bytes count as stored: the upload will become a file.
-            let used = self.meta.usage_bytes(up.owner_id).await? + up.offset;
-            chain_handlers.push(Box::new(super::handlers::quota::QuotaHandler::new(
-                q.bytes(),
-                used,
-            )));
-        }
+        // An upload of declared length reserved it against the quota when it was created; one
+        // whose length is deferred is held to the quota as it grows: here as its bytes stream
+        // (the usage counts what it holds already), and atomically when they are kept.
+        let quota = match (self.quota_of(up.owner_id), up.length) {
+            (Some(q), None) => {
+                let used = self.meta.usage_bytes(up.owner_id).await?;
+                chain_handlers.push(Box::new(super::handlers::quota::QuotaHandler::new(
+                    q.bytes, used,
+                )));
+                Some(q)
+            }
+            _ => None,
+        };
         chain_handlers.push(Box::new(ResumeHashHandler {
             digests: digests.clone(),
             _feeding: feeding,
@@ -620,11 +680,12 @@ impl Engine {
         let chain = Chain::new(chain_handlers, APPEND_CHUNK);
         let mut pipeline = Pipeline::start(chain, None)?;
         if !pipeline.send(Msg::NewFile(info)).await {
-            return Err(pipeline
+            let e = pipeline
                 .finish()
                 .await
                 .err()
-                .unwrap_or_else(|| UploadError::Internal("append pipeline ended".into())));
+                .unwrap_or_else(|| UploadError::Internal("append pipeline ended".into()));
+            return Err(self.lost_stage(up, e).await);
         }
         Ok(AppendJob {
             engine: self.clone(),
@@ -633,6 +694,7 @@ impl Engine {
             upload_id: up.id.clone(),
             offset,
             digests,
+            quota,
         })
     }
 
@@ -663,6 +725,12 @@ impl Engine {
     }
 
     /// Turns a fully received upload into a catalog entry, with the given digests.
+    ///
+    /// Crash-safe in three steps: the file's id is recorded on the upload first, then its
+    /// bytes are placed under that id's key (the staged object stays), then the catalog entry
+    /// and the upload's completion are one transaction, and only then does the staged object
+    /// go. A crash anywhere leaves an active upload whose staged bytes are whole: completing
+    /// it again places them under the same key, so nothing is lost and nothing is stranded.
     pub async fn complete_upload(
         &self,
         up: &UploadRecord,
@@ -676,7 +744,16 @@ impl Engine {
         {
             return Err(UploadError::OffsetMismatch { current: up.offset });
         }
-        let file_id = new_file_id();
+        let file_id = match &up.file_id {
+            Some(id) => id.clone(),
+            None => {
+                let id = new_file_id();
+                if !self.meta.set_upload_file(&up.id, &id).await? {
+                    return Err(UploadError::AlreadyComplete);
+                }
+                id
+            }
+        };
         let key = storage_key_for(&file_id);
         let storage = self.storage.clone();
         let (k, staged) = (key.clone(), up.staging_key.clone());
@@ -708,7 +785,7 @@ impl Engine {
                 self.discard_upload(up).await?;
                 return Err(e);
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(self.lost_stage(up, e).await),
         };
         let mut record = FileRecord {
             id: file_id,
@@ -727,25 +804,56 @@ impl Engine {
             created_at: now_unix(),
         };
         record.set_checksums(digests.iter().map(|(a, h)| (*a, h)));
-        if let Err(e) = self.meta.complete_upload(&up.id, &record).await {
-            let storage = self.storage.clone();
-            let _ = tokio::task::spawn_blocking(move || storage.delete(&key)).await;
+        if let Err(e) = self
+            .meta
+            .complete_upload(&up.id, &record, self.quota_of(up.owner_id))
+            .await
+        {
+            // The upload stays active with its staged bytes (over the quota, it completes once
+            // there is room); the placed copy goes.
+            self.delete_object(key).await;
             return Err(e.into());
         }
+        self.abort_staged(up.staging_key.clone()).await;
         self.uploads.forget(&up.id);
         Ok(record)
     }
 
+    /// What a failure to read an upload's staged bytes means. When they are gone or shorter
+    /// than recorded (a backend that lost them, or a deployment that fsyncs nothing and lost
+    /// power), waiting cannot bring them back: the upload starts again at offset 0, which the
+    /// client is told (a 409 with the offset), instead of a 500 on every try.
+    pub(crate) async fn lost_stage(&self, up: &UploadRecord, e: UploadError) -> UploadError {
+        let lost = matches!(
+            &e,
+            UploadError::Storage(
+                crate::storage::StorageError::NotFound(_)
+                    | crate::storage::StorageError::ShortStage { .. }
+            )
+        );
+        if !lost || up.offset == 0 {
+            return e;
+        }
+        tracing::error!(upload = %up.id, error = %e, "staged bytes lost; the upload starts over");
+        self.uploads.forget(&up.id);
+        match self.meta.advance_upload(&up.id, up.offset, 0, None).await {
+            Ok(true) => UploadError::OffsetMismatch { current: 0 },
+            Ok(false) => e,
+            Err(m) => m.into(),
+        }
+    }
+
     /// Fills `dest` (new, empty) with the staged bytes of `parts` in order, hashing them on
-    /// the way, and records its offset. Returns the digests of the whole. The copy runs on a
-    /// blocking thread through the storage's own reads and writes, so it works for every
-    /// backend.
+    /// the way. Returns the length and digests of the whole; the caller completes `dest` with
+    /// them (its offset is not recorded before: while open, a final upload holds nothing for
+    /// the quota, its partials do). The copy runs on a blocking thread through the storage's
+    /// own reads and writes, so it works for every backend.
     pub async fn concatenate(
         &self,
         dest: &UploadRecord,
         parts: &[UploadRecord],
         algorithms: &[Algorithm],
-    ) -> Result<Vec<(Algorithm, String)>, UploadError> {
+    ) -> Result<(u64, Vec<(Algorithm, String)>), UploadError> {
         let storage = self.storage.clone();
         let dest_key = dest.staging_key.clone();
         let sources: Vec<(String, u64)> = parts
@@ -764,22 +872,31 @@ impl Engine {
             })
             .await
             .map_err(|e| UploadError::Internal(e.to_string()))??;
-        if !self.meta.advance_upload(&dest.id, 0, total, None).await? {
-            return Err(UploadError::OffsetMismatch { current: 0 });
-        }
-        Ok(hashers
+        let digests = hashers
             .into_iter()
             .map(|h| (h.algorithm(), h.finish_hex()))
-            .collect())
+            .collect();
+        Ok((total, digests))
     }
 
     /// Deletes an upload: its staged bytes, then its record and running digests.
     pub async fn discard_upload(&self, up: &UploadRecord) -> Result<(), UploadError> {
         let storage = self.storage.clone();
         let key = up.staging_key.clone();
-        tokio::task::spawn_blocking(move || storage.abort(&key))
-            .await
-            .map_err(|e| UploadError::Internal(e.to_string()))??;
+        // An active upload with a file id crashed while completing: a copy of its bytes may
+        // have been placed under that id's key already.
+        let placed = match (&up.file_id, up.state.as_str()) {
+            (Some(fid), "active") => Some(storage_key_for(fid)),
+            _ => None,
+        };
+        tokio::task::spawn_blocking(move || {
+            if let Some(k) = placed {
+                storage.delete(&k)?;
+            }
+            storage.abort(&key)
+        })
+        .await
+        .map_err(|e| UploadError::Internal(e.to_string()))??;
         self.meta.delete_upload(&up.id).await?;
         self.uploads.forget(&up.id);
         Ok(())
@@ -840,6 +957,7 @@ mod tests {
 
     async fn new_upload(e: &Engine, owner_id: i64, len: usize) -> UploadRecord {
         e.create_upload(NewUpload {
+            parts: &[],
             owner_id,
             protocol: "test",
             name: "data.bin",
@@ -952,6 +1070,86 @@ mod tests {
         );
     }
 
+    /// A crash while completing: the file's id was recorded and its bytes placed, but the
+    /// catalog entry not made. Completing again (a new process) finishes under the same id:
+    /// the bytes are right and no second copy is left anywhere.
+    #[tokio::test]
+    async fn a_completion_cut_short_by_a_crash_completes_again_under_the_same_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+        let e = engine(dir.path()).await;
+        let user = e.meta.create_user("u", false).await.expect("user");
+        let up = new_upload(&e, user.id, data.len()).await;
+        let a = append(&e, &up.id, 0, &data, true).await;
+        a.commit().await.expect("commit");
+        // The first two steps of `complete_upload`, then the process dies.
+        let fid = new_file_id();
+        assert!(e.meta.set_upload_file(&up.id, &fid).await.expect("intent"));
+        e.storage
+            .put(
+                &storage_key_for(&fid),
+                crate::storage::Source::Staged(&up.staging_key),
+            )
+            .expect("place");
+        drop(e);
+        let e = engine(dir.path()).await;
+        let up = e.meta.get_upload(&up.id).await.expect("get").expect("up");
+        assert_eq!(
+            (up.state.as_str(), up.file_id.as_deref()),
+            ("active", Some(fid.as_str()))
+        );
+        let digests = e.upload_digests(&up, &ALGS).await.expect("digests");
+        let file = e.complete_upload(&up, &digests).await.expect("complete");
+        assert_eq!(file.id, fid, "the recorded id is used");
+        assert_eq!(
+            file.sha256.as_deref(),
+            Some(digest_hex(Algorithm::Sha256, &data).as_str())
+        );
+        assert_eq!(
+            file.md5.as_deref(),
+            Some(digest_hex(Algorithm::Md5, &data).as_str())
+        );
+        let objects = dir.path().join("files/objects");
+        let count = std::fs::read_dir(&objects)
+            .expect("objects")
+            .flatten()
+            .map(|d| std::fs::read_dir(d.path()).map(|r| r.count()).unwrap_or(0))
+            .sum::<usize>();
+        assert_eq!(count, 1, "one object, no stranded copy");
+        assert!(
+            e.storage.read_staged(&up.staging_key).is_err(),
+            "the staged bytes are gone once recorded"
+        );
+    }
+
+    /// Staged bytes that are gone (a backend that lost them) cannot come back: the upload
+    /// starts over at offset 0 and says so, instead of failing the same way on every try.
+    #[tokio::test]
+    async fn an_upload_whose_staged_bytes_are_lost_starts_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = vec![7u8; 50_000];
+        let e = engine(dir.path()).await;
+        let user = e.meta.create_user("u", false).await.expect("user");
+        let up = new_upload(&e, user.id, data.len()).await;
+        append(&e, &up.id, 0, &data, true)
+            .await
+            .commit()
+            .await
+            .expect("commit");
+        e.storage.abort(&up.staging_key).expect("lose the bytes");
+        drop(e);
+        let e = engine(dir.path()).await;
+        let up = e.meta.get_upload(&up.id).await.expect("get").expect("up");
+        match e.upload_digests(&up, &ALGS).await {
+            Err(UploadError::OffsetMismatch { current: 0 }) => {}
+            other => panic!("expected a restart at 0, got {:?}", other.map(|_| ())),
+        }
+        let up = e.meta.get_upload(&up.id).await.expect("get").expect("up");
+        assert_eq!(up.offset, 0);
+        let a = append(&e, &up.id, 0, &data, true).await;
+        assert_eq!(a.commit().await.expect("commit"), data.len() as u64);
+    }
+
     /// More uploads feeding digests at once than there are cores: they hash in step on their
     /// own threads instead of behind the requests, and every digest still comes out right,
     /// including after a refused request in the middle.
@@ -1006,6 +1204,7 @@ mod tests {
         let e = engine(dir.path()).await;
         let user = e.meta.create_user("u", false).await.expect("user");
         let new = |expires_at| NewUpload {
+            parts: &[],
             owner_id: user.id,
             protocol: "test",
             name: "x",

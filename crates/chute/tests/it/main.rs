@@ -7,6 +7,7 @@ mod cli;
 mod clients;
 mod files_api;
 mod handlers;
+mod hardening;
 mod helpers;
 mod ietf;
 mod limits;

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use chute::meta::postgres::PgMeta;
 use chute::meta::sqlite::SqliteMeta;
 use chute::meta::{
-    FileRecord, MetaStore, SessionAddRefused, SessionLimits, SessionStatus, UploadRecord,
+    FileRecord, MetaError, MetaStore, Quota, SessionAddRefused, SessionLimits, SessionStatus,
+    UploadLimits, UploadRecord,
 };
 use reqwest::Method;
 use sqlx::Connection;
@@ -93,6 +94,119 @@ fn file(id: &str, owner: i64, name: &str, size: u64) -> FileRecord {
 
 /// Every MetaStore operation, with the answers the rest of chute relies on. Run on both
 /// backends, so PostgreSQL is held to what SQLite does.
+/// Quotas and open-upload counts, checked atomically by the catalog (issue 12): declared
+/// lengths are reserved, deferred ones count what they hold, partials belong to one final,
+/// and concurrent changes cannot pass the quota together.
+async fn quota_scenario(meta: &dyn MetaStore, user: &chute::meta::User) {
+    let upload = |id: &str, length: Option<u64>| UploadRecord {
+        id: id.into(),
+        owner_id: user.id,
+        protocol: "tus".into(),
+        staging_key: format!("staging/{id}"),
+        name: "q".into(),
+        content_type: None,
+        offset: 0,
+        length,
+        state: "active".into(),
+        expires_at: None,
+        metadata: "{}".into(),
+        hash_state: None,
+        file_id: None,
+        created_at: 1,
+        final_id: None,
+    };
+    let base = meta.usage_bytes(user.id).await.expect("usage");
+    let limits = UploadLimits {
+        quota: Some(base + 100),
+        max_open: Some(3),
+    };
+    let quota = Some(Quota {
+        owner_id: user.id,
+        bytes: base + 100,
+    });
+    meta.create_upload(&upload("q1", Some(60)), &[], limits)
+        .await
+        .expect("q1");
+    assert_eq!(meta.usage_bytes(user.id).await.expect("usage"), base + 60);
+    assert!(matches!(
+        meta.create_upload(&upload("q2", Some(41)), &[], limits)
+            .await,
+        Err(MetaError::QuotaExceeded { .. })
+    ));
+    assert_eq!(
+        meta.get_upload("q2").await.expect("get"),
+        None,
+        "not created"
+    );
+    meta.create_upload(&upload("q3", None), &[], limits)
+        .await
+        .expect("deferred");
+    assert!(matches!(
+        meta.advance_upload("q3", 0, 41, quota).await,
+        Err(MetaError::QuotaExceeded { .. })
+    ));
+    assert_eq!(
+        meta.get_upload("q3").await.expect("get").map(|u| u.offset),
+        Some(0),
+        "a refused advance changes nothing"
+    );
+    assert!(meta.advance_upload("q3", 0, 40, quota).await.expect("fits"));
+    assert!(matches!(
+        meta.set_upload_length("q3", 41, quota).await,
+        Err(MetaError::QuotaExceeded { .. })
+    ));
+    assert!(meta.set_upload_length("q3", 40, quota).await.expect("fits"));
+    meta.create_upload(&upload("q4", Some(0)), &[], limits)
+        .await
+        .expect("third open upload");
+    assert!(matches!(
+        meta.create_upload(&upload("q5", Some(0)), &[], limits)
+            .await,
+        Err(MetaError::TooManyOpenUploads { max: 3 })
+    ));
+    // A final claims its partials once; while open it holds nothing of its own.
+    let roomy = UploadLimits::default();
+    meta.create_upload(&upload("fin", None), &["q1".into(), "q3".into()], roomy)
+        .await
+        .expect("final");
+    assert_eq!(meta.usage_bytes(user.id).await.expect("usage"), base + 100);
+    assert!(matches!(
+        meta.create_upload(&upload("fin2", None), &["q3".into()], roomy)
+            .await,
+        Err(MetaError::Conflict(_))
+    ));
+    assert_eq!(meta.get_upload("fin2").await.expect("get"), None);
+    let mut parts = meta.final_parts("fin").await.expect("parts");
+    parts.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(
+        parts.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+        ["q1", "q3"]
+    );
+    assert!(meta.set_upload_file("fin", "qf").await.expect("intent"));
+    meta.complete_upload("fin", &file("qf", user.id, "joined", 100), quota)
+        .await
+        .expect("complete the final");
+    assert_eq!(meta.usage_bytes(user.id).await.expect("usage"), base + 100);
+    let q1 = meta.get_upload("q1").await.expect("get").expect("q1");
+    assert_eq!(q1.state, "complete", "partials are spent with their final");
+    // Ten files committed at once under a quota with room for two.
+    let quota = Some(Quota {
+        owner_id: user.id,
+        bytes: base + 120,
+    });
+    let files: Vec<FileRecord> = (0..10)
+        .map(|i| file(&format!("qc{i}"), user.id, "c", 10))
+        .collect();
+    let adds = files.iter().map(|f| meta.insert_file(f, quota));
+    let ok = futures::future::join_all(adds)
+        .await
+        .into_iter()
+        .filter(|r| r.is_ok())
+        .count();
+    assert_eq!(ok, 2);
+    assert_eq!(meta.usage_bytes(user.id).await.expect("usage"), base + 120);
+}
+
 async fn meta_scenario(meta: Arc<dyn MetaStore>) {
     // Users and tokens.
     let ann = meta.create_user("ann", false).await.expect("ann");
@@ -119,11 +233,15 @@ async fn meta_scenario(meta: Arc<dyn MetaStore>) {
 
     // The file catalog: ordered pages, usage, another owner's file untouchable.
     for (i, size) in [10u64, 20, 30].into_iter().enumerate() {
-        meta.insert_file(&file(&format!("f{i}"), ann.id, "a.txt", size))
+        meta.insert_file(&file(&format!("f{i}"), ann.id, "a.txt", size), None)
             .await
             .expect("insert");
     }
-    assert!(meta.insert_file(&file("f0", ann.id, "x", 1)).await.is_err());
+    assert!(
+        meta.insert_file(&file("f0", ann.id, "x", 1), None)
+            .await
+            .is_err()
+    );
     let page = meta.list_files(ann.id, Some("f0"), 1).await.expect("page");
     assert_eq!(page.len(), 1);
     assert_eq!(page[0], file("f1", ann.id, "a.txt", 20));
@@ -154,13 +272,16 @@ async fn meta_scenario(meta: Arc<dyn MetaStore>) {
         hash_state: Some(vec![0, 1, 255]),
         file_id: None,
         created_at: 5,
+        final_id: None,
     };
-    meta.create_upload(&up).await.expect("upload");
+    meta.create_upload(&up, &[], UploadLimits::default())
+        .await
+        .expect("upload");
     assert_eq!(meta.get_upload("u1").await.expect("get"), Some(up.clone()));
     assert!(meta.advance_upload("u1", 0, 7, None).await.expect("cas"));
     assert!(!meta.advance_upload("u1", 0, 9, None).await.expect("cas"));
-    assert!(meta.set_upload_length("u1", 7).await.expect("len"));
-    assert!(!meta.set_upload_length("u1", 8).await.expect("len"));
+    assert!(meta.set_upload_length("u1", 7, None).await.expect("len"));
+    assert!(!meta.set_upload_length("u1", 8, None).await.expect("len"));
     assert_eq!(
         meta.active_uploads(ann.id, "tus")
             .await
@@ -170,14 +291,14 @@ async fn meta_scenario(meta: Arc<dyn MetaStore>) {
     );
     assert_eq!(meta.expired_uploads(101, 10).await.expect("exp").len(), 1);
     assert!(meta.expired_uploads(99, 10).await.expect("exp").is_empty());
-    meta.complete_upload("u1", &file("f9", ann.id, "n", 7))
+    meta.complete_upload("u1", &file("f9", ann.id, "n", 7), None)
         .await
         .expect("complete");
     let done = meta.get_upload("u1").await.expect("get").expect("u1");
     assert_eq!((done.state.as_str(), done.offset), ("complete", 7));
     assert_eq!(done.file_id.as_deref(), Some("f9"));
     assert!(
-        meta.complete_upload("u1", &file("f10", ann.id, "n", 7))
+        meta.complete_upload("u1", &file("f10", ann.id, "n", 7), None)
             .await
             .is_err(),
         "an upload completes once"
@@ -185,6 +306,8 @@ async fn meta_scenario(meta: Arc<dyn MetaStore>) {
     assert!(!meta.advance_upload("u1", 7, 8, None).await.expect("cas"));
     meta.delete_upload("u1").await.expect("delete");
     assert_eq!(meta.get_upload("u1").await.expect("get"), None);
+
+    quota_scenario(meta.as_ref(), &bob).await;
 
     // Sessions: limits hold under concurrent adds, status moves, store, stale and expiry.
     meta.create_session("s1", ann.id, 1000)
@@ -202,6 +325,7 @@ async fn meta_scenario(meta: Arc<dyn MetaStore>) {
                 &file(&format!("s1-{i}"), ann.id, &format!("{i}.txt"), 10),
                 limits,
                 1001,
+                None,
             )
             .await
             .expect("add")
@@ -216,7 +340,7 @@ async fn meta_scenario(meta: Arc<dyn MetaStore>) {
     let taken = meta.session_files("s1").await.expect("files");
     let name = taken[0].name.clone();
     assert_eq!(
-        meta.add_session_file("s1", &file("dup", ann.id, &name, 1), limits, 1002)
+        meta.add_session_file("s1", &file("dup", ann.id, &name, 1), limits, 1002, None)
             .await
             .expect("dup"),
         Err(SessionAddRefused::Duplicate)
@@ -226,7 +350,7 @@ async fn meta_scenario(meta: Arc<dyn MetaStore>) {
         max_total: 35,
     };
     assert!(matches!(
-        meta.add_session_file("s1", &file("big", ann.id, "big", 6), big, 1002)
+        meta.add_session_file("s1", &file("big", ann.id, "big", 6), big, 1002, None)
             .await
             .expect("big"),
         Err(SessionAddRefused::TooLarge { max: 35, total: 30 })
@@ -267,10 +391,16 @@ async fn meta_scenario(meta: Arc<dyn MetaStore>) {
         SessionStatus::Created,
         "the last file out returns the session to CREATED"
     );
-    meta.add_session_file("s1", &file("keep", ann.id, "keep.txt", 4), limits, 1004)
-        .await
-        .expect("add")
-        .expect("accepted");
+    meta.add_session_file(
+        "s1",
+        &file("keep", ann.id, "keep.txt", 4),
+        limits,
+        1004,
+        None,
+    )
+    .await
+    .expect("add")
+    .expect("accepted");
     assert!(
         !meta
             .set_session_status("s1", &[SessionStatus::Stored], SessionStatus::Expired)
@@ -299,7 +429,7 @@ async fn meta_scenario(meta: Arc<dyn MetaStore>) {
     meta.create_session("s2", bob.id, 10)
         .await
         .expect("session");
-    meta.add_session_file("s2", &file("tmp", bob.id, "t.txt", 3), limits, 11)
+    meta.add_session_file("s2", &file("tmp", bob.id, "t.txt", 3), limits, 11, None)
         .await
         .expect("add")
         .expect("accepted");

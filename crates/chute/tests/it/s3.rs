@@ -123,12 +123,27 @@ async fn the_storage_contract_holds_on_garage() {
             .expect("bytes");
         assert_eq!(sha256_hex(&back), sha256_hex(&d), "staged bytes read back");
         st.put("ab/file1", Source::Staged("up/1")).expect("place");
+        // The segments stay until the caller aborts them (after recording the file), so a
+        // crash in between can place them again, under the same key.
+        let mut again = Vec::new();
+        st.read_staged("up/1")
+            .expect("read")
+            .read_to_end(&mut again)
+            .expect("bytes");
+        assert_eq!(
+            sha256_hex(&again),
+            sha256_hex(&d),
+            "still staged after placing"
+        );
+        st.put("ab/file1", Source::Staged("up/1"))
+            .expect("place again");
+        st.abort("up/1").expect("abort");
         let mut rest = Vec::new();
         st.read_staged("up/1")
             .expect("read")
             .read_to_end(&mut rest)
             .expect("bytes");
-        assert!(rest.is_empty(), "the segments are gone once placed");
+        assert!(rest.is_empty(), "the segments are gone once aborted");
         assert_eq!(st.len("ab/file1").expect("len"), d.len() as u64);
         st.put("ab/small", Source::Bytes(b"tiny")).expect("small");
     })

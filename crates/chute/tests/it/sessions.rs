@@ -403,6 +403,31 @@ async fn malformed_session_requests_get_json_errors() {
             json_of(get(&app, &app.token, &format!("/upload-session/{bad}/files/")).await).await;
         assert_eq!(st, 404, "{bad}");
     }
+    // A part header with a raw control character in the file name: refused with the same
+    // shape as every other refusal.
+    let body = multipart_body(&[file_part("file", "bell\u{7}.txt", b"x")]);
+    let res = app
+        .client
+        .post(app.url(&format!("/upload-session/{s}/files/")))
+        .bearer_auth(&app.token)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    let (st, v) = json_of(res).await;
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(v["accepted"], false, "{v}");
+    assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+    assert!(
+        v["verboseError"].as_str().is_some_and(|e| !e.is_empty()),
+        "{v}"
+    );
+    assert!(v["file"].is_string(), "{v}");
+    assert_eq!(v["uploadSessionToken"], s.as_str());
     // A multipart body cut short keeps nothing.
     let mut body = multipart_body(&[file_part("file", "cut.txt", &bytes(50_000, 9))]);
     body.truncate(30_000);

@@ -495,8 +495,17 @@ async fn concatenation_of_partial_uploads() {
         .await
         .expect("partial");
     let unfinished = h(&res, "location").expect("location").to_string();
+    // A partial belongs to one final upload: this one gets a copy of the first part.
     let res = req(&app, Method::POST, "/tus/")
-        .header("Upload-Concat", format!("final;{} {unfinished}", urls[0]))
+        .header("Upload-Concat", "partial")
+        .header("Upload-Length", "100000")
+        .send()
+        .await
+        .expect("partial");
+    let head = h(&res, "location").expect("location").to_string();
+    assert_eq!(patch(&app, &head, 0, &data[..100_000]).await.status(), 204);
+    let res = req(&app, Method::POST, "/tus/")
+        .header("Upload-Concat", format!("final;{head} {unfinished}"))
         .send()
         .await
         .expect("final");

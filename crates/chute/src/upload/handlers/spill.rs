@@ -2,7 +2,9 @@
 //! temporary file in `file_upload_temp_dir` and streams the rest there (Django's memory and
 //! temporary-file handlers in one). As in Django, a request whose Content-Length (or a part
 //! whose own length) is over the limit goes to disk from its first byte, so that many
-//! concurrent large uploads do not each hold 2.5 MB in memory.
+//! concurrent large uploads do not each hold 2.5 MB in memory. Unlike Django, the limit also
+//! holds for the request as a whole: once the files kept in memory add up to it, the next
+//! ones go to disk, so a request of a hundred 2 MB files holds at most 2.5 MB of them.
 //! Claims every file it sees. The temp file is removed when the upload is interrupted or the
 //! file dropped; the engine moves it into storage when the upload succeeds.
 
@@ -24,6 +26,8 @@ pub struct SpillHandler {
     memory: BytesMut,
     file: Option<std::io::BufWriter<tempfile::NamedTempFile>>,
     written: u64,
+    /// Bytes of this request's earlier files that are kept in memory.
+    held: usize,
 }
 
 impl SpillHandler {
@@ -36,6 +40,7 @@ impl SpillHandler {
             memory: BytesMut::new(),
             file: None,
             written: 0,
+            held: 0,
         }
     }
 
@@ -81,7 +86,8 @@ impl UploadHandler for SpillHandler {
 
     fn receive_chunk(&mut self, chunk: Bytes, _start: u64) -> Result<Option<Bytes>, HandlerError> {
         self.written += chunk.len() as u64;
-        if self.file.is_none() && self.memory.len() + chunk.len() > self.max_memory {
+        let in_memory = self.held + self.memory.len() + chunk.len();
+        if self.file.is_none() && in_memory > self.max_memory {
             self.spill()?;
         }
         match self.file.as_mut() {
@@ -102,7 +108,10 @@ impl UploadHandler for SpillHandler {
                 tmp.as_file().sync_data()?;
                 FileBody::Temp(tmp.into_temp_path())
             }
-            None => FileBody::Memory(std::mem::take(&mut self.memory).freeze()),
+            None => {
+                self.held += self.memory.len();
+                FileBody::Memory(std::mem::take(&mut self.memory).freeze())
+            }
         };
         Ok(Some(UploadedFile {
             body,
@@ -205,6 +214,35 @@ pub(crate) mod tests {
             .expect("chunk");
         let f = chain.end_file().expect("end").expect("claimed");
         assert!(matches!(f.file.body, FileBody::Temp(_)));
+    }
+
+    #[test]
+    fn a_request_keeps_at_most_the_limit_in_memory_whatever_its_files() {
+        // Ten files of 800 bytes under a 2000-byte limit, in a request of unknown length.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut chain = spill_chain(dir.path(), 2000);
+        let mut in_memory = 0;
+        let mut kept = Vec::new();
+        for i in 0..10u8 {
+            chain.new_file(info(&format!("f{i}"))).expect("new");
+            chain
+                .receive_chunk(Bytes::from(vec![i; 800]))
+                .expect("chunk");
+            let f = chain.end_file().expect("end").expect("claimed");
+            if let FileBody::Memory(b) = &f.file.body {
+                in_memory += b.len();
+            }
+            kept.push(f);
+        }
+        assert_eq!(
+            in_memory, 1600,
+            "two files in memory, the other eight on disk"
+        );
+        let on_disk = kept
+            .iter()
+            .filter(|f| matches!(f.file.body, FileBody::Temp(_)))
+            .count();
+        assert_eq!(on_disk, 8);
     }
 
     #[test]

@@ -1,0 +1,461 @@
+//! Issue 12: no upload can walk around a limit. Concatenation, undeclared lengths,
+//! concurrency and the count of open uploads, on every protocol that stages bytes.
+
+use std::sync::Arc;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::helpers::*;
+use crate::tus::{h, patch, req};
+
+const MIB: usize = 1 << 20;
+
+async fn create_partial(app: &TestApp, length: Option<usize>) -> String {
+    let mut r = req(app, Method::POST, "/tus/").header("Upload-Concat", "partial");
+    r = match length {
+        Some(l) => r.header("Upload-Length", l.to_string()),
+        None => r.header("Upload-Defer-Length", "1"),
+    };
+    let res = r.send().await.expect("partial");
+    assert_eq!(res.status(), 201, "{:?}", res.text().await);
+    h(&res, "location").expect("location").to_string()
+}
+
+async fn create_final(app: &TestApp, parts: &[&str]) -> reqwest::Response {
+    req(app, Method::POST, "/tus/")
+        .header("Upload-Concat", format!("final;{}", parts.join(" ")))
+        .send()
+        .await
+        .expect("final")
+}
+
+async fn code_of(res: reqwest::Response) -> (u16, String) {
+    let status = res.status().as_u16();
+    let v: Value = res.json().await.unwrap_or(Value::Null);
+    (status, v["code"].as_str().unwrap_or("").to_string())
+}
+
+/// Bytes the user holds in finished files and in the uploads they can still see.
+async fn stored_total(app: &TestApp) -> u64 {
+    app.list(&app.token)
+        .await
+        .iter()
+        .map(|f| f["size"].as_u64().expect("size"))
+        .sum()
+}
+
+#[tokio::test]
+async fn a_partial_upload_belongs_to_one_final_and_finals_are_bounded() {
+    let app = spawn_app(&[("max_upload_size", "8MiB"), ("user_quota", "8MiB")]).await;
+    let data = bytes(4 * MIB, 1201);
+    let part = create_partial(&app, Some(data.len())).await;
+    assert_eq!(patch(&app, &part, 0, &data).await.status(), 204);
+
+    // The same partial named in five finals: one file of 4 MiB, the other four refused.
+    let mut made = 0;
+    for _ in 0..5 {
+        let res = create_final(&app, &[&part]).await;
+        match res.status() {
+            StatusCode::CREATED => made += 1,
+            s => {
+                let (_, code) = code_of(res).await;
+                assert_eq!((s.as_u16(), code.as_str()), (400, "bad_concat"));
+            }
+        }
+    }
+    assert_eq!(made, 1);
+    let files = app.list(&app.token).await;
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0]["checksums"]["sha256"], sha256_hex(&data));
+    assert_eq!(app.stored_objects().len(), 1);
+
+    // A final may not name one partial twice.
+    let a = create_partial(&app, Some(10)).await;
+    assert_eq!(patch(&app, &a, 0, &bytes(10, 2)).await.status(), 204);
+    let (st, code) = code_of(create_final(&app, &[&a, &a]).await).await;
+    assert_eq!((st, code.as_str()), (400, "bad_concat"));
+
+    // Nor more than tus_max_concat_parts (128) partials.
+    let mut many = Vec::new();
+    for _ in 0..129 {
+        many.push(create_partial(&app, Some(0)).await);
+    }
+    let names: Vec<&str> = many.iter().map(String::as_str).collect();
+    let (st, code) = code_of(create_final(&app, &names).await).await;
+    assert_eq!((st, code.as_str()), (400, "too_many_parts"));
+    // 128 are fine, and the partial refused above is still free for a final of its own.
+    let res = create_final(&app, &names[..128]).await;
+    assert_eq!(res.status(), 201);
+    let res = create_final(&app, &[&a]).await;
+    assert_eq!(res.status(), 201);
+}
+
+#[tokio::test]
+async fn deferred_partials_count_as_they_grow() {
+    let app = spawn_app(&[("max_upload_size", "8MiB")]).await;
+    let a = create_partial(&app, None).await;
+    let b = create_partial(&app, None).await;
+    let res = create_final(&app, &[&a, &b]).await;
+    assert_eq!(res.status(), 201);
+    let fin = h(&res, "location").expect("location").to_string();
+    let five = bytes(5 * MIB, 1202);
+    let res = req(&app, Method::PATCH, &a)
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", "0")
+        .header("Upload-Length", five.len().to_string())
+        .body(five.clone())
+        .send()
+        .await
+        .expect("patch a");
+    assert_eq!(res.status(), 204);
+    // The second partial would take the final past 8 MiB: refused, as it streams or as it
+    // declares its length.
+    let res = req(&app, Method::PATCH, &b)
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", "0")
+        .body(five.clone())
+        .send()
+        .await
+        .expect("patch b");
+    assert_eq!(res.status(), 413);
+    let res = req(&app, Method::PATCH, &b)
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", "0")
+        .header("Upload-Length", five.len().to_string())
+        .body(Vec::new())
+        .send()
+        .await
+        .expect("declare b");
+    assert_eq!(res.status(), 413);
+    let res = req(&app, Method::HEAD, &b).send().await.expect("head b");
+    let held: u64 = h(&res, "upload-offset")
+        .expect("offset")
+        .parse()
+        .expect("n");
+    assert!(held <= 3 * MIB as u64, "b holds {held} bytes");
+    let res = req(&app, Method::HEAD, &fin)
+        .send()
+        .await
+        .expect("head final");
+    assert_eq!(h(&res, "upload-offset"), None, "never assembled");
+    for f in app.stored_sizes() {
+        assert!(f.1 <= 8 * MIB as u64, "{f:?}");
+    }
+    assert!(app.list(&app.token).await.is_empty());
+}
+
+#[tokio::test]
+async fn undeclared_lengths_stop_at_the_maximum() {
+    let app = spawn_app(&[("max_upload_size", "8MiB")]).await;
+    let ten = bytes(10 * MIB, 1203);
+    // tus, deferred length: the PATCH is cut at the maximum.
+    let res = req(&app, Method::POST, "/tus/")
+        .header("Upload-Defer-Length", "1")
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status(), 201);
+    let loc = h(&res, "location").expect("location").to_string();
+    let res = patch(&app, &loc, 0, &ten).await;
+    assert_eq!(res.status(), 413);
+    let res = req(&app, Method::HEAD, &loc).send().await.expect("head");
+    let held: u64 = h(&res, "upload-offset")
+        .expect("offset")
+        .parse()
+        .expect("n");
+    assert!(held <= 8 * MIB as u64, "staged {held}");
+
+    // The draft: Upload-Complete: ?1 and a chunked body (no length anywhere).
+    let stream = futures::stream::iter(
+        ten.chunks(MIB)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    );
+    let res = app
+        .client
+        .post(app.url("/resumable/"))
+        .bearer_auth(&app.token)
+        .header("Upload-Complete", "?1")
+        .header("Upload-Draft-Interop-Version", "8")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .expect("draft");
+    assert_eq!(res.status(), 413);
+    assert!(app.list(&app.token).await.is_empty());
+    for f in app.stored_sizes() {
+        assert!(f.1 <= 8 * MIB as u64, "{f:?}");
+    }
+}
+
+#[tokio::test]
+async fn undeclared_lengths_stop_at_the_quota() {
+    let app = spawn_app(&[("user_quota", "8MiB")]).await;
+    let ten = bytes(10 * MIB, 1204);
+    let res = req(&app, Method::POST, "/tus/")
+        .header("Upload-Defer-Length", "1")
+        .send()
+        .await
+        .expect("create");
+    let loc = h(&res, "location").expect("location").to_string();
+    let res = patch(&app, &loc, 0, &ten).await;
+    assert_eq!(code_of(res).await, (413, "quota_exceeded".into()));
+    let res = req(&app, Method::HEAD, &loc).send().await.expect("head");
+    let held: u64 = h(&res, "upload-offset")
+        .expect("offset")
+        .parse()
+        .expect("n");
+    assert!(held <= 8 * MIB as u64, "staged {held}");
+}
+
+/// `n` requests that each send all but the last 4 KiB of `body`, wait until all have, then
+/// finish. Returns their statuses.
+async fn held_together(
+    n: usize,
+    make: impl Fn(usize, reqwest::Body) -> reqwest::RequestBuilder,
+    body: &[u8],
+) -> Vec<u16> {
+    let barrier = Arc::new(tokio::sync::Barrier::new(n + 1));
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let request = make(i, reqwest::Body::wrap_stream(stream));
+        let send = tokio::spawn(async move { request.send().await });
+        let head = body[..body.len() - 4096].to_vec();
+        let tail = body[body.len() - 4096..].to_vec();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            for c in head.chunks(256 * 1024) {
+                let _ = tx.send(Ok(c.to_vec())).await;
+            }
+            barrier.wait().await;
+            let _ = tx.send(Ok(tail)).await;
+            drop(tx);
+            send.await
+                .expect("task")
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }));
+    }
+    // Give the servers time to take in what was sent before the last bytes go.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    barrier.wait().await;
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("task"));
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_quota_holds_under_concurrency() {
+    let app = spawn_app(&[("user_quota", "8MiB")]).await;
+    let size = 4 * MIB + 800 * 1024;
+    let quota = 8 * MIB as u64;
+
+    // Form uploads, each held at its last 4 KiB until all are there.
+    let file = bytes(size, 1205);
+    let body = multipart_body(&[file_part("file", "f.bin", &file)]);
+    let statuses = held_together(
+        10,
+        |_, b| {
+            app.auth(app.client.post(app.url("/api/files")))
+                .header(
+                    "Content-Type",
+                    format!("multipart/form-data; boundary={BOUNDARY}"),
+                )
+                .body(b)
+        },
+        &body,
+    )
+    .await;
+    assert!(
+        statuses.iter().filter(|s| **s == 201).count() <= 1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 413),
+        "{statuses:?}"
+    );
+    assert!(stored_total(&app).await <= quota);
+
+    // tus uploads created at once: the declared lengths are reserved.
+    let mut creations = Vec::new();
+    for _ in 0..10 {
+        creations.push(
+            req(&app, Method::POST, "/tus/")
+                .header("Upload-Length", size.to_string())
+                .send(),
+        );
+    }
+    let created: Vec<_> = futures::future::join_all(creations)
+        .await
+        .into_iter()
+        .map(|r| r.expect("create").status().as_u16())
+        .collect();
+    let used = stored_total(&app).await;
+    let room = (quota - used) / size as u64;
+    assert!(
+        created.iter().filter(|s| **s == 201).count() as u64 <= room,
+        "{created:?} with {used} bytes stored"
+    );
+    assert!(
+        created.iter().all(|s| *s == 201 || *s == 413),
+        "{created:?}"
+    );
+
+    // Deferred-length tus uploads streaming at once: what is kept stays within the quota.
+    let app = spawn_app(&[("user_quota", "8MiB")]).await;
+    let mut locs = Vec::new();
+    for _ in 0..10 {
+        let res = req(&app, Method::POST, "/tus/")
+            .header("Upload-Defer-Length", "1")
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(res.status(), 201);
+        locs.push(h(&res, "location").expect("location").to_string());
+    }
+    let statuses = held_together(
+        10,
+        |i, b| {
+            req(&app, Method::PATCH, &locs[i])
+                .header("Content-Type", "application/offset+octet-stream")
+                .header("Upload-Offset", "0")
+                .body(b)
+        },
+        &file,
+    )
+    .await;
+    assert!(
+        statuses.iter().all(|s| *s == 204 || *s == 413),
+        "{statuses:?}"
+    );
+    let mut held = 0u64;
+    for loc in &locs {
+        let res = req(&app, Method::HEAD, loc).send().await.expect("head");
+        held += h(&res, "upload-offset")
+            .expect("offset")
+            .parse::<u64>()
+            .expect("n");
+    }
+    assert!(
+        held <= quota,
+        "{held} bytes staged under an {quota}-byte quota"
+    );
+}
+
+#[tokio::test]
+async fn open_uploads_per_user_are_bounded() {
+    let app = spawn_app(&[("max_open_uploads_per_user", "3")]).await;
+    let mut locs = Vec::new();
+    for _ in 0..3 {
+        locs.push(crate::tus::create(&app, 10, "").await);
+    }
+    let res = req(&app, Method::POST, "/tus/")
+        .header("Upload-Length", "10")
+        .send()
+        .await
+        .expect("fourth");
+    assert_eq!(code_of(res).await, (429, "too_many_open_uploads".into()));
+    let res = app
+        .client
+        .post(app.url("/resumable/"))
+        .bearer_auth(&app.token)
+        .header("Upload-Complete", "?0")
+        .header("Upload-Draft-Interop-Version", "8")
+        .send()
+        .await
+        .expect("draft");
+    assert_eq!(code_of(res).await, (429, "too_many_open_uploads".into()));
+    let (st, v) = crate::chunked::chunk(&app, &app.token, None, 0, 20, &[1u8; 10]).await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (429, Some("too_many_open_uploads"))
+    );
+    // Another user is not held back, and finishing one upload frees a place.
+    let bob = app.user("bob").await;
+    let res = app
+        .client
+        .post(app.url("/tus/"))
+        .bearer_auth(&bob)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", "10")
+        .send()
+        .await
+        .expect("bob");
+    assert_eq!(res.status(), 201);
+    assert_eq!(patch(&app, &locs[0], 0, &[7u8; 10]).await.status(), 204);
+    assert_eq!(
+        req(&app, Method::DELETE, &locs[1])
+            .send()
+            .await
+            .expect("delete")
+            .status(),
+        204
+    );
+    for _ in 0..2 {
+        crate::tus::create(&app, 10, "").await;
+    }
+}
+
+#[tokio::test]
+async fn a_finished_final_upload_tells_its_length() {
+    let app = spawn_app(&[]).await;
+    let a = create_partial(&app, Some(3)).await;
+    let b = create_partial(&app, Some(4)).await;
+    assert_eq!(patch(&app, &a, 0, b"abc").await.status(), 204);
+    assert_eq!(patch(&app, &b, 0, b"defg").await.status(), 204);
+    let res = create_final(&app, &[&a, &b]).await;
+    assert_eq!(res.status(), 201);
+    let fin = h(&res, "location").expect("location").to_string();
+    let res = req(&app, Method::HEAD, &fin).send().await.expect("head");
+    assert_eq!(
+        (h(&res, "upload-offset"), h(&res, "upload-length")),
+        (Some("7"), Some("7"))
+    );
+}
+
+#[tokio::test]
+async fn a_chunk_may_come_before_its_upload_id() {
+    let app = spawn_app(&[]).await;
+    let data = bytes(300_000, 1206);
+    let (st, v) = crate::chunked::chunk(&app, &app.token, None, 0, 300_000, &data[..100_000]).await;
+    assert_eq!(st, 200, "{v}");
+    let id = v["upload_id"].as_str().expect("id").to_string();
+    for start in [100_000usize, 200_000] {
+        // The file part first, then upload_id, as a page that appended them in that order.
+        let body = multipart_body(&[
+            file_part("file", "movie.mp4", &data[start..start + 100_000]),
+            text_part("upload_id", &id),
+        ]);
+        let res = app
+            .auth(app.client.post(app.url("/api/chunked_upload/")))
+            .header(
+                "Content-Type",
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
+            .header(
+                "Content-Range",
+                format!("bytes {start}-{}/300000", start + 99_999),
+            )
+            .body(body)
+            .send()
+            .await
+            .expect("chunk");
+        let status = res.status();
+        let v: Value = res.json().await.expect("json");
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["upload_id"], id.as_str());
+        assert_eq!(v["offset"], start + 100_000);
+    }
+    let md5 = crate::chunked::md5_hex(&data);
+    let (st, v) = crate::chunked::complete(&app, &app.token, &id, Some(&md5)).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["sha256"], sha256_hex(&data));
+    assert!(app.leftovers().is_empty(), "{:?}", app.leftovers());
+}
