@@ -270,6 +270,26 @@ async fn finish_upload(
     up: UploadRecord,
     status: StatusCode,
 ) -> Result<Response, Response> {
+    // One completion at a time, on a record read under the lock: a repeated final append that
+    // races the first finds the upload finished, or, once an upgraded form upload has been
+    // replayed, gone; it never replays it a second time.
+    let api = |e: ApiError| e.into_response();
+    let Some(_lock) = state
+        .engine
+        .uploads
+        .lock_preempting(&up.id, super::tus::PREEMPT_WAIT)
+        .await
+    else {
+        return Err(api(super::tus::locked()));
+    };
+    let up = match state.engine.meta.get_upload(&up.id).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return Err(api(ApiError::not_found("upload"))),
+        Err(e) => return Err(api(e.into())),
+    };
+    if up.state != "active" {
+        return finished(state, &up, status).await.map_err(api);
+    }
     let up = settle_length(state, up).await?;
     if let Some(ct) = form_content_type(&up) {
         return replay_form(state, user, up, &ct).await;
@@ -620,7 +640,7 @@ async fn patch_inner(
     }
     if done
         && let (Some(l), Some(b)) = (up.length, body_len)
-        && offset + b != l
+        && offset.checked_add(b) != Some(l)
     {
         return Err(inconsistent_length(Some(up.offset)));
     }

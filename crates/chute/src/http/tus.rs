@@ -42,7 +42,7 @@ checksum,checksum-trailer,termination,concatenation,concatenation-unfinished";
 const CHECKSUMS: &str = "sha1,md5,sha256";
 const OFFSET_STREAM: &str = "application/offset+octet-stream";
 /// How long a new request waits for a stale one on the same upload to end.
-const PREEMPT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+pub(super) const PREEMPT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Checks `Tus-Resumable` on requests and sets it on responses (OPTIONS excepted).
 pub async fn protocol_layer(req: Request, next: Next) -> Response {
@@ -119,6 +119,8 @@ pub fn parse_metadata(v: &str) -> Option<Vec<(String, Vec<u8>)>> {
     if v.trim().is_empty() {
         return Some(out);
     }
+    // Repeated keys are found in one pass (a header of thousands of keys costs linear time).
+    let mut seen = std::collections::HashSet::new();
     for pair in v.split(',') {
         let mut it = pair.trim().split(' ');
         let key = it.next()?;
@@ -126,7 +128,7 @@ pub fn parse_metadata(v: &str) -> Option<Vec<(String, Vec<u8>)>> {
         if it.next().is_some()
             || key.is_empty()
             || !key.bytes().all(|b| b.is_ascii_graphic())
-            || out.iter().any(|(k, _)| k == key)
+            || !seen.insert(key)
         {
             return None;
         }
@@ -968,7 +970,7 @@ pub(super) async fn terminate(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn locked() -> ApiError {
+pub(super) fn locked() -> ApiError {
     ApiError::new(
         StatusCode::LOCKED,
         "locked",
@@ -1062,6 +1064,10 @@ mod tests {
         );
         assert_eq!(m[1], ("is_confidential".into(), Vec::new()));
         assert!(parse_metadata("a YQ==,a Yg==").is_none(), "duplicate key");
+        let many: Vec<String> = (0..5000).map(|i| format!("k{i} YQ==")).collect();
+        assert_eq!(parse_metadata(&many.join(",")).map(|m| m.len()), Some(5000));
+        let last_repeats = format!("{},k0 Yg==", many.join(","));
+        assert!(parse_metadata(&last_repeats).is_none(), "a repeat far down");
         assert!(parse_metadata("a !!!").is_none(), "not base64");
         assert!(parse_metadata("a YQ== extra").is_none());
         assert_eq!(parse_metadata("").map(|v| v.len()), Some(0));

@@ -567,24 +567,26 @@ impl Engine {
             .filter(|u| u.owner_id == owner_id && u.protocol == protocol))
     }
 
-    /// Locks the owner's upload of `protocol` and reads its record once, under the lock (so the
-    /// record is current). An upload another request holds is `Busy` (with its record; the
-    /// caller has not been let in); another user's, a malformed id or an unknown upload is
-    /// `NotFound`. The uncontended case costs one catalog read.
+    /// Locks the owner's upload of `protocol` and reads its record under the lock (so the
+    /// record is current). The owner is checked first: another user's request, a malformed id
+    /// or an unknown upload is `NotFound` and never takes the lock, so it cannot hold up the
+    /// owner's requests. An upload another request holds is `Busy` (with its record; the
+    /// caller has not been let in). Costs two catalog reads (ownership, then the record under
+    /// the lock).
     pub async fn lock_owned_upload(
         &self,
         owner_id: i64,
         protocol: &str,
         id: &str,
     ) -> Result<Locked, UploadError> {
-        if let Some(lock) = self.uploads.try_lock(id).await {
-            return Ok(match self.owned_upload(owner_id, protocol, id).await? {
-                Some(up) => Locked::Held(lock, up),
-                None => Locked::NotFound,
-            });
-        }
-        Ok(match self.owned_upload(owner_id, protocol, id).await? {
-            Some(up) => Locked::Busy(up),
+        let Some(up) = self.owned_upload(owner_id, protocol, id).await? else {
+            return Ok(Locked::NotFound);
+        };
+        let Some(lock) = self.uploads.try_lock(id).await else {
+            return Ok(Locked::Busy(up));
+        };
+        Ok(match self.meta.get_upload(id).await? {
+            Some(up) => Locked::Held(lock, up),
             None => Locked::NotFound,
         })
     }
@@ -1068,6 +1070,54 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    /// Cluster locks that count the locks asked for.
+    #[derive(Default)]
+    struct CountingLocks {
+        taken: std::sync::atomic::AtomicUsize,
+        release: std::sync::OnceLock<tokio::sync::broadcast::Sender<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl ClusterLocks for CountingLocks {
+        async fn try_lock(&self, _id: &str) -> Result<bool, crate::meta::MetaError> {
+            self.taken.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(true)
+        }
+        fn unlock(&self, _id: &str) {}
+        async fn ask_release(&self, _id: &str) -> Result<(), crate::meta::MetaError> {
+            Ok(())
+        }
+        fn release_requests(&self) -> tokio::sync::broadcast::Receiver<String> {
+            self.release
+                .get_or_init(|| tokio::sync::broadcast::channel(4).0)
+                .subscribe()
+        }
+    }
+
+    /// Another user's request for an upload never takes its lock (it could hold up the
+    /// owner's requests, or, across nodes, cost a lock round trip each time).
+    #[tokio::test]
+    async fn the_lock_is_taken_after_the_owner_check() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut e = engine(dir.path()).await;
+        let locks = Arc::new(CountingLocks::default());
+        e.uploads = UploadRegistry::with_cluster(locks.clone());
+        let owner = e.meta.create_user("owner", false).await.expect("user");
+        let other = e.meta.create_user("other", false).await.expect("user");
+        let up = new_upload(&e, owner.id, 10).await;
+        let seen = || locks.taken.load(std::sync::atomic::Ordering::SeqCst);
+        for (who, protocol) in [(other.id, "test"), (owner.id, "tus")] {
+            assert!(matches!(
+                e.lock_owned_upload(who, protocol, &up.id).await,
+                Ok(Locked::NotFound)
+            ));
+        }
+        assert_eq!(seen(), 0, "no lock for a request that is not the owner's");
+        let held = e.lock_owned_upload(owner.id, "test", &up.id).await;
+        assert!(matches!(held, Ok(Locked::Held(..))));
+        assert_eq!(seen(), 1);
     }
 
     /// A crash while completing: the file's id was recorded and its bytes placed, but the

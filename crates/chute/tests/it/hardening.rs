@@ -459,3 +459,212 @@ async fn a_chunk_may_come_before_its_upload_id() {
     assert_eq!(v["sha256"], sha256_hex(&data));
     assert!(app.leftovers().is_empty(), "{:?}", app.leftovers());
 }
+
+/// A tmpfs mounted for one test (the tests run as root, as CI does; a failed mount fails the
+/// test), unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &std::path::Path, size: &str) -> Self {
+        std::fs::create_dir_all(path).expect("mount point");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("run mount");
+        assert!(
+            ok.success(),
+            "mounting a tmpfs at {} failed",
+            path.display()
+        );
+        Tmpfs(path.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_answers_507_and_uploads_resume_once_there_is_room() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let files = data.join("files");
+    let _disk = Tmpfs::mount(&files, "12m");
+    let tmp = files.join("tmp");
+    let app = spawn_app(&[
+        ("data_dir", data.to_str().expect("path")),
+        // Local storage on the small disk even in the suite's S3 pass, and spilled form
+        // uploads there too.
+        ("storage_url", ""),
+        ("file_upload_temp_dir", tmp.to_str().expect("path")),
+    ])
+    .await;
+    let seven = bytes(7 * MIB, 1207);
+    let first = crate::tus::create(&app, seven.len() as u64, "").await;
+    assert_eq!(patch(&app, &first, 0, &seven).await.status(), 204);
+
+    // tus: the PATCH that fills the disk is 507, and the upload stays where it was.
+    let other = bytes(7 * MIB, 1208);
+    let second = crate::tus::create(&app, other.len() as u64, "").await;
+    let res = patch(&app, &second, 0, &other).await;
+    assert_eq!(code_of(res).await, (507, "insufficient_storage".into()));
+    let res = req(&app, Method::HEAD, &second).send().await.expect("head");
+    assert_eq!(h(&res, "upload-offset"), Some("0"));
+
+    // A form upload, a chunk, and the draft: 507 each, nothing left behind.
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(other.clone()).file_name("f.bin"),
+    );
+    let res = app
+        .auth(app.client.post(app.url("/api/files")))
+        .multipart(form)
+        .send()
+        .await
+        .expect("form");
+    assert_eq!(code_of(res).await, (507, "insufficient_storage".into()));
+    let (st, v) =
+        crate::chunked::chunk(&app, &app.token, None, 0, other.len() as u64, &other).await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (507, Some("insufficient_storage")),
+        "{v}"
+    );
+    let res = app
+        .client
+        .post(app.url("/resumable/"))
+        .bearer_auth(&app.token)
+        .header("Upload-Complete", "?1")
+        .header("Upload-Draft-Interop-Version", "8")
+        .body(other.clone())
+        .send()
+        .await
+        .expect("draft");
+    assert_eq!(code_of(res).await, (507, "insufficient_storage".into()));
+    assert_eq!(app.list(&app.token).await.len(), 1);
+    let spilled = std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(spilled, 0, "no temp file left");
+
+    // Room again: the tus upload resumes and completes with the right bytes.
+    let files_now = app.list(&app.token).await;
+    let id = files_now[0]["id"].as_str().expect("id");
+    let res = app
+        .auth(app.client.delete(app.url(&format!("/api/files/{id}"))))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(res.status(), 204);
+    assert_eq!(patch(&app, &second, 0, &other).await.status(), 204);
+    let files_now = app.list(&app.token).await;
+    assert_eq!(files_now.len(), 1);
+    assert_eq!(files_now[0]["checksums"]["sha256"], sha256_hex(&other));
+    let id = files_now[0]["id"].as_str().expect("id");
+    assert_eq!(sha256_hex(&app.download(id).await), sha256_hex(&other));
+}
+
+#[tokio::test]
+async fn an_upgraded_form_upload_is_replayed_once_when_final_appends_race() {
+    let app = spawn_app(&[]).await;
+    let file = bytes(24 * MIB, 1209);
+    let body = multipart_body(&[file_part("file", "big.bin", &file)]);
+    let ct = format!("multipart/form-data; boundary={BOUNDARY}");
+    let cut = body.len() - 1000;
+    let res = req(&app, Method::POST, "/api/files")
+        .header("Upload-Complete", "?0")
+        .header("Content-Type", &ct)
+        .body(body[..cut].to_vec())
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status(), 201);
+    let loc = h(&res, "location").expect("location").to_string();
+    let append = |offset: usize, part: Vec<u8>| {
+        app.client
+            .patch(app.url(&loc))
+            .bearer_auth(&app.token)
+            .header("Content-Type", "application/partial-upload")
+            .header("Upload-Offset", offset.to_string())
+            .header("Upload-Complete", "?1")
+            .header("Upload-Draft-Interop-Version", "8")
+            .body(part)
+            .send()
+    };
+    // The last bytes, and, while they are being replayed, final appends with nothing new (a
+    // client that lost the first answer and asks again).
+    let last = tokio::spawn(append(cut, body[cut..].to_vec()));
+    let mut repeats = Vec::new();
+    while !last.is_finished() {
+        repeats.push(
+            append(body.len(), Vec::new())
+                .await
+                .expect("repeat")
+                .status(),
+        );
+    }
+    let res = last.await.expect("task").expect("last");
+    assert_eq!(res.status(), 201, "{:?}", res.text().await);
+    let files = app.list(&app.token).await;
+    assert_eq!(
+        files.len(),
+        1,
+        "replayed once; repeats answered {repeats:?}"
+    );
+    assert_eq!(files[0]["checksums"]["sha256"], sha256_hex(&file));
+}
+
+#[tokio::test]
+async fn sizes_that_would_overflow_are_refused_not_wrapped() {
+    let app = spawn_app(&[("user_quota", "1MiB")]).await;
+    let res = app
+        .client
+        .post(app.url("/resumable/"))
+        .bearer_auth(&app.token)
+        .header("Upload-Complete", "?0")
+        .header("Upload-Length", "10")
+        .header("Upload-Draft-Interop-Version", "8")
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status(), 201);
+    let loc = h(&res, "location").expect("location").to_string();
+    // An offset near 10^15 plus a Content-Length near 2^64: the sum would wrap.
+    let (addr, token) = (app.addr, app.token.clone());
+    let res = blocking(move || {
+        raw_http(
+            addr,
+            format!(
+                "PATCH {loc} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\
+                 Content-Type: application/partial-upload\r\nUpload-Offset: 999999999999999\r\n\
+                 Upload-Complete: ?1\r\nUpload-Draft-Interop-Version: 8\r\n\
+                 Content-Length: 18446744073709550615\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+    })
+    .await;
+    assert_eq!(
+        res.status,
+        409,
+        "{:?} {}",
+        res.headers,
+        String::from_utf8_lossy(&res.body)
+    );
+    // A form part that declares a length near 2^64 under a quota.
+    let body = multipart_body(&[(
+        "Content-Disposition: form-data; name=\"file\"; filename=\"x.bin\"\r\n\
+         Content-Length: 18446744073709551600"
+            .to_string(),
+        b"tiny".to_vec(),
+    )]);
+    let token = app.token.clone();
+    let res =
+        blocking(move || raw_http(addr, &post_multipart("/api/files", &token, &body, ""))).await;
+    assert_eq!(res.status, 413, "{}", String::from_utf8_lossy(&res.body));
+    assert!(app.list(&app.token).await.is_empty());
+}

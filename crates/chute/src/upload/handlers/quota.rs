@@ -35,16 +35,21 @@ impl UploadHandler for QuotaHandler {
     }
 
     fn new_file(&mut self, file: &FileInfo) -> Result<NewFile, HandlerError> {
+        // Checked sums: a client's declared length can be anything up to u64::MAX.
         let declared = file.content_length.unwrap_or(0);
-        if self.used + self.received + declared > self.quota {
+        let would = self
+            .used
+            .checked_add(self.received)
+            .and_then(|n| n.checked_add(declared));
+        if would.is_none_or(|n| n > self.quota) {
             return Err(self.exceeded());
         }
         Ok(NewFile::Continue)
     }
 
     fn receive_chunk(&mut self, chunk: Bytes, _start: u64) -> Result<Option<Bytes>, HandlerError> {
-        self.received += chunk.len() as u64;
-        if self.used + self.received > self.quota {
+        self.received = self.received.saturating_add(chunk.len() as u64);
+        if self.used.saturating_add(self.received) > self.quota {
             return Err(self.exceeded());
         }
         Ok(Some(chunk))
@@ -74,5 +79,10 @@ mod tests {
         let mut big = info("b");
         big.content_length = Some(20);
         assert!(q.new_file(&big).is_err());
+        // A declared length that would wrap the sum is refused, not waved through.
+        let mut q = QuotaHandler::new(100, 60);
+        let mut huge = info("c");
+        huge.content_length = Some(u64::MAX - 10);
+        assert!(q.new_file(&huge).is_err());
     }
 }
