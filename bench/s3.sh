@@ -49,7 +49,9 @@ run() { # $1 bare|default, $2 scenario -> MB/s
   local p extra=() chunk=0 files=("$WORK/big.bin") out
   p=$(port); rm -rf "$WORK/data"; mkdir -p "$WORK/data"
   [ "$1" = bare ] && extra=(--file-upload-checksums "" --upload-fsync false)
+  # One token sends the 64 concurrent uploads: admission per user is raised past them.
   "$BIN" serve --listen "127.0.0.1:$p" --data-dir "$WORK/data" --log warn \
+    --max-concurrent-uploads-per-user 1000 \
     --storage-url "s3://chute-test/$1-$2/" --s3-endpoint "http://127.0.0.1:$S3" --s3-region garage \
     --s3-access-key-id "$KEY" --s3-secret-access-key "$SECRET" --s3-path-style true \
     "${extra[@]}" > "$WORK/server.out" 2>&1 & local spid=$!

@@ -51,7 +51,9 @@ start() { # $1: chute | chute-blake3 | rustus | tusnode -> sets SPID, ENDPOINT, 
       [ "$1" = chute-nofsync ] && extra=(--file-upload-checksums blake3 --upload-fsync false)
       # Exactly the peers' work: no digest of the file, no fsync.
       [ "$1" = chute-bare ] && extra=(--file-upload-checksums "" --upload-fsync false)
-      "$BIN" serve --listen "127.0.0.1:$p" --data-dir "$WORK/data" --log warn "${extra[@]}" > "$WORK/server.out" 2>&1 & SPID=$!
+      # One token sends the 64 concurrent uploads: admission per user is raised past them.
+      "$BIN" serve --listen "127.0.0.1:$p" --data-dir "$WORK/data" --log warn \
+        --max-concurrent-uploads-per-user 1000 "${extra[@]}" > "$WORK/server.out" 2>&1 & SPID=$!
       ENDPOINT="http://127.0.0.1:$p/tus/"
       for _ in $(seq 100); do grep -q '^chute_' "$WORK/server.out" 2>/dev/null && break; sleep 0.05; done
       TOK=$(grep '^chute_' "$WORK/server.out") ;;

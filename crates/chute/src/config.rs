@@ -428,6 +428,10 @@ settings! {
     /// request_body_idle_timeout: a client trickling bytes just often enough to dodge the idle
     /// timeout is cut off too (what resumable uploads received is kept); 0 for no minimum.
     request_body_min_rate: Size = "512B";
+    /// The longest a request body may take in all, however steadily it arrives ("0s": no
+    /// bound, the default). Past it the request is cut off with 408 `body_too_long`; what a
+    /// resumable upload received is kept.
+    request_max_duration: Dur = "0s";
     /// Time a client has to send its request headers.
     request_header_timeout: Dur = "30s";
     /// Most bytes of request line and headers; more is answered 431 (at least 8KiB).

@@ -246,6 +246,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    raise_open_files_limit();
     let listen = settings.listen.clone();
     let state = chute::app::open_state(settings).await?;
     if let Some(token) = chute::app::bootstrap_admin(state.engine.meta.as_ref()).await? {
@@ -261,6 +262,15 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     chute::app::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("chute stopped");
     Ok(())
+}
+
+/// Every connection and upload takes file descriptors, and the usual soft limit (1024) is
+/// far below what a server with thousands of clients needs: it is raised to the hard limit.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::info!(limit = n, "open files limit raised to the hard limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+    }
 }
 
 async fn shutdown_signal() {

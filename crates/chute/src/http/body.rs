@@ -24,6 +24,10 @@ pub enum BodyFailure {
     TooLarge {
         limit: u64,
     },
+    /// The body took longer than `request_max_duration` in all.
+    TooLong {
+        max: Duration,
+    },
     PartHeadersTooLarge,
     /// The connection failed or the client went away.
     Client(String),
@@ -47,6 +51,14 @@ impl From<BodyFailure> for super::error::ApiError {
                 StatusCode::REQUEST_TIMEOUT,
                 "body_too_slow",
                 format!("the request body arrived at under {min_rate} bytes per second"),
+            ),
+            BodyFailure::TooLong { max } => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_too_long",
+                format!(
+                    "the request body took longer than {} s (request_max_duration)",
+                    max.as_secs()
+                ),
             ),
             BodyFailure::PartHeadersTooLarge => ApiError::bad_request(
                 "part_headers_too_large",
@@ -94,16 +106,21 @@ pub struct BodyLimits {
     pub min_rate: u64,
     pub limit: Option<u64>,
     pub header_limit: u64,
+    /// The longest the whole body may take; None for no bound.
+    pub max_duration: Option<Duration>,
 }
 
 impl BodyLimits {
-    /// The idle timeout and minimum rate of the settings, with the given limits.
+    /// The idle timeout, minimum rate and longest duration of the settings, with the given
+    /// limits.
     pub fn new(settings: &crate::config::Settings, limit: Option<u64>, header_limit: u64) -> Self {
+        let max = settings.request_max_duration.0;
         Self {
             idle: settings.request_body_idle_timeout.0,
             min_rate: settings.request_body_min_rate.bytes(),
             limit,
             header_limit,
+            max_duration: (!max.is_zero()).then_some(max),
         }
     }
 }
@@ -121,6 +138,8 @@ pub struct GuardedBody<S> {
     waiting_since: Option<Instant>,
     limit: Option<u64>,
     header_limit: u64,
+    /// When the whole body must have arrived (`request_max_duration`).
+    deadline: Option<(Pin<Box<Sleep>>, Duration)>,
     state: Arc<BodyState>,
     done: bool,
     /// Set after each chunk: the next poll yields once, so that a reader that loops while
@@ -142,6 +161,7 @@ impl<S> GuardedBody<S> {
             min_rate,
             limit,
             header_limit,
+            max_duration,
         } = limits;
         let body = Self {
             inner,
@@ -153,6 +173,7 @@ impl<S> GuardedBody<S> {
             waiting_since: None,
             limit,
             header_limit,
+            deadline: max_duration.map(|d| (Box::pin(tokio::time::sleep(d)), d)),
             state: state.clone(),
             done: false,
             pause: false,
@@ -179,6 +200,12 @@ where
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.done {
             return Poll::Ready(None);
+        }
+        if let Some((deadline, max)) = self.deadline.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            let max = *max;
+            return self.trip(BodyFailure::TooLong { max });
         }
         if self.pause {
             self.pause = false;
@@ -291,7 +318,39 @@ mod tests {
             min_rate: 0,
             limit,
             header_limit,
+            max_duration: None,
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_steady_body_is_cut_off_at_the_longest_duration() {
+        // 100 bytes every 100 ms: fast enough for every other guard, for ever.
+        let bounded = BodyLimits {
+            max_duration: Some(Duration::from_secs(10)),
+            min_rate: 500,
+            ..limits(Duration::from_secs(1), None, 100)
+        };
+        let (mut body, state) = GuardedBody::new(trickle(Duration::from_millis(100)), bounded);
+        let mut got = 0;
+        while let Some(Ok(c)) = body.next().await {
+            got += c.len();
+        }
+        assert_eq!(
+            state.failure(),
+            Some(BodyFailure::TooLong {
+                max: Duration::from_secs(10)
+            })
+        );
+        assert!((9_800..=10_000).contains(&got), "{got}");
+        // A body that has stopped is cut off at the deadline too, not left waiting.
+        let stalled = BodyLimits {
+            max_duration: Some(Duration::from_secs(3)),
+            ..limits(Duration::from_secs(3600), None, 100)
+        };
+        let (mut body, state) =
+            GuardedBody::new(futures::stream::pending::<Result<Bytes, String>>(), stalled);
+        assert!(body.next().await.expect("cut").is_err());
+        assert!(matches!(state.failure(), Some(BodyFailure::TooLong { .. })));
     }
 
     /// 100 bytes every `every`, forever.

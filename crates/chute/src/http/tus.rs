@@ -789,7 +789,9 @@ async fn append_body(
         });
     }
     let new_offset = ended.commit().await.map_err(ApiError::from)?;
-    if let Some(f @ (BodyFailure::IdleTimeout | BodyFailure::TooSlow { .. })) = body_state.failure()
+    if let Some(
+        f @ (BodyFailure::IdleTimeout | BodyFailure::TooSlow { .. } | BodyFailure::TooLong { .. }),
+    ) = body_state.failure()
     {
         // A client that stopped or trickled: 408, what arrived is kept (HEAD tells how much).
         return Err(f.into());

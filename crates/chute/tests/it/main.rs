@@ -17,4 +17,6 @@ mod postgres;
 mod s3;
 mod servers;
 mod sessions;
+mod slow_clients;
+mod slow_load;
 mod tus;
