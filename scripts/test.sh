@@ -5,7 +5,8 @@
 # The integration tests run three times: on the embedded default (SQLite catalog, local
 # folder), then every app on a PostgreSQL catalog (a server this script starts with
 # scripts/postgres-test.sh), then as the scaled-out deployment: PostgreSQL catalog and S3
-# storage in a Garage bucket (scripts/garage-test.sh).
+# storage in a Garage bucket (scripts/garage-test.sh). Last, every fuzz target runs 20 s from
+# its kept corpus (scripts/fuzz.sh, nightly toolchain and cargo-fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,3 +52,6 @@ wait_ready Garage "$garagepid" "$work/garage.log" \
     -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' http://127.0.0.1:$s3port/chute-test/"
 echo "integration tests a third time, on PostgreSQL and S3 storage (Garage at 127.0.0.1:$s3port)"
 CHUTE_TEST_S3="http://127.0.0.1:$s3port" cargo test --locked --test it
+
+echo "fuzz targets, 20 s each from the kept corpora"
+./scripts/fuzz.sh 20

@@ -526,16 +526,31 @@ impl Settings {
         env: impl IntoIterator<Item = (String, String)>,
         flags: BTreeMap<String, String>,
     ) -> Result<Self, ConfigError> {
-        let mut layers = Layers::default();
         let path = match config {
             Some(p) => Some(p.to_path_buf()),
             None => Some(PathBuf::from("chute.toml")).filter(|p| p.is_file()),
         };
-        if let Some(path) = path {
-            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-                path: path.clone(),
-                source,
-            })?;
+        let text = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                Some((path, text))
+            }
+            None => None,
+        };
+        Self::load_text(text, env, flags)
+    }
+
+    /// `load` with the configuration file's text already read (the fuzz target's entry).
+    pub fn load_text(
+        file: Option<(PathBuf, String)>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: BTreeMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let mut layers = Layers::default();
+        if let Some((path, text)) = file {
             let table: toml::Table = toml::from_str(&text).map_err(|source| ConfigError::Toml {
                 path: path.clone(),
                 source: Box::new(source),

@@ -11,7 +11,8 @@
 //!   -> meta::MetaStore    users, tokens, catalog, uploads (meta::sqlite)
 //! ```
 //! `config` holds every setting; `app` wires the parts and serves; `auth` makes and checks
-//! API tokens; `names` makes client file names safe.
+//! API tokens; `names` makes client file names safe; `fuzzing` is the entry of the fuzz
+//! targets in `fuzz/`.
 //!
 //! To mount chute in your own axum app: build an [`http::AppState`] with
 //! [`app::open_state`] and nest [`http::router`].
@@ -19,6 +20,8 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod meta;
 pub mod names;

@@ -12,11 +12,23 @@ pub const MAX_NAME_CHARS: usize = 255;
 pub fn sanitize_file_name(raw: &str) -> String {
     let last = raw.rsplit(['/', '\\']).next().unwrap_or("");
     let cleaned: String = last.chars().filter(|c| !c.is_control()).collect();
-    let cleaned = cleaned.trim().trim_end_matches('.').trim();
+    let cleaned = trimmed(&cleaned);
     if cleaned.is_empty() || cleaned == "." || cleaned == ".." {
         return "unnamed".to_string();
     }
-    truncate_keeping_extension(cleaned, MAX_NAME_CHARS)
+    // Cutting may leave spaces or dots at the end: trimmed again, so that a clean name is its
+    // own clean name (found by the `names` fuzz target).
+    let cut = truncate_keeping_extension(cleaned, MAX_NAME_CHARS);
+    match trimmed(&cut) {
+        "" | "." | ".." => "unnamed".to_string(),
+        t => t.to_string(),
+    }
+}
+
+/// Without white space at the start, nor white space and dots at the end.
+fn trimmed(name: &str) -> &str {
+    name.trim_start()
+        .trim_end_matches(|c: char| c == '.' || c.is_whitespace())
 }
 
 fn truncate_keeping_extension(name: &str, max: usize) -> String {
@@ -72,6 +84,12 @@ mod tests {
     #[test]
     fn hostile_names_become_plain_names() {
         assert_eq!(sanitize_file_name("../../etc/passwd"), "passwd");
+        // Cut to 255 characters, the end is trimmed again: a clean name stays as it is.
+        let long = format!("x{}{}", " ".repeat(300), "tail");
+        let once = sanitize_file_name(&long);
+        assert_eq!(once, "x");
+        assert_eq!(sanitize_file_name("a . ."), "a");
+        assert_eq!(sanitize_file_name(&once), once);
         assert_eq!(sanitize_file_name("/abs/path/x.txt"), "x.txt");
         assert_eq!(sanitize_file_name("C:\\Users\\me\\doc.pdf"), "doc.pdf");
         assert_eq!(sanitize_file_name("a\0b\r\nc.txt"), "abc.txt");

@@ -96,7 +96,7 @@ fn inconsistent_length(offset: Option<u64>) -> Response {
 }
 
 /// The request's media type, lower case, without parameters (None when absent or empty).
-fn media_type(h: &HeaderMap) -> Option<String> {
+pub(crate) fn media_type(h: &HeaderMap) -> Option<String> {
     h.get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|s| {
@@ -122,7 +122,7 @@ fn sf_item<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
 }
 
 /// `Upload-Complete`: a Structured Field Boolean (parameters ignored).
-fn upload_complete(h: &HeaderMap) -> ApiResult<Option<bool>> {
+pub(crate) fn upload_complete(h: &HeaderMap) -> ApiResult<Option<bool>> {
     let Some(item) = sf_item(h, "upload-complete") else {
         return Ok(None);
     };
@@ -137,7 +137,7 @@ fn upload_complete(h: &HeaderMap) -> ApiResult<Option<bool>> {
 }
 
 /// A Structured Field Integer header that must be non-negative.
-fn sf_integer(h: &HeaderMap, name: &str) -> ApiResult<Option<u64>> {
+pub(crate) fn sf_integer(h: &HeaderMap, name: &str) -> ApiResult<Option<u64>> {
     let Some(item) = sf_item(h, name) else {
         return Ok(None);
     };
@@ -193,7 +193,7 @@ fn state_headers(state: &AppState, up: &UploadRecord) -> HeaderMap {
 }
 
 /// The file's name: `Content-Disposition`'s filename*, then filename, then tus metadata.
-fn file_name(h: &HeaderMap) -> String {
+pub(crate) fn file_name(h: &HeaderMap) -> String {
     let cd = h
         .get(header::CONTENT_DISPOSITION)
         .and_then(|v| v.to_str().ok())

@@ -185,7 +185,7 @@ fn concat_of(up: &UploadRecord) -> Option<String> {
 }
 
 /// The upload ids named by `final;/tus/a http://host/tus/b`.
-fn final_parts(v: &str) -> Option<Vec<String>> {
+pub(crate) fn final_parts(v: &str) -> Option<Vec<String>> {
     let list = v.strip_prefix("final;")?;
     let ids: Vec<String> = list
         .split(' ')
@@ -604,7 +604,7 @@ async fn finish_if_complete(state: &AppState, up: UploadRecord) -> ApiResult<Upl
 }
 
 /// `Upload-Checksum: ALGORITHM BASE64` (sha1, md5 or sha256).
-fn parse_checksum(v: &str) -> ApiResult<(Algorithm, Vec<u8>)> {
+pub(crate) fn parse_checksum(v: &str) -> ApiResult<(Algorithm, Vec<u8>)> {
     let (alg, b64) = v.trim().split_once(' ').unwrap_or((v, ""));
     let alg = Algorithm::parse(alg)
         .filter(|a| *a != Algorithm::Blake3)
