@@ -338,10 +338,13 @@ macro_rules! impl_meta_store {
                     lock_owner(&mut tx, u.owner_id).await?;
                 }
                 if let Some(max) = limits.max_open {
+                    // Expired uploads wait for the sweeper; they do not hold a place.
                     let open: i64 = sqlx::query_scalar(
-                        "SELECT COUNT(*) FROM uploads WHERE owner_id = $1 AND state = 'active'",
+                        "SELECT COUNT(*) FROM uploads WHERE owner_id = $1 AND state = 'active' \
+                         AND (expires_at IS NULL OR expires_at > $2)",
                     )
                     .bind(u.owner_id)
+                    .bind(u.created_at)
                     .fetch_one(&mut *tx)
                     .await?;
                     if open as u64 >= max {

@@ -913,20 +913,31 @@ impl Engine {
 
     /// Deletes uploads whose expiry has passed (their staged bytes and records), skipping any
     /// a request is writing. Returns the ones deleted (or, with `dry_run`, that would be).
+    ///
+    /// It works in batches of `SWEEP_BATCH` until none is left (or a batch frees nothing: all
+    /// of it being written), so one sweep keeps up with any rate of creation.
     pub async fn sweep_expired(&self, dry_run: bool) -> Result<Vec<UploadRecord>, UploadError> {
-        let expired = self.meta.expired_uploads(now_unix(), 1000).await?;
+        const SWEEP_BATCH: u32 = 1000;
+        let now = now_unix();
         if dry_run {
-            return Ok(expired);
+            return Ok(self.meta.expired_uploads(now, SWEEP_BATCH).await?);
         }
-        let mut done = Vec::with_capacity(expired.len());
-        for up in expired {
-            let Some(_lock) = self.uploads.try_lock(&up.id).await else {
-                continue;
-            };
-            self.discard_upload(&up).await?;
-            done.push(up);
+        let mut done = Vec::new();
+        loop {
+            let expired = self.meta.expired_uploads(now, SWEEP_BATCH).await?;
+            let full = expired.len() == SWEEP_BATCH as usize;
+            let before = done.len();
+            for up in expired {
+                let Some(_lock) = self.uploads.try_lock(&up.id).await else {
+                    continue;
+                };
+                self.discard_upload(&up).await?;
+                done.push(up);
+            }
+            if !full || done.len() == before {
+                return Ok(done);
+            }
         }
-        Ok(done)
     }
 }
 
@@ -1070,6 +1081,43 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    /// One sweep clears every expired upload, past one batch; expired uploads hold no place
+    /// among the owner's open ones.
+    #[tokio::test]
+    async fn one_sweep_keeps_up_and_expired_uploads_hold_no_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = engine(dir.path()).await;
+        let user = e.meta.create_user("u", false).await.expect("user");
+        let n = 1_050; // more than a sweep's batch, and than max_open_uploads_per_user
+        for _ in 0..n {
+            e.create_upload(NewUpload {
+                parts: &[],
+                owner_id: user.id,
+                protocol: "test",
+                name: "x",
+                content_type: None,
+                length: Some(1),
+                expires_at: Some(now_unix() - 5),
+                metadata: "{}",
+            })
+            .await
+            .expect("an expired upload holds no place");
+        }
+        let gone = e.sweep_expired(false).await.expect("sweep");
+        assert_eq!(gone.len(), n);
+        assert!(
+            e.meta
+                .expired_uploads(now_unix(), 10)
+                .await
+                .expect("left")
+                .is_empty()
+        );
+        let staged = std::fs::read_dir(dir.path().join("files/staging/uploads"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(staged, 0, "their staged objects are gone too");
     }
 
     /// Cluster locks that count the locks asked for.
