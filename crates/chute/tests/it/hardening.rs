@@ -91,6 +91,22 @@ async fn a_partial_upload_belongs_to_one_final_and_finals_are_bounded() {
     assert_eq!(res.status(), 201);
 }
 
+/// A tus PATCH at offset 0, declaring the upload's length with it when given.
+async fn patch_at_0(
+    app: &TestApp,
+    loc: &str,
+    length: Option<u64>,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    let mut r = req(app, Method::PATCH, loc)
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", "0");
+    if let Some(l) = length {
+        r = r.header("Upload-Length", l.to_string());
+    }
+    r.body(body).send().await.expect("patch")
+}
+
 #[tokio::test]
 async fn deferred_partials_count_as_they_grow() {
     let app = spawn_app(&[("max_upload_size", "8MiB")]).await;
@@ -100,34 +116,16 @@ async fn deferred_partials_count_as_they_grow() {
     assert_eq!(res.status(), 201);
     let fin = h(&res, "location").expect("location").to_string();
     let five = bytes(5 * MIB, 1202);
-    let res = req(&app, Method::PATCH, &a)
-        .header("Content-Type", "application/offset+octet-stream")
-        .header("Upload-Offset", "0")
-        .header("Upload-Length", five.len().to_string())
-        .body(five.clone())
-        .send()
-        .await
-        .expect("patch a");
+    let declared = Some(five.len() as u64);
+    let res = patch_at_0(&app, &a, declared, five.clone()).await;
     assert_eq!(res.status(), 204);
     // The second partial would take the final past 8 MiB: refused, as it streams or as it
     // declares its length.
-    let res = req(&app, Method::PATCH, &b)
-        .header("Content-Type", "application/offset+octet-stream")
-        .header("Upload-Offset", "0")
-        .body(five.clone())
-        .send()
-        .await
-        .expect("patch b");
-    assert_eq!(res.status(), 413);
-    let res = req(&app, Method::PATCH, &b)
-        .header("Content-Type", "application/offset+octet-stream")
-        .header("Upload-Offset", "0")
-        .header("Upload-Length", five.len().to_string())
-        .body(Vec::new())
-        .send()
-        .await
-        .expect("declare b");
-    assert_eq!(res.status(), 413);
+    assert_eq!(patch_at_0(&app, &b, None, five.clone()).await.status(), 413);
+    assert_eq!(
+        patch_at_0(&app, &b, declared, Vec::new()).await.status(),
+        413
+    );
     let res = req(&app, Method::HEAD, &b).send().await.expect("head b");
     let held: u64 = h(&res, "upload-offset")
         .expect("offset")
