@@ -294,6 +294,7 @@ pub trait MetaStore: Send + Sync + 'static {
         file: &FileRecord,
         quota: Option<Quota>,
     ) -> Result<(), MetaError>;
+    /// Deletes an upload; the open partials of a final upload are released with it.
     async fn delete_upload(&self, id: &str) -> Result<(), MetaError>;
     /// Sets a deferred length, once: false when it was already set. With a quota, refused
     /// when the owner would pass it.

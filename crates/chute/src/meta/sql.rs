@@ -543,10 +543,18 @@ macro_rules! impl_meta_store {
             }
 
             async fn delete_upload(&self, id: &str) -> Result<(), MetaError> {
+                // A final upload that goes unassembled lets its partials go: they may join
+                // another final.
+                let mut tx = self.writes().begin().await?;
+                sqlx::query("UPDATE uploads SET final_id = NULL WHERE final_id = $1 AND state = 'active'")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
                 sqlx::query("DELETE FROM uploads WHERE id = $1")
                     .bind(id)
-                    .execute(self.writes())
+                    .execute(&mut *tx)
                     .await?;
+                tx.commit().await?;
                 Ok(())
             }
 

@@ -87,8 +87,27 @@ async fn a_partial_upload_belongs_to_one_final_and_finals_are_bounded() {
     // 128 are fine, and the partial refused above is still free for a final of its own.
     let res = create_final(&app, &names[..128]).await;
     assert_eq!(res.status(), 201);
-    let res = create_final(&app, &[&a]).await;
+    // A final that is terminated before it is assembled lets its partials go.
+    let c = create_partial(&app, Some(10)).await;
+    let res = create_final(&app, &[&a, &c]).await;
     assert_eq!(res.status(), 201);
+    let waiting = h(&res, "location").expect("location").to_string();
+    let (st, code) = code_of(create_final(&app, &[&a]).await).await;
+    assert_eq!(
+        (st, code.as_str()),
+        (400, "bad_concat"),
+        "taken while the final waits"
+    );
+    let res = req(&app, Method::DELETE, &waiting)
+        .send()
+        .await
+        .expect("terminate");
+    assert_eq!(res.status(), 204);
+    let res = create_final(&app, &[&a]).await;
+    assert_eq!(res.status(), 201, "free again");
+    let joined = h(&res, "location").expect("location").to_string();
+    let res = req(&app, Method::HEAD, &joined).send().await.expect("head");
+    assert_eq!(h(&res, "upload-length"), Some("10"));
 }
 
 /// A tus PATCH at offset 0, declaring the upload's length with it when given.
