@@ -55,6 +55,15 @@ impl ApiError {
         e
     }
 
+    /// 423: another request holds the upload and did not let go in time.
+    pub fn locked() -> Self {
+        Self::new(
+            StatusCode::LOCKED,
+            "locked",
+            "another request is writing this upload",
+        )
+    }
+
     pub fn too_large(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, code, message)
     }

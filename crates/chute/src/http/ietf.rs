@@ -239,12 +239,7 @@ async fn settle_length(state: &AppState, mut up: UploadRecord) -> Result<UploadR
         Some(l) if l != up.offset => Err(inconsistent_length(Some(up.offset))),
         Some(_) => Ok(up),
         None => {
-            let quota = state.engine.quota_of(up.owner_id);
-            let set = state
-                .engine
-                .meta
-                .set_upload_length(&up.id, up.offset, quota)
-                .await;
+            let set = state.engine.declare_length(&up, up.offset).await;
             if !matches!(set, Ok(true)) {
                 return Err(inconsistent_length(Some(up.offset)));
             }
@@ -277,10 +272,10 @@ async fn finish_upload(
     let Some(_lock) = state
         .engine
         .uploads
-        .lock_preempting(&up.id, super::tus::PREEMPT_WAIT)
+        .lock_preempting(&up.id, crate::upload::resumable::PREEMPT_WAIT)
         .await
     else {
-        return Err(api(super::tus::locked()));
+        return Err(api(ApiError::locked()));
     };
     let up = match state.engine.meta.get_upload(&up.id).await {
         Ok(Some(u)) => u,
@@ -623,12 +618,10 @@ async fn patch_inner(
                         format!("the upload is over the {}-byte limit", max.bytes()),
                     )));
                 }
-                let quota = state.engine.quota_of(up.owner_id);
                 if len < up.offset
                     || !state
                         .engine
-                        .meta
-                        .set_upload_length(&up.id, len, quota)
+                        .declare_length(&up, len)
                         .await
                         .map_err(|e| api(e.into()))?
                 {

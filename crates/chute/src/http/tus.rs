@@ -33,7 +33,7 @@ use crate::upload::checksum::Algorithm;
 use crate::upload::handler::{FileInfo, UploadHandler};
 use crate::upload::handlers::progress::ProgressHandler;
 use crate::upload::handlers::verify::{TrailerDigest, VerifyHandler};
-use crate::upload::resumable::{Locked, NewUpload, UploadLock};
+use crate::upload::resumable::{Locked, NewUpload, PREEMPT_WAIT, UploadLock};
 
 const PROTOCOL: &str = "tus";
 const VERSION: &str = "1.0.0";
@@ -41,8 +41,6 @@ const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,ex
 checksum,checksum-trailer,termination,concatenation,concatenation-unfinished";
 const CHECKSUMS: &str = "sha1,md5,sha256";
 const OFFSET_STREAM: &str = "application/offset+octet-stream";
-/// How long a new request waits for a stale one on the same upload to end.
-pub(super) const PREEMPT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Checks `Tus-Resumable` on requests and sets it on responses (OPTIONS excepted).
 pub async fn protocol_layer(req: Request, next: Next) -> Response {
@@ -702,7 +700,7 @@ async fn append_body(
         Some(lock) => (lock, up),
         None => {
             let Some(lock) = engine.uploads.lock_preempting(&up.id, PREEMPT_WAIT).await else {
-                return Err(locked());
+                return Err(ApiError::locked());
             };
             // Read again under the lock: the request that held it may have moved the offset.
             let up = engine
@@ -876,14 +874,7 @@ pub async fn patch(
                         "the upload is over the limit",
                     ));
                 }
-                let quota = state.engine.quota_of(up.owner_id);
-                if len < up.offset
-                    || !state
-                        .engine
-                        .meta
-                        .set_upload_length(&up.id, len, quota)
-                        .await?
-                {
+                if len < up.offset || !state.engine.declare_length(&up, len).await? {
                     return Err(ApiError::bad_request(
                         "bad_length",
                         "Upload-Length is below the offset or already set",
@@ -963,21 +954,13 @@ pub(super) async fn terminate(
         .lock_preempting(&up.id, PREEMPT_WAIT)
         .await
     else {
-        return Err(locked());
+        return Err(ApiError::locked());
     };
     if let Some(fid) = &up.file_id {
         state.engine.delete_file(user.id, fid).await?;
     }
     state.engine.discard_upload(up).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-pub(super) fn locked() -> ApiError {
-    ApiError::new(
-        StatusCode::LOCKED,
-        "locked",
-        "another request is writing this upload",
-    )
 }
 
 /// Where an upload stands for a client asking (HEAD): a request still writing it is stale

@@ -31,6 +31,9 @@ use super::{Engine, UploadError, new_file_id, storage_key_for};
 use crate::meta::{ClusterLocks, FileRecord, Quota, UploadLimits, UploadRecord, now_unix};
 use crate::storage::{StagedWrite, Storage};
 
+/// How long a new request waits for a stale one on the same upload to end.
+pub const PREEMPT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Chunk size of the append chain: larger than the multipart default, since these chunks
 /// only go to digests and the writer, and fewer hand-offs cost less.
 const APPEND_CHUNK: usize = 256 * 1024;
@@ -538,6 +541,18 @@ impl Engine {
             owner_id,
             bytes: q.bytes(),
         })
+    }
+
+    /// Sets a deferred length, once, within the owner's quota: false when it was set already.
+    pub async fn declare_length(
+        &self,
+        up: &UploadRecord,
+        length: u64,
+    ) -> Result<bool, UploadError> {
+        Ok(self
+            .meta
+            .set_upload_length(&up.id, length, self.quota_of(up.owner_id))
+            .await?)
     }
 
     /// Removes a staged object (best effort, logged), off the reactor.
