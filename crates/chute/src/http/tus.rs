@@ -601,6 +601,33 @@ async fn finish_if_complete(state: &AppState, up: UploadRecord) -> ApiResult<Upl
     Ok(up)
 }
 
+/// An upload whose bytes are all there but that is not a file yet: its completion was cut
+/// short (a node killed, the catalog or the bucket down at that moment) after the last byte
+/// was acknowledged. A tus client that finds offset = length sends nothing more, so asking
+/// where the upload stands finishes it, under its lock. (A read-only node leaves it.)
+async fn finish_received(
+    state: &AppState,
+    user: &User,
+    up: UploadRecord,
+) -> ApiResult<UploadRecord> {
+    if !state.engine.settings.file_upload_enabled
+        || up.state != "active"
+        || up.length != Some(up.offset)
+    {
+        return Ok(up);
+    }
+    let Some(_lock) = state
+        .engine
+        .uploads
+        .lock_preempting(&up.id, PREEMPT_WAIT)
+        .await
+    else {
+        return Err(ApiError::locked());
+    };
+    let up = load(state, user, &up.id).await?;
+    finish_if_complete(state, up).await
+}
+
 /// `Upload-Checksum: ALGORITHM BASE64` (sha1, md5 or sha256).
 pub(crate) fn parse_checksum(v: &str) -> ApiResult<(Algorithm, Vec<u8>)> {
     let (alg, b64) = v.trim().split_once(' ').unwrap_or((v, ""));
@@ -898,6 +925,11 @@ pub async fn head(
     // (The lock is let go before a final upload is assembled: that takes the same lock.)
     let up = settled(&state, up, || load(&state, &user, &id)).await?;
     let is_final = concat_of(&up).is_some_and(|c| c.starts_with("final;"));
+    let up = if is_final {
+        up
+    } else {
+        finish_received(&state, &user, up).await?
+    };
     let mut h = if is_final {
         // A read-only node changes nothing, so it does not assemble either.
         let up = if state.engine.settings.file_upload_enabled {

@@ -283,7 +283,13 @@ impl Storage for LocalStorage {
                 let link = self.staging_path(&format!("{staged_key}.link"))?;
                 let _ = fs::remove_file(&link);
                 fs::hard_link(&path, &link)?;
-                self.place(&link, key)
+                self.place(&link, key)?;
+                // Placed before (a completion cut short, done again): `to` already named the
+                // same file, and rename() then does nothing and leaves `link` behind.
+                match fs::remove_file(&link) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+                    _ => Ok(()),
+                }
             }
         }
     }

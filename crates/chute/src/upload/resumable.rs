@@ -1233,6 +1233,12 @@ mod tests {
             e.storage.read_staged(&up.staging_key).is_err(),
             "the staged bytes are gone once recorded"
         );
+        let staged: Vec<_> = std::fs::read_dir(dir.path().join("files/staging/uploads"))
+            .expect("staging")
+            .flatten()
+            .map(|d| d.path())
+            .collect();
+        assert!(staged.is_empty(), "nothing left in staging: {staged:?}");
     }
 
     /// Staged bytes that are gone (a backend that lost them) cannot come back: the upload

@@ -699,3 +699,80 @@ async fn sizes_that_would_overflow_are_refused_not_wrapped() {
     assert_eq!(res.status, 413, "{}", String::from_utf8_lossy(&res.body));
     assert!(app.list(&app.token).await.is_empty());
 }
+
+/// Appends `data` to the upload behind the tus URL `loc` straight through the engine, as a
+/// PATCH would, and keeps it (offset moves), but does not complete the upload: what a node
+/// leaves behind when it dies (or the catalog or the bucket fails) between the last
+/// acknowledged byte and the catalog entry.
+async fn received_but_not_completed(app: &TestApp, loc: &str, data: &[u8]) -> String {
+    let id = loc.rsplit('/').next().expect("id").to_string();
+    let engine = &app.state.engine;
+    let up = engine.meta.get_upload(&id).await.expect("get").expect("up");
+    let mut job = engine
+        .start_append(&up, 0, &[], Vec::new(), Default::default())
+        .await
+        .expect("start");
+    for c in data.chunks(64 << 10) {
+        assert!(job.send(bytes::Bytes::copy_from_slice(c)).await);
+    }
+    let ended = job.end(true).await.expect("end");
+    assert_eq!(ended.commit().await.expect("commit"), data.len() as u64);
+    id
+}
+
+/// A tus client that finds all its bytes there (HEAD: offset = length) is done: it sends
+/// nothing more. So an upload whose completion was cut short (a node killed, PostgreSQL or
+/// the bucket down at that moment) must become its file when a client asks where it stands,
+/// not stay an active upload until expiry deletes it.
+#[tokio::test]
+async fn a_fully_received_tus_upload_completes_when_its_client_asks_where_it_stands() {
+    let app = spawn_app(&[]).await;
+    let data = bytes(700_000, 120);
+    let loc = crate::tus::create(&app, data.len() as u64, "filename Y3V0LmJpbg==").await;
+    received_but_not_completed(&app, &loc, &data).await;
+    let res = req(&app, Method::HEAD, &loc).send().await.expect("head");
+    assert_eq!(res.status(), 200);
+    assert_eq!(h(&res, "upload-offset"), Some("700000"));
+    let files = app.list(&app.token).await;
+    assert_eq!(files.len(), 1, "the upload became its file: {files:?}");
+    assert_eq!(files[0]["name"], "cut.bin");
+    assert_eq!(files[0]["checksums"]["sha256"], sha256_hex(&data));
+    let id = files[0]["id"].as_str().expect("id");
+    assert_eq!(sha256_hex(&app.download(id).await), sha256_hex(&data));
+    // And the finished upload answers as one: a second HEAD changes nothing.
+    let res = req(&app, Method::HEAD, &loc).send().await.expect("head");
+    assert_eq!(res.status(), 200);
+    assert_eq!(app.list(&app.token).await.len(), 1);
+
+    // Cut short further on: the file's id recorded and its bytes placed, no catalog entry.
+    let data = bytes(300_000, 121);
+    let loc = crate::tus::create(&app, data.len() as u64, "filename Y3V0Mi5iaW4=").await;
+    let id = received_but_not_completed(&app, &loc, &data).await;
+    let engine = &app.state.engine;
+    let fid = chute::upload::new_file_id();
+    assert!(
+        engine
+            .meta
+            .set_upload_file(&id, &fid)
+            .await
+            .expect("intent")
+    );
+    let up = engine.meta.get_upload(&id).await.expect("get").expect("up");
+    let (storage, key) = (engine.storage.clone(), chute::upload::storage_key_for(&fid));
+    blocking(move || {
+        storage
+            .put(&key, chute::storage::Source::Staged(&up.staging_key))
+            .expect("place")
+    })
+    .await;
+    let res = req(&app, Method::HEAD, &loc).send().await.expect("head");
+    assert_eq!(res.status(), 200);
+    let files = app.list(&app.token).await;
+    let f = files
+        .iter()
+        .find(|f| f["name"] == "cut2.bin")
+        .expect("the second upload became its file");
+    assert_eq!(f["id"], fid, "under the id recorded before the crash");
+    assert_eq!(sha256_hex(&app.download(&fid).await), sha256_hex(&data));
+    assert!(app.leftovers().is_empty(), "{:?}", app.leftovers());
+}
