@@ -6,7 +6,8 @@
 # folder), then every app on a PostgreSQL catalog (a server this script starts with
 # scripts/postgres-test.sh), then as the scaled-out deployment: PostgreSQL catalog and S3
 # storage in a Garage bucket (scripts/garage-test.sh). Last, every fuzz target runs 20 s from
-# its kept corpus (scripts/fuzz.sh, nightly toolchain and cargo-fuzz).
+# its kept corpus (scripts/fuzz.sh, nightly toolchain and cargo-fuzz). The chaos test runs
+# once, after the first pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,10 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked
+# The chaos test (two nodes, PostgreSQL and Garage of its own, restarted under 20 resuming
+# clients) runs once, alone: it is the same on every pass and loads the machine for a minute.
+echo "the chaos test: faults across nodes"
+cargo test --locked --test it -- --ignored chaos
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 work=$(mktemp -d "${TMPDIR:-/tmp}/chute-test-servers.XXXXXX")

@@ -477,36 +477,6 @@ async fn a_chunk_may_come_before_its_upload_id() {
     assert!(app.leftovers().is_empty(), "{:?}", app.leftovers());
 }
 
-/// A tmpfs mounted for one test (the tests run as root, as CI does; a failed mount fails the
-/// test), unmounted when dropped.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(path: &std::path::Path, size: &str) -> Self {
-        std::fs::create_dir_all(path).expect("mount point");
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .status()
-            .expect("run mount");
-        assert!(
-            ok.success(),
-            "mounting a tmpfs at {} failed",
-            path.display()
-        );
-        Tmpfs(path.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 #[tokio::test]
 async fn a_full_disk_answers_507_and_uploads_resume_once_there_is_room() {
     let dir = tempfile::tempdir().expect("tempdir");

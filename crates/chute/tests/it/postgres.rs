@@ -41,7 +41,7 @@ impl Postgres {
 
     /// Stops the server (fast shutdown: every connection is cut) and starts it again on the
     /// same cluster and port.
-    async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         self.server.restart();
         self.wait_ready().await;
     }

@@ -20,7 +20,7 @@ use crate::tus::{create, h, patch, req};
 /// A single-node Garage started by `scripts/garage-test.sh`, with the bucket and key above.
 pub(crate) struct Garage {
     pub s3_port: u16,
-    _server: ScriptServer,
+    server: ScriptServer,
 }
 
 fn config(s3_port: u16, prefix: &str) -> S3Config {
@@ -38,7 +38,7 @@ fn config(s3_port: u16, prefix: &str) -> S3Config {
 impl Garage {
     pub(crate) async fn start() -> Garage {
         let (s3_port, rpc, admin) = (free_port(), free_port(), free_port());
-        let mut server = ScriptServer::spawn("Garage", "garage-test.sh", "TERM", |dir| {
+        let server = ScriptServer::spawn("Garage", "garage-test.sh", "TERM", |dir| {
             vec![
                 dir.display().to_string(),
                 s3_port.to_string(),
@@ -46,17 +46,25 @@ impl Garage {
                 admin.to_string(),
             ]
         });
-        let probe = Arc::new(S3Storage::open(&config(s3_port, "ready/")));
-        server
+        let mut g = Garage { s3_port, server };
+        g.wait_ready().await;
+        g
+    }
+
+    /// Stops Garage (TERM) and starts it again on the same data and ports.
+    pub(crate) async fn restart(&mut self) {
+        self.server.restart();
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&mut self) {
+        let probe = Arc::new(S3Storage::open(&config(self.s3_port, "ready/")));
+        self.server
             .wait_until(Duration::from_secs(60), || {
                 let probe = probe.clone();
                 async move { blocking(move || probe.check()).await.is_ok() }
             })
             .await;
-        Garage {
-            s3_port,
-            _server: server,
-        }
     }
 
     pub(crate) fn endpoint(&self) -> String {
