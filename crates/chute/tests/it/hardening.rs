@@ -746,3 +746,81 @@ async fn a_fully_received_tus_upload_completes_when_its_client_asks_where_it_sta
     assert_eq!(sha256_hex(&app.download(&fid).await), sha256_hex(&data));
     assert!(app.leftovers().is_empty(), "{:?}", app.leftovers());
 }
+
+/// A read-only node changes nothing: asked where a fully received upload stands, it answers
+/// and leaves the finishing to a node that writes. (The same holds for a final upload of a
+/// concatenation, which such a node does not assemble.)
+#[tokio::test]
+async fn a_read_only_node_reports_a_fully_received_upload_without_finishing_it() {
+    let app = spawn_app(&[]).await;
+    let data = bytes(50_000, 122);
+    let loc = crate::tus::create(&app, data.len() as u64, "filename cm8uYmlu").await;
+    received_but_not_completed(&app, &loc, &data).await;
+    let a = create_partial(&app, Some(3)).await;
+    let b = create_partial(&app, Some(4)).await;
+    assert_eq!(patch(&app, &a, 0, b"abc").await.status(), 204);
+    let res = create_final(&app, &[&a, &b]).await;
+    assert_eq!(res.status(), 201);
+    let fin = h(&res, "location").expect("location").to_string();
+    // Both partials are there once b's bytes are, but the final is assembled only when asked.
+    let b_id = b.rsplit('/').next().expect("id");
+    let up = app
+        .state
+        .engine
+        .meta
+        .get_upload(b_id)
+        .await
+        .expect("get")
+        .expect("b");
+    let mut job = app
+        .state
+        .engine
+        .start_append(&up, 0, &[], Vec::new(), Default::default())
+        .await
+        .expect("start");
+    assert!(job.send(bytes::Bytes::from_static(b"defg")).await);
+    job.end(true)
+        .await
+        .expect("end")
+        .commit()
+        .await
+        .expect("commit");
+
+    let (ro, _stop) = read_only_twin(&app).await;
+    for path in [&loc, &fin] {
+        let res = app
+            .client
+            .head(format!("http://{ro}{path}"))
+            .bearer_auth(&app.token)
+            .header("Tus-Resumable", "1.0.0")
+            .send()
+            .await
+            .expect("head");
+        assert_eq!(res.status(), 200, "{path}");
+    }
+    assert!(
+        app.list(&app.token).await.is_empty(),
+        "the read-only node finished nothing"
+    );
+    for path in [&loc, &fin] {
+        assert_eq!(
+            req(&app, Method::HEAD, path)
+                .send()
+                .await
+                .expect("head")
+                .status(),
+            200
+        );
+    }
+    let files = app.list(&app.token).await;
+    assert_eq!(
+        files.len(),
+        2,
+        "a node that writes finishes both: {files:?}"
+    );
+    let ro_file = files
+        .iter()
+        .find(|f| f["name"] == "ro.bin")
+        .expect("ro.bin");
+    assert_eq!(ro_file["checksums"]["sha256"], sha256_hex(&data));
+}

@@ -534,3 +534,21 @@ impl Drop for Tmpfs {
             .status();
     }
 }
+
+/// A second server on `app`'s catalog and storage in read-only mode (`file_upload_enabled`
+/// off), until the sender is dropped.
+pub async fn read_only_twin(app: &TestApp) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let mut settings = (*app.state.engine.settings).clone();
+    settings.file_upload_enabled = false;
+    let mut state = app.state.clone();
+    state.engine.settings = std::sync::Arc::new(settings);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(chute::app::serve(listener, state, async {
+        let _ = rx.await;
+    }));
+    (addr, tx)
+}

@@ -639,18 +639,7 @@ async fn read_only_mode_serves_only_single_files() {
     post_file(&app, &s, "photo.png", &content).await;
 
     // The same data, served by a second server in read-only mode.
-    let mut settings = (*app.state.engine.settings).clone();
-    settings.file_upload_enabled = false;
-    let mut state = app.state.clone();
-    state.engine.settings = Arc::new(settings);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(chute::app::serve(listener, state, async {
-        let _ = rx.await;
-    }));
+    let (addr, tx) = read_only_twin(&app).await;
     let url = |p: &str| format!("http://{addr}{p}");
     let c = &app.client;
     let res = c
