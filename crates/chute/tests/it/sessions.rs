@@ -2,7 +2,6 @@
 //! refusal (nothing kept), access by owner / staff / others, expiry by gc and the sweeper,
 //! and read-only mode.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
