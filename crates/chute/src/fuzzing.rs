@@ -48,14 +48,14 @@ pub fn tus_headers(data: &[u8]) {
         lines.next().unwrap_or(""),
         lines.next().unwrap_or(""),
     );
-    if let Some(pairs) = crate::http::tus::parse_metadata(meta) {
+    if let Some(pairs) = crate::http::headers::parse_metadata(meta) {
         let b64 = base64::engine::general_purpose::STANDARD;
         let again: Vec<String> = pairs
             .iter()
             .map(|(k, v)| format!("{k} {}", b64.encode(v)))
             .collect();
         assert_eq!(
-            crate::http::tus::parse_metadata(&again.join(",")),
+            crate::http::headers::parse_metadata(&again.join(",")),
             Some(pairs),
             "metadata round trip"
         );
@@ -88,16 +88,16 @@ pub fn ietf_headers(data: &[u8]) {
             h.insert(HeaderName::from_static(name), v);
         }
     }
-    let _ = crate::http::ietf::upload_complete(&h);
+    let _ = crate::http::headers::upload_complete(&h);
     for n in ["upload-offset", "upload-length"] {
-        if let Ok(Some(v)) = crate::http::ietf::sf_integer(&h, n) {
+        if let Ok(Some(v)) = crate::http::headers::sf_integer(&h, n) {
             assert!(v < 10u64.pow(15), "{n} = {v}");
         }
     }
-    if let Some(t) = crate::http::ietf::media_type(&h) {
+    if let Some(t) = crate::http::headers::media_type(&h) {
         assert!(!t.is_empty() && !t.contains(';'));
     }
-    safe_name(&crate::http::ietf::file_name(&h));
+    safe_name(&crate::http::headers::file_name(&h));
 }
 
 /// What every stored name must be.

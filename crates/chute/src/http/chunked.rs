@@ -31,7 +31,8 @@ use super::auth::AuthUser;
 use super::body::{BodyLimits, BodyState, GuardedBody};
 use super::error::{ApiError, ApiResult};
 use super::files::file_json;
-use super::multipart::{body_error, multer_error, multipart_boundary};
+use super::form::{body_error, multer_error};
+use super::headers::{multipart_boundary, rfc3339};
 use crate::meta::{UploadRecord, User, now_unix};
 use crate::names::sanitize_file_name;
 use crate::upload::UploadError;
@@ -87,22 +88,11 @@ fn forbidden(e: ApiError) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "forbidden", e.message)
 }
 
-fn rfc3339(t: i64) -> Value {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .map(Value::String)
-        .unwrap_or(Value::Null)
-}
-
 fn progress_json(up: &UploadRecord) -> Value {
     json!({
         "upload_id": up.id,
         "offset": up.offset,
-        "expires": up.expires_at.map(rfc3339).unwrap_or(Value::Null),
+        "expires": up.expires_at.and_then(rfc3339),
     })
 }
 

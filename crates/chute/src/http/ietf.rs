@@ -34,9 +34,9 @@ use super::AppState;
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiResult};
 use super::files::{file_json, serve_file};
+use super::headers::{file_name, media_type, sf_integer, upload_complete};
 use super::tus::{append_stream, live};
 use crate::meta::{FileRecord, UploadRecord, User, now_unix};
-use crate::names::sanitize_file_name;
 use crate::upload::resumable::{Locked, NewUpload, UploadLock};
 
 pub const PROTOCOL: &str = "ietf";
@@ -95,63 +95,6 @@ fn inconsistent_length(offset: Option<u64>) -> Response {
     )
 }
 
-/// The request's media type, lower case, without parameters (None when absent or empty).
-pub(crate) fn media_type(h: &HeaderMap) -> Option<String> {
-    h.get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| {
-            s.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .filter(|s| !s.is_empty())
-}
-
-/// A Structured Field item's bare value (its parameters dropped), if the header is there.
-fn sf_item<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    h.get(name).map(|v| {
-        v.to_str()
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-    })
-}
-
-/// `Upload-Complete`: a Structured Field Boolean (parameters ignored).
-pub(crate) fn upload_complete(h: &HeaderMap) -> ApiResult<Option<bool>> {
-    let Some(item) = sf_item(h, "upload-complete") else {
-        return Ok(None);
-    };
-    match item {
-        "?1" => Ok(Some(true)),
-        "?0" => Ok(Some(false)),
-        _ => Err(ApiError::bad_request(
-            "bad_header",
-            "Upload-Complete must be ?1 or ?0",
-        )),
-    }
-}
-
-/// A Structured Field Integer header that must be non-negative.
-pub(crate) fn sf_integer(h: &HeaderMap, name: &str) -> ApiResult<Option<u64>> {
-    let Some(item) = sf_item(h, name) else {
-        return Ok(None);
-    };
-    if item.is_empty() || item.len() > 15 || !item.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ApiError::bad_request(
-            "bad_header",
-            format!("{name} must be a non-negative integer"),
-        ));
-    }
-    item.parse()
-        .map(Some)
-        .map_err(|_| ApiError::bad_request("bad_header", format!("{name} is out of range")))
-}
-
 /// The `Upload-Limit` dictionary: chute's limits for this upload (or for new uploads).
 pub fn upload_limit(state: &AppState, up: Option<&UploadRecord>) -> HeaderValue {
     let mut parts = vec!["min-size=0".to_string()];
@@ -190,36 +133,6 @@ fn state_headers(state: &AppState, up: &UploadRecord) -> HeaderMap {
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h
-}
-
-/// The file's name: `Content-Disposition`'s filename*, then filename, then tus metadata.
-pub(crate) fn file_name(h: &HeaderMap) -> String {
-    let cd = h
-        .get(header::CONTENT_DISPOSITION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mut plain = None;
-    for p in cd.split(';').map(str::trim) {
-        if let Some(v) = p.strip_prefix("filename*=") {
-            let enc = v.splitn(3, '\'').nth(2).unwrap_or("");
-            let name = percent_encoding::percent_decode_str(enc).decode_utf8_lossy();
-            if !name.is_empty() {
-                return sanitize_file_name(&name);
-            }
-        } else if let Some(v) = p.strip_prefix("filename=") {
-            plain = Some(v.trim_matches('"').to_string());
-        }
-    }
-    if let Some(n) = plain.filter(|n| !n.is_empty()) {
-        return sanitize_file_name(&n);
-    }
-    h.get("upload-metadata")
-        .and_then(|v| v.to_str().ok())
-        .and_then(super::tus::parse_metadata)
-        .and_then(|m| m.into_iter().find(|(k, _)| k == "filename"))
-        .and_then(|(_, v)| String::from_utf8(v).ok())
-        .map(|n| sanitize_file_name(&n))
-        .unwrap_or_else(|| "upload".into())
 }
 
 /// What a finished upload answers: the file's JSON, as the file API gives it.
@@ -405,7 +318,7 @@ async fn append_at(
 }
 
 /// Upload creation: `POST /tus/` or `POST /resumable/` with `Upload-Complete`.
-pub async fn create_upload(state: &AppState, user: &User, req: Request) -> Response {
+async fn create_upload(state: &AppState, user: &User, req: Request) -> Response {
     match create_inner(state, user, req, false).await {
         Ok(r) | Err(r) => r,
     }
@@ -414,8 +327,16 @@ pub async fn create_upload(state: &AppState, user: &User, req: Request) -> Respo
 /// `POST /api/files` with `Upload-Complete`: the form upload made resumable (the draft's
 /// upgrade). The body is the multipart request itself; once complete, it is processed as if
 /// it had arrived in one piece.
-pub async fn upgrade_form_upload(state: &AppState, user: &User, req: Request) -> Response {
-    match create_inner(state, user, req, true).await {
+pub async fn upgrade_form_upload(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    req: Request,
+) -> Response {
+    let _admitted = match state.in_flight.admit(user.id) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    match create_inner(&state, &user, req, true).await {
         Ok(r) | Err(r) => r,
     }
 }
@@ -435,7 +356,7 @@ async fn create_inner(
         ))
     })?;
     let declared = sf_integer(&h, "upload-length").map_err(api)?;
-    let content_length = super::multipart::content_length(&h).map_err(api)?;
+    let content_length = super::headers::content_length(&h).map_err(api)?;
     // With Upload-Complete: ?1 the content is the whole file, so its length is the file's.
     let length = match (declared, done.then_some(content_length).flatten()) {
         (Some(d), Some(c)) if d != c => return Err(inconsistent_length(None)),
@@ -456,7 +377,7 @@ async fn create_inner(
     let mut metadata = json!({ "interop": INTEROP_VERSION });
     if form {
         // Checked now, so that a client learns before sending gigabytes.
-        let (ct, _) = super::multipart::multipart_boundary(&h, "send files as multipart/form-data")
+        let (ct, _) = super::headers::multipart_boundary(&h, "send files as multipart/form-data")
             .map_err(api)?;
         metadata["form_content_type"] = Value::String(ct);
     }
@@ -594,7 +515,7 @@ async fn patch_inner(
         Locked::NotFound => return Err(api(ApiError::not_found("upload"))),
     };
     // No Content-Length and no Transfer-Encoding: no content.
-    let body_len = match super::multipart::content_length(&h).map_err(api)? {
+    let body_len = match super::headers::content_length(&h).map_err(api)? {
         None if !h.contains_key(header::TRANSFER_ENCODING) => Some(0),
         other => other,
     };

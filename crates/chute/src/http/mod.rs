@@ -17,6 +17,8 @@ pub mod body;
 pub mod chunked;
 pub mod error;
 pub mod files;
+pub mod form;
+pub mod headers;
 pub mod health;
 pub mod ietf;
 pub mod multipart;
@@ -27,10 +29,13 @@ pub mod tus;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use tower_http::trace::TraceLayer;
+
+use self::auth::AuthUser;
 
 use crate::upload::Engine;
 use crate::upload::handler::Chain;
@@ -157,11 +162,35 @@ async fn read_only_layer(
     .into_response()
 }
 
+/// Whether a request speaks the IETF resumable-upload draft: its requests carry
+/// `Upload-Complete`, and may come to the tus endpoint and the file API too.
+pub(crate) fn speaks_draft(h: &HeaderMap) -> bool {
+    h.contains_key("upload-complete")
+}
+
+/// `POST /tus/`: a tus creation, or the draft's.
+async fn create_at_tus(state: State<AppState>, user: AuthUser, req: Request) -> Response {
+    if speaks_draft(req.headers()) {
+        ietf::create(state, user, req).await
+    } else {
+        tus::create(state, user, req).await.into_response()
+    }
+}
+
+/// `POST /api/files`: a form upload, or the draft's upgrade of one into a resumable upload.
+async fn post_files(state: State<AppState>, user: AuthUser, req: Request) -> Response {
+    if speaks_draft(req.headers()) {
+        ietf::upgrade_form_upload(state, user, req).await
+    } else {
+        multipart::upload(state, user, req).await.into_response()
+    }
+}
+
 /// All routes, ready to serve or to mount in another axum app.
 pub fn router(state: AppState) -> Router {
     let tus = Router::new()
-        .route("/tus", post(tus::create).options(tus::options))
-        .route("/tus/", post(tus::create).options(tus::options))
+        .route("/tus", post(create_at_tus).options(tus::options))
+        .route("/tus/", post(create_at_tus).options(tus::options))
         .route(
             "/tus/{id}",
             patch(tus::patch)
@@ -184,7 +213,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(ietf::delete),
         )
         .route("/healthz", get(health::healthz))
-        .route("/api/files", get(files::list).post(multipart::upload))
+        .route("/api/files", get(files::list).post(post_files))
         .route(
             "/api/files/{id}",
             get(files::download).delete(files::delete),

@@ -1,15 +1,15 @@
 //! `GET /api/progress/{id}`: the state of the caller's upload tagged with `X-Progress-ID`,
-//! in the JSON shape of nginx's upload-progress module.
+//! in the JSON shape of nginx's upload-progress module; and `X-Progress-ID` itself (header or
+//! query), which form uploads and tus PATCHes take to be followed here.
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiResult};
-use super::multipart::valid_progress_id;
 use crate::upload::progress::{ProgressEntry, ProgressState};
 
 /// Records how a tagged request ended: done, or the status of its error.
@@ -35,4 +35,34 @@ pub async fn report(
     }
     let report = state.progress.report(user.id, &id);
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(report)).into_response())
+}
+
+/// The client's progress id, from the `X-Progress-ID` header or query argument.
+pub(crate) fn progress_id(headers: &HeaderMap, query: Option<&str>) -> ApiResult<Option<String>> {
+    let from_header = headers
+        .get("x-progress-id")
+        .map(|v| v.to_str().unwrap_or("\u{0}").to_string());
+    let from_query = query.and_then(|q| {
+        q.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            k.eq_ignore_ascii_case("x-progress-id")
+                .then(|| v.to_string())
+        })
+    });
+    match from_header.or(from_query) {
+        None => Ok(None),
+        Some(id) if valid_progress_id(&id) => Ok(Some(id)),
+        Some(_) => Err(ApiError::bad_request(
+            "bad_progress_id",
+            "X-Progress-ID must be 1 to 128 letters, digits, '-', '_' or '.'",
+        )),
+    }
+}
+
+pub fn valid_progress_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }

@@ -23,7 +23,8 @@ use super::AppState;
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiResult};
 use super::files::serve_file;
-use super::multipart::{multipart_boundary, receive_request};
+use super::form::receive_request;
+use super::headers::{multipart_boundary, rfc3339};
 use crate::config::ServeMode;
 use crate::meta::{
     FileRecord, SessionAddRefused, SessionLimits, SessionRecord, SessionStatus, User, now_unix,
@@ -35,22 +36,13 @@ use crate::upload::handlers::validate::{SessionUsage, ValidateHandler};
 use crate::upload::handlers::{ChainContext, build_handlers, scanner};
 use crate::upload::sessions::{new_session_token, valid_session_token};
 
-fn rfc3339(t: Option<i64>) -> Value {
-    t.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .map_or(Value::Null, Value::String)
-}
-
 fn session_json(state: &AppState, s: &SessionRecord) -> Value {
     json!({
         "uploadSessionToken": s.token,
         "status": s.status,
         "fileCount": s.file_count,
         "totalSize": s.total_size,
-        "expiresAt": rfc3339(state.engine.session_expires_at(s)),
+        "expiresAt": state.engine.session_expires_at(s).and_then(rfc3339),
     })
 }
 

@@ -27,6 +27,7 @@ use super::auth::AuthUser;
 use super::body::{BodyFailure, BodyLimits, GuardedBody, with_trailers};
 use super::error::{ApiError, ApiResult};
 use super::files::serve_file;
+use super::headers::{header_u64, http_date, parse_metadata};
 use crate::meta::{UploadRecord, User, now_unix};
 use crate::names::sanitize_file_name;
 use crate::upload::checksum::Algorithm;
@@ -48,8 +49,7 @@ pub async fn protocol_layer(req: Request, next: Next) -> Response {
         return next.run(req).await;
     }
     // A request of the IETF draft (it carries Upload-Complete, not Tus-Resumable) is not tus.
-    if !req.headers().contains_key("tus-resumable") && req.headers().contains_key("upload-complete")
-    {
+    if !req.headers().contains_key("tus-resumable") && super::speaks_draft(req.headers()) {
         return next.run(req).await;
     }
     // Downloads are plain GETs (a browser sends no Tus-Resumable); they still get the header.
@@ -92,52 +92,6 @@ pub async fn options(State(state): State<AppState>) -> Response {
     (StatusCode::NO_CONTENT, h).into_response()
 }
 
-pub(super) fn header_u64(h: &HeaderMap, name: &str) -> ApiResult<Option<u64>> {
-    match h.get(name) {
-        None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .ok()
-            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|s| s.parse().ok())
-            .map(Some)
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "bad_header",
-                    format!("{name} must be a non-negative integer"),
-                )
-            }),
-    }
-}
-
-/// Parses `Upload-Metadata: key base64,key2 base64`: keys unique, ASCII, no spaces or commas;
-/// values base64 and possibly empty. Returns (key, decoded value) pairs.
-pub fn parse_metadata(v: &str) -> Option<Vec<(String, Vec<u8>)>> {
-    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
-    if v.trim().is_empty() {
-        return Some(out);
-    }
-    // Repeated keys are found in one pass (a header of thousands of keys costs linear time).
-    let mut seen = std::collections::HashSet::new();
-    for pair in v.split(',') {
-        let mut it = pair.trim().split(' ');
-        let key = it.next()?;
-        let value = it.next().unwrap_or("");
-        if it.next().is_some()
-            || key.is_empty()
-            || !key.bytes().all(|b| b.is_ascii_graphic())
-            || !seen.insert(key)
-        {
-            return None;
-        }
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(value)
-            .ok()?;
-        out.push((key.to_string(), decoded));
-    }
-    Some(out)
-}
-
 /// The raw `Upload-Metadata` header, and the safe file name and type it gives.
 fn upload_metadata(h: &HeaderMap) -> ApiResult<(String, String, Option<String>)> {
     let raw = h
@@ -158,17 +112,6 @@ fn upload_metadata(h: &HeaderMap) -> ApiResult<(String, String, Option<String>)>
     let content_type =
         get("filetype").filter(|t| t.len() < 200 && !t.chars().any(char::is_control));
     Ok((raw, name, content_type))
-}
-
-pub(super) fn http_date(t: i64) -> Option<HeaderValue> {
-    let fmt = time::macros::format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    );
-    let s = time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()?
-        .format(&fmt)
-        .ok()?;
-    HeaderValue::from_str(&s).ok()
 }
 
 fn algorithms(state: &AppState) -> Vec<Algorithm> {
@@ -249,9 +192,6 @@ pub async fn create(
     req: Request,
 ) -> ApiResult<Response> {
     let _admitted = state.in_flight.admit(user.id)?;
-    if req.headers().contains_key("upload-complete") {
-        return Ok(super::ietf::create_upload(&state, &user, req).await);
-    }
     let settings = state.engine.settings.clone();
     let h = req.headers().clone();
     let concat = h
@@ -684,8 +624,8 @@ pub(super) async fn append_stream(
     body: Body,
 ) -> ApiResult<UploadRecord> {
     // `X-Progress-ID` on a PATCH: its progress at /api/progress/{id}, as for form uploads.
-    let progress = super::multipart::progress_id(h, None)?.map(|id| {
-        let expected = super::multipart::content_length(h).ok().flatten();
+    let progress = super::progress::progress_id(h, None)?.map(|id| {
+        let expected = super::headers::content_length(h).ok().flatten();
         state.progress.start(up.owner_id, &id, expected)
     });
     let mut handlers: Vec<Box<dyn UploadHandler>> = Vec::new();
