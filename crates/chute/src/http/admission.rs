@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use axum::http::{HeaderValue, StatusCode, header};
 
 use super::error::ApiError;
+use super::error_code;
 
 /// Upload requests in flight, by user.
 #[derive(Debug)]
@@ -55,7 +56,7 @@ impl InFlight {
         if *n >= self.max {
             let mut e = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "too_many_uploads",
+                error_code::TOO_MANY_UPLOADS,
                 format!(
                     "you already have {} uploads in flight (max_concurrent_uploads_per_user); \
                      try again when one has finished",

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use super::error_code;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tokio::time::{Instant, Sleep};
@@ -39,33 +40,33 @@ impl From<BodyFailure> for super::error::ApiError {
         use axum::http::StatusCode;
         match f {
             BodyFailure::TooLarge { limit } => ApiError::too_large(
-                "too_large",
+                error_code::TOO_LARGE,
                 format!("the request body is over the {limit}-byte limit"),
             ),
             BodyFailure::IdleTimeout => ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
+                error_code::BODY_TIMEOUT,
                 "the request body stopped arriving",
             ),
             BodyFailure::TooSlow { min_rate } => ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
-                "body_too_slow",
+                error_code::BODY_TOO_SLOW,
                 format!("the request body arrived at under {min_rate} bytes per second"),
             ),
             BodyFailure::TooLong { max } => ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
-                "body_too_long",
+                error_code::BODY_TOO_LONG,
                 format!(
                     "the request body took longer than {} s (request_max_duration)",
                     max.as_secs()
                 ),
             ),
             BodyFailure::PartHeadersTooLarge => ApiError::bad_request(
-                "part_headers_too_large",
+                error_code::PART_HEADERS_TOO_LARGE,
                 "a multipart part's headers are too large",
             ),
             BodyFailure::Client(e) => ApiError::bad_request(
-                "interrupted",
+                error_code::INTERRUPTED,
                 format!("the request body could not be read: {e}"),
             ),
         }

@@ -30,6 +30,7 @@ use super::AppState;
 use super::auth::AuthUser;
 use super::body::{BodyLimits, BodyState, GuardedBody};
 use super::error::{ApiError, ApiResult};
+use super::error_code;
 use super::files::file_json;
 use super::form::{body_error, multer_error};
 use super::headers::{multipart_boundary, rfc3339};
@@ -85,7 +86,7 @@ fn algorithms(state: &AppState) -> Vec<Algorithm> {
 
 fn forbidden(e: ApiError) -> ApiError {
     // django-chunked-upload answers 403 to an unauthenticated request; keep its status.
-    ApiError::new(StatusCode::FORBIDDEN, "forbidden", e.message)
+    ApiError::new(StatusCode::FORBIDDEN, error_code::FORBIDDEN, e.message)
 }
 
 fn progress_json(up: &UploadRecord) -> Value {
@@ -108,10 +109,12 @@ async fn load(state: &AppState, user: &User, id: &str) -> ApiResult<UploadRecord
 /// 410 for an expired upload.
 fn check_live(up: &UploadRecord) -> ApiResult<()> {
     if up.expires_at.is_some_and(|t| t <= now_unix()) {
-        return Err(
-            ApiError::new(StatusCode::GONE, "expired", "the upload has expired")
-                .with("upload_id", up.id.clone()),
-        );
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            error_code::EXPIRED,
+            "the upload has expired",
+        )
+        .with("upload_id", up.id.clone()));
     }
     Ok(())
 }
@@ -134,7 +137,7 @@ pub async fn status(
     let AuthUser(user) = auth.map_err(forbidden)?;
     let Some(id) = q.upload_id else {
         return Err(ApiError::bad_request(
-            "no_upload_id",
+            error_code::NO_UPLOAD_ID,
             "give the upload_id to look up",
         ));
     };
@@ -159,7 +162,7 @@ pub async fn chunk(
     let range = match headers.get(header::CONTENT_RANGE) {
         None => {
             return Err(ApiError::bad_request(
-                "no_content_range",
+                error_code::NO_CONTENT_RANGE,
                 "each chunk needs a Content-Range: bytes START-END/TOTAL header",
             ));
         }
@@ -169,7 +172,7 @@ pub async fn chunk(
             .and_then(parse_content_range)
             .ok_or_else(|| {
                 ApiError::bad_request(
-                    "bad_content_range",
+                    error_code::BAD_CONTENT_RANGE,
                     "Content-Range must be `bytes START-END/TOTAL` with START <= END < TOTAL",
                 )
             })?,
@@ -178,7 +181,7 @@ pub async fn chunk(
         && range.total > max.bytes()
     {
         return Err(ApiError::bad_request(
-            "too_large",
+            error_code::TOO_LARGE,
             format!("the file is over the {}-byte limit", max.bytes()),
         ));
     }
@@ -214,7 +217,7 @@ pub async fn chunk(
         n_fields += 1;
         if n_fields > settings.data_upload_max_number_fields {
             return Err(ApiError::too_large(
-                "too_many_fields",
+                error_code::TOO_MANY_FIELDS,
                 "too many form fields",
             ));
         }
@@ -222,7 +225,7 @@ pub async fn chunk(
         if name == settings.chunked_upload_field_name {
             if early.is_some() {
                 return Err(ApiError::bad_request(
-                    "two_chunks",
+                    error_code::TWO_CHUNKS,
                     "a request carries one chunk",
                 ));
             }
@@ -256,7 +259,7 @@ pub async fn chunk(
                     field_bytes += c.len();
                     if field_bytes > SMALL_FORM {
                         return Err(ApiError::too_large(
-                            "fields_too_large",
+                            error_code::FIELDS_TOO_LARGE,
                             "form fields are too large",
                         ));
                     }
@@ -280,7 +283,7 @@ pub async fn chunk(
         return res;
     }
     Err(ApiError::bad_request(
-        "no_chunk",
+        error_code::NO_CHUNK,
         format!(
             "no chunk in the `{}` field",
             settings.chunked_upload_field_name
@@ -313,7 +316,7 @@ async fn spool(
                 got += c.len() as u64;
                 if got > range.chunk_len() {
                     return Err(offset_error(
-                        "size_mismatch",
+                        error_code::SIZE_MISMATCH,
                         format!(
                             "the chunk holds more than the {} bytes its Content-Range says",
                             range.chunk_len()
@@ -369,7 +372,7 @@ async fn receive_chunk(
                 Locked::Busy(up) => {
                     check_live(&up)?;
                     return Err(offset_error(
-                        "busy",
+                        error_code::BUSY,
                         "another request is writing this upload",
                         up.offset,
                     )
@@ -379,14 +382,14 @@ async fn receive_chunk(
             check_live(&up)?;
             if up.state != "active" {
                 return Err(offset_error(
-                    "complete",
+                    error_code::COMPLETE,
                     "the upload is already complete",
                     up.offset,
                 ));
             }
             if up.length != Some(range.total) {
                 return Err(offset_error(
-                    "total_changed",
+                    error_code::TOTAL_CHANGED,
                     format!(
                         "the total size changed from {} to {}",
                         up.length.unwrap_or(0),
@@ -400,7 +403,7 @@ async fn receive_chunk(
         None => {
             if range.start != 0 {
                 return Err(offset_error(
-                    "offset_mismatch",
+                    error_code::OFFSET_MISMATCH,
                     "a new upload starts at offset 0 (send upload_id to continue one)",
                     0,
                 ));
@@ -448,7 +451,7 @@ async fn append_chunk(
     let engine = &state.engine;
     if range.start != up.offset {
         return Err(offset_error(
-            "offset_mismatch",
+            error_code::OFFSET_MISMATCH,
             format!(
                 "the chunk starts at {}, the upload is at {}",
                 range.start, up.offset
@@ -505,7 +508,7 @@ async fn append_chunk(
             got.to_string()
         };
         return Err(offset_error(
-            "size_mismatch",
+            error_code::SIZE_MISMATCH,
             format!("the chunk holds {held} bytes, its Content-Range says {want}"),
             up.offset,
         ));
@@ -514,7 +517,7 @@ async fn append_chunk(
         Ok(o) => o,
         Err(UploadError::OffsetMismatch { current }) => {
             return Err(offset_error(
-                "offset_mismatch",
+                error_code::OFFSET_MISMATCH,
                 "another request moved the upload",
                 current,
             ));
@@ -536,7 +539,7 @@ pub async fn complete(
     let form = small_form(&state, req).await?;
     let (Some(id), Some(md5)) = (form.get("upload_id"), form.get("md5")) else {
         return Err(ApiError::bad_request(
-            "missing_fields",
+            error_code::MISSING_FIELDS,
             "completion needs the upload_id and md5 fields",
         ));
     };
@@ -544,14 +547,14 @@ pub async fn complete(
     let up = load(&state, &user, id.trim()).await?;
     if up.state != "active" {
         return Err(offset_error(
-            "complete",
+            error_code::COMPLETE,
             "the upload is already complete",
             up.offset,
         ));
     }
     let Some(_lock) = state.engine.uploads.try_lock(&up.id).await else {
         return Err(offset_error(
-            "busy",
+            error_code::BUSY,
             "another request is writing this upload",
             up.offset,
         ));
@@ -564,14 +567,14 @@ pub async fn complete(
         .ok_or_else(|| ApiError::not_found("upload"))?;
     if up.state != "active" {
         return Err(offset_error(
-            "complete",
+            error_code::COMPLETE,
             "the upload is already complete",
             up.offset,
         ));
     }
     if Some(up.offset) != up.length {
         return Err(offset_error(
-            "incomplete",
+            error_code::INCOMPLETE,
             format!(
                 "only {} of {} bytes have arrived",
                 up.offset,
@@ -628,7 +631,7 @@ async fn small_form(state: &AppState, req: Request) -> ApiResult<HashMap<String,
     if ct.starts_with("multipart/form-data") {
         let boundary = multer::parse_boundary(&ct).map_err(|_| {
             ApiError::bad_request(
-                "bad_boundary",
+                error_code::BAD_BOUNDARY,
                 "the multipart Content-Type has no valid boundary",
             )
         })?;
@@ -644,7 +647,7 @@ async fn small_form(state: &AppState, req: Request) -> ApiResult<HashMap<String,
     } else {
         serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
             .map(|v| v.into_iter().collect())
-            .map_err(|_| ApiError::bad_request("bad_form", "the form body is not valid"))
+            .map_err(|_| ApiError::bad_request(error_code::BAD_FORM, "the form body is not valid"))
     }
 }
 

@@ -6,6 +6,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::http::error_code;
 use crate::meta::MetaError;
 use crate::upload::UploadError;
 
@@ -43,13 +44,13 @@ impl ApiError {
     pub fn not_found(what: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            error_code::NOT_FOUND,
             format!("{what} not found"),
         )
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        let mut e = Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
+        let mut e = Self::new(StatusCode::UNAUTHORIZED, error_code::UNAUTHORIZED, message);
         e.headers
             .push((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         e
@@ -59,7 +60,7 @@ impl ApiError {
     pub fn locked() -> Self {
         Self::new(
             StatusCode::LOCKED,
-            "locked",
+            error_code::LOCKED,
             "another request is writing this upload",
         )
     }
@@ -72,7 +73,7 @@ impl ApiError {
         tracing::error!(error = %cause, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            error_code::INTERNAL,
             "internal server error",
         )
     }
@@ -105,7 +106,7 @@ fn insufficient_storage(cause: &dyn std::fmt::Display) -> ApiError {
     tracing::error!(error = %cause, "out of storage space");
     ApiError::new(
         StatusCode::INSUFFICIENT_STORAGE,
-        "insufficient_storage",
+        error_code::INSUFFICIENT_STORAGE,
         "the server has no room for this upload now; try again later",
     )
 }
@@ -114,10 +115,12 @@ impl From<MetaError> for ApiError {
     fn from(e: MetaError) -> Self {
         match e {
             MetaError::NotFound(what) => ApiError::not_found(&what),
-            MetaError::QuotaExceeded { .. } => ApiError::too_large("quota_exceeded", e.to_string()),
+            MetaError::QuotaExceeded { .. } => {
+                ApiError::too_large(error_code::QUOTA_EXCEEDED, e.to_string())
+            }
             MetaError::TooManyOpenUploads { max } => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "too_many_open_uploads",
+                error_code::TOO_MANY_OPEN_UPLOADS,
                 format!(
                     "you already have {max} open uploads (max_open_uploads_per_user); finish or \
                      delete one first"
@@ -125,7 +128,7 @@ impl From<MetaError> for ApiError {
             ),
             MetaError::Conflict(what) => ApiError::new(
                 StatusCode::CONFLICT,
-                "conflict",
+                error_code::CONFLICT,
                 format!("{what} already exists"),
             ),
             other => ApiError::internal(other),
@@ -137,33 +140,40 @@ impl From<UploadError> for ApiError {
     fn from(e: UploadError) -> Self {
         let msg = e.to_string();
         match e {
-            UploadError::QuotaExceeded { .. } => ApiError::too_large("quota_exceeded", msg),
-            UploadError::TooLarge { .. } => ApiError::too_large("too_large", msg),
-            UploadError::TypeMismatch { .. } => {
-                ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "type_mismatch", msg)
+            UploadError::QuotaExceeded { .. } => {
+                ApiError::too_large(error_code::QUOTA_EXCEEDED, msg)
             }
-            UploadError::Rejected(_) => ApiError::bad_request("rejected", msg),
-            UploadError::Stopped => ApiError::bad_request("stopped", msg),
-            UploadError::Interrupted => ApiError::bad_request("interrupted", msg),
+            UploadError::TooLarge { .. } => ApiError::too_large(error_code::TOO_LARGE, msg),
+            UploadError::TypeMismatch { .. } => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                error_code::TYPE_MISMATCH,
+                msg,
+            ),
+            UploadError::Rejected(_) => ApiError::bad_request(error_code::REJECTED, msg),
+            UploadError::Stopped => ApiError::bad_request(error_code::STOPPED, msg),
+            UploadError::Interrupted => ApiError::bad_request(error_code::INTERRUPTED, msg),
             UploadError::OffsetMismatch { current } => {
-                ApiError::new(StatusCode::CONFLICT, "offset_mismatch", msg).with("offset", current)
+                ApiError::new(StatusCode::CONFLICT, error_code::OFFSET_MISMATCH, msg)
+                    .with("offset", current)
             }
             UploadError::NotFound => ApiError::not_found("upload"),
             UploadError::ChecksumMismatch { .. } => ApiError::new(
                 StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),
-                "checksum_mismatch",
+                error_code::CHECKSUM_MISMATCH,
                 msg,
             ),
-            UploadError::AlreadyComplete => ApiError::bad_request("already_complete", msg),
+            UploadError::AlreadyComplete => {
+                ApiError::bad_request(error_code::ALREADY_COMPLETE, msg)
+            }
             UploadError::Invalid { error, verbose } => {
-                ApiError::bad_request("invalid_file", error).with("verboseError", verbose)
+                ApiError::bad_request(error_code::INVALID_FILE, error).with("verboseError", verbose)
             }
             UploadError::ScannerUnavailable(_) => {
                 // The scanner's address and the OS error go to the log, not to the client.
                 tracing::error!(error = %msg, "malware scanner unavailable");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "scanner_unavailable",
+                    error_code::SCANNER_UNAVAILABLE,
                     "the malware scanner is unavailable; the file was not stored",
                 )
             }

@@ -16,6 +16,7 @@ use tokio_util::io::{ReaderStream, StreamReader};
 use super::AppState;
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiResult};
+use super::error_code;
 use crate::meta::FileRecord;
 use crate::names::content_disposition;
 
@@ -68,7 +69,7 @@ pub async fn list(
     let limit = q.limit.unwrap_or(DEFAULT_PAGE);
     if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::bad_request(
-            "bad_limit",
+            error_code::BAD_LIMIT,
             format!("limit must be 1 to {MAX_PAGE}"),
         ));
     }
@@ -173,7 +174,7 @@ pub async fn serve_file(
                 );
                 let mut res = ApiError::new(
                     StatusCode::RANGE_NOT_SATISFIABLE,
-                    "bad_range",
+                    error_code::BAD_RANGE,
                     format!("the range is outside the file's {} bytes", f.size),
                 )
                 .into_response();

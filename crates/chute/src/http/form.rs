@@ -14,6 +14,7 @@ use futures::Stream;
 use super::AppState;
 use super::body::{BodyLimits, BodyState, GuardedBody};
 use super::error::{ApiError, ApiResult};
+use super::error_code;
 use super::headers::content_length;
 use crate::names::sanitize_file_name;
 use crate::upload::UploadError;
@@ -184,7 +185,10 @@ async fn drain_multipart(mut multipart: multer::Multipart<'static>) {
 pub(crate) fn body_error(state: &BodyState) -> ApiError {
     match state.failure() {
         Some(f) => f.into(),
-        None => ApiError::bad_request("malformed_multipart", "the multipart body is malformed"),
+        None => ApiError::bad_request(
+            error_code::MALFORMED_MULTIPART,
+            "the multipart body is malformed",
+        ),
     }
 }
 
@@ -193,18 +197,18 @@ pub(crate) fn multer_error(e: multer::Error) -> ApiError {
     match e {
         M::IncompleteStream | M::IncompleteFieldData { .. } | M::IncompleteHeaders => {
             ApiError::bad_request(
-                "malformed_multipart",
+                error_code::MALFORMED_MULTIPART,
                 "the body ended before the multipart data did",
             )
         }
         M::ReadHeaderFailed(_) | M::DecodeHeaderName { .. } | M::DecodeHeaderValue { .. } => {
             ApiError::bad_request(
-                "malformed_multipart",
+                error_code::MALFORMED_MULTIPART,
                 "a multipart part has malformed headers",
             )
         }
         other => ApiError::bad_request(
-            "malformed_multipart",
+            error_code::MALFORMED_MULTIPART,
             format!("malformed multipart body: {other}"),
         ),
     }
@@ -233,19 +237,19 @@ async fn parse(
         n_parts += 1;
         if n_parts > max_fields {
             return Err(ParseStop::Api(ApiError::too_large(
-                "too_many_fields",
+                error_code::TOO_MANY_FIELDS,
                 format!("more than {max_fields} form fields (data_upload_max_number_fields)"),
             )));
         }
         if field.headers().get(header::CONTENT_DISPOSITION).is_none() {
             return Err(ParseStop::Api(ApiError::bad_request(
-                "malformed_multipart",
+                error_code::MALFORMED_MULTIPART,
                 "a multipart part has no Content-Disposition",
             )));
         }
         let Some(name) = field.name().map(str::to_string) else {
             return Err(ParseStop::Api(ApiError::bad_request(
-                "malformed_multipart",
+                error_code::MALFORMED_MULTIPART,
                 "a multipart part has no field name",
             )));
         };
@@ -256,7 +260,7 @@ async fn parse(
                 n_files += 1;
                 if n_files > max_files {
                     return Err(ParseStop::Api(ApiError::too_large(
-                        "too_many_files",
+                        error_code::TOO_MANY_FILES,
                         format!("more than {max_files} files (data_upload_max_number_files)"),
                     )));
                 }
@@ -288,7 +292,7 @@ async fn parse(
                             field_bytes += chunk.len() as u64;
                             if field_bytes > max_field_bytes {
                                 return Err(ParseStop::Api(ApiError::too_large(
-                                    "fields_too_large",
+                                    error_code::FIELDS_TOO_LARGE,
                                     format!(
                                         "form fields are over {max_field_bytes} bytes (data_upload_max_memory_size)"
                                     ),
@@ -302,7 +306,7 @@ async fn parse(
                 }
                 let value = String::from_utf8(value).map_err(|_| {
                     ParseStop::Api(ApiError::bad_request(
-                        "bad_field",
+                        error_code::BAD_FIELD,
                         format!("form field `{name}` is not UTF-8 text"),
                     ))
                 })?;

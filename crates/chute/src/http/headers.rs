@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use base64::Engine as _;
 
 use super::error::{ApiError, ApiResult};
+use super::error_code;
 use crate::names::sanitize_file_name;
 
 /// A header that must be a non-negative decimal integer, if present.
@@ -22,7 +23,7 @@ pub(crate) fn header_u64(h: &HeaderMap, name: &str) -> ApiResult<Option<u64>> {
             .map(Some)
             .ok_or_else(|| {
                 ApiError::bad_request(
-                    "bad_header",
+                    error_code::BAD_HEADER,
                     format!("{name} must be a non-negative integer"),
                 )
             }),
@@ -84,13 +85,13 @@ pub(crate) fn multipart_boundary(headers: &HeaderMap, hint: &str) -> ApiResult<(
     {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            error_code::UNSUPPORTED_MEDIA_TYPE,
             hint,
         ));
     }
     let boundary = multer::parse_boundary(&ct).map_err(|_| {
         ApiError::bad_request(
-            "bad_boundary",
+            error_code::BAD_BOUNDARY,
             "the multipart Content-Type has no valid boundary",
         )
     })?;
@@ -106,7 +107,10 @@ pub(crate) fn content_length(headers: &HeaderMap) -> ApiResult<Option<u64>> {
             .and_then(|s| s.trim().parse::<u64>().ok())
             .map(Some)
             .ok_or_else(|| {
-                ApiError::bad_request("bad_content_length", "Content-Length is not a number")
+                ApiError::bad_request(
+                    error_code::BAD_CONTENT_LENGTH,
+                    "Content-Length is not a number",
+                )
             }),
     }
 }
@@ -146,7 +150,7 @@ pub(crate) fn upload_complete(h: &HeaderMap) -> ApiResult<Option<bool>> {
         "?1" => Ok(Some(true)),
         "?0" => Ok(Some(false)),
         _ => Err(ApiError::bad_request(
-            "bad_header",
+            error_code::BAD_HEADER,
             "Upload-Complete must be ?1 or ?0",
         )),
     }
@@ -159,13 +163,13 @@ pub(crate) fn sf_integer(h: &HeaderMap, name: &str) -> ApiResult<Option<u64>> {
     };
     if item.is_empty() || item.len() > 15 || !item.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ApiError::bad_request(
-            "bad_header",
+            error_code::BAD_HEADER,
             format!("{name} must be a non-negative integer"),
         ));
     }
-    item.parse()
-        .map(Some)
-        .map_err(|_| ApiError::bad_request("bad_header", format!("{name} is out of range")))
+    item.parse().map(Some).map_err(|_| {
+        ApiError::bad_request(error_code::BAD_HEADER, format!("{name} is out of range"))
+    })
 }
 
 /// The file's name: `Content-Disposition`'s filename*, then filename, then tus metadata.

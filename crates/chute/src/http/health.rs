@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
+use super::error_code;
 
 pub async fn healthz(State(state): State<AppState>) -> Response {
     if let Err(e) = state.engine.meta.ping().await {
@@ -26,5 +27,10 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 fn unavailable(msg: &str) -> Response {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg).into_response()
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        error_code::UNAVAILABLE,
+        msg,
+    )
+    .into_response()
 }

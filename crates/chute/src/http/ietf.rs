@@ -33,6 +33,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiResult};
+use super::error_code;
 use super::files::{file_json, serve_file};
 use super::headers::{file_name, media_type, sf_integer, upload_complete};
 use super::tus::{append_stream, live};
@@ -303,7 +304,7 @@ async fn append_at(
     let declared = up.length.is_some();
     match append_stream(state, held, up, offset, h, body).await {
         Ok(up) => Ok(up),
-        Err(e) if e.code == "offset_mismatch" => {
+        Err(e) if e.code == error_code::OFFSET_MISMATCH => {
             let expected = e
                 .extra
                 .iter()
@@ -312,7 +313,7 @@ async fn append_at(
                 .unwrap_or(current);
             Err(mismatching_offset(expected, offset))
         }
-        Err(e) if e.code == "too_large" && declared => Err(inconsistent_length(None)),
+        Err(e) if e.code == error_code::TOO_LARGE && declared => Err(inconsistent_length(None)),
         Err(e) => Err(e.into_response()),
     }
 }
@@ -351,7 +352,7 @@ async fn create_inner(
     let h = req.headers().clone();
     let done = upload_complete(&h).map_err(api)?.ok_or_else(|| {
         api(ApiError::bad_request(
-            "bad_header",
+            error_code::BAD_HEADER,
             "a resumable upload needs Upload-Complete",
         ))
     })?;
@@ -367,7 +368,7 @@ async fn create_inner(
         && len > max.bytes()
     {
         return Err(api(ApiError::too_large(
-            "too_large",
+            error_code::TOO_LARGE,
             format!("the upload is over the {}-byte limit", max.bytes()),
         )));
     }
@@ -484,7 +485,7 @@ async fn patch_inner(
     if media_type(&h).as_deref() != Some(PARTIAL_UPLOAD) {
         return Err(api(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            error_code::UNSUPPORTED_MEDIA_TYPE,
             "an append needs Content-Type: application/partial-upload",
         )));
     }
@@ -492,13 +493,13 @@ async fn patch_inner(
         .map_err(api)?
         .ok_or_else(|| {
             api(ApiError::bad_request(
-                "bad_header",
+                error_code::BAD_HEADER,
                 "an append needs Upload-Offset",
             ))
         })?;
     let done = upload_complete(&h).map_err(api)?.ok_or_else(|| {
         api(ApiError::bad_request(
-            "bad_header",
+            error_code::BAD_HEADER,
             "an append needs Upload-Complete",
         ))
     })?;
@@ -535,7 +536,7 @@ async fn patch_inner(
                     && len > max.bytes()
                 {
                     return Err(api(ApiError::too_large(
-                        "too_large",
+                        error_code::TOO_LARGE,
                         format!("the upload is over the {}-byte limit", max.bytes()),
                     )));
                 }

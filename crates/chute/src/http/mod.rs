@@ -16,6 +16,7 @@ pub mod auth;
 pub mod body;
 pub mod chunked;
 pub mod error;
+pub mod error_code;
 pub mod files;
 pub mod form;
 pub mod headers;
@@ -115,7 +116,7 @@ async fn header_limit_layer(
     }
     let mut res = ApiError::new(
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        "headers_too_large",
+        error_code::HEADERS_TOO_LARGE,
         format!("the request line and headers are over {limit} bytes (max_request_header_size)"),
     )
     .into_response();
@@ -156,7 +157,7 @@ async fn read_only_layer(
     }
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "read_only",
+        error_code::READ_ONLY,
         "uploads are disabled: chute is in read-only mode",
     )
     .into_response()
@@ -234,7 +235,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                error_code::METHOD_NOT_ALLOWED,
                 "this method is not allowed here",
             )
             .into_response()

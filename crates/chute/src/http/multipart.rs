@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiResult};
+use super::error_code;
 use super::files::file_json;
 use super::form::receive_request;
 use super::headers::{content_length, multipart_boundary};
@@ -51,7 +52,7 @@ pub(super) async fn upload_form(
         && cl > limit
     {
         return Err(ApiError::too_large(
-            "too_large",
+            error_code::TOO_LARGE,
             format!("the request body of {cl} bytes is over the {limit}-byte limit"),
         ));
     }
@@ -99,7 +100,7 @@ async fn respond(
 ) -> ApiResult<Response> {
     if outcome.files.is_empty() && outcome.stopped.is_none() {
         return Err(ApiError::bad_request(
-            "no_file",
+            error_code::NO_FILE,
             "the request has no file part",
         ));
     }

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiResult};
+use super::error_code;
 use crate::upload::progress::{ProgressEntry, ProgressState};
 
 /// Records how a tagged request ended: done, or the status of its error.
@@ -29,7 +30,7 @@ pub async fn report(
 ) -> ApiResult<Response> {
     if !valid_progress_id(&id) {
         return Err(ApiError::bad_request(
-            "bad_progress_id",
+            error_code::BAD_PROGRESS_ID,
             "not a valid progress id",
         ));
     }
@@ -53,7 +54,7 @@ pub(crate) fn progress_id(headers: &HeaderMap, query: Option<&str>) -> ApiResult
         None => Ok(None),
         Some(id) if valid_progress_id(&id) => Ok(Some(id)),
         Some(_) => Err(ApiError::bad_request(
-            "bad_progress_id",
+            error_code::BAD_PROGRESS_ID,
             "X-Progress-ID must be 1 to 128 letters, digits, '-', '_' or '.'",
         )),
     }

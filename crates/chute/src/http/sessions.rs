@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiResult};
+use super::error_code;
 use super::files::serve_file;
 use super::form::receive_request;
 use super::headers::{multipart_boundary, rfc3339};
@@ -58,7 +59,7 @@ pub fn file_url(token: &str, name: &str) -> String {
 }
 
 fn invalid_token(token: &str) -> ApiError {
-    ApiError::bad_request("invalid_session", "Invalid upload session token")
+    ApiError::bad_request(error_code::INVALID_SESSION, "Invalid upload session token")
         .with("uploadSessionToken", token.to_string())
 }
 
@@ -110,7 +111,7 @@ async fn owned_session(state: &AppState, user: &User, token: &str) -> ApiResult<
         Some((s, Access::Owner)) => Ok(s),
         Some((_, Access::StaffReader)) => Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "read_only_access",
+            error_code::READ_ONLY_ACCESS,
             "staff may read another user's session but not change it",
         )),
         None => Err(not_found()),
@@ -119,7 +120,7 @@ async fn owned_session(state: &AppState, user: &User, token: &str) -> ApiResult<
 
 fn not_writable(token: &str, status: SessionStatus) -> ApiError {
     ApiError::bad_request(
-        "session_closed",
+        error_code::SESSION_CLOSED,
         format!(
             "the upload session is {}; its files can no longer change",
             status.as_str()
@@ -271,10 +272,11 @@ pub async fn upload(
         .map_err(&refused)?;
     let mut files = got.outcome.files.into_iter();
     let Some(done) = files.next() else {
-        return Err(
-            ApiError::bad_request("no_file", "No file was uploaded (field `file`)")
-                .with("uploadSessionToken", token.clone()),
-        );
+        return Err(ApiError::bad_request(
+            error_code::NO_FILE,
+            "No file was uploaded (field `file`)",
+        )
+        .with("uploadSessionToken", token.clone()));
     };
     let mut record = state.engine.place(user.id, done).await?;
     // The validated name is the session's name for the file (unique within the session).
@@ -463,10 +465,11 @@ pub async fn store(
         .await?
     {
         return Err(match s.status {
-            SessionStatus::Created => {
-                ApiError::bad_request("empty_session", "the upload session has no files to store")
-                    .with("uploadSessionToken", token.clone())
-            }
+            SessionStatus::Created => ApiError::bad_request(
+                error_code::EMPTY_SESSION,
+                "the upload session has no files to store",
+            )
+            .with("uploadSessionToken", token.clone()),
             other => not_writable(&token, other),
         });
     }

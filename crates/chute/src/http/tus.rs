@@ -26,6 +26,7 @@ use super::AppState;
 use super::auth::AuthUser;
 use super::body::{BodyFailure, BodyLimits, GuardedBody, with_trailers};
 use super::error::{ApiError, ApiResult};
+use super::error_code;
 use super::files::serve_file;
 use super::headers::{header_u64, http_date, parse_metadata};
 use crate::meta::{UploadRecord, User, now_unix};
@@ -63,7 +64,7 @@ pub async fn protocol_layer(req: Request, next: Next) -> Response {
     } else {
         let mut r = ApiError::new(
             StatusCode::PRECONDITION_FAILED,
-            "unsupported_version",
+            error_code::UNSUPPORTED_VERSION,
             "send Tus-Resumable: 1.0.0",
         )
         .into_response();
@@ -98,10 +99,15 @@ fn upload_metadata(h: &HeaderMap) -> ApiResult<(String, String, Option<String>)>
         .get("upload-metadata")
         .map(|v| v.to_str().map(str::to_string))
         .transpose()
-        .map_err(|_| ApiError::bad_request("bad_metadata", "Upload-Metadata is not ASCII"))?
+        .map_err(|_| {
+            ApiError::bad_request(error_code::BAD_METADATA, "Upload-Metadata is not ASCII")
+        })?
         .unwrap_or_default();
     let meta = parse_metadata(&raw).ok_or_else(|| {
-        ApiError::bad_request("bad_metadata", "Upload-Metadata must be `key base64,...`")
+        ApiError::bad_request(
+            error_code::BAD_METADATA,
+            "Upload-Metadata must be `key base64,...`",
+        )
     })?;
     let get = |k: &str| {
         meta.iter()
@@ -165,7 +171,7 @@ pub(super) fn live(up: UploadRecord) -> ApiResult<UploadRecord> {
     if up.state == "active" && up.expires_at.is_some_and(|t| t <= now_unix()) {
         return Err(ApiError::new(
             StatusCode::GONE,
-            "expired",
+            error_code::EXPIRED,
             "the upload has expired",
         ));
     }
@@ -198,13 +204,15 @@ pub async fn create(
         .get("upload-concat")
         .map(|v| v.to_str().map(str::to_string))
         .transpose()
-        .map_err(|_| ApiError::bad_request("bad_concat", "Upload-Concat is not readable"))?;
+        .map_err(|_| {
+            ApiError::bad_request(error_code::BAD_CONCAT, "Upload-Concat is not readable")
+        })?;
     if let Some(c) = concat.as_deref().filter(|c| c.starts_with("final;")) {
         return create_final(&state, &user, c, &h).await;
     }
     if concat.as_deref().is_some_and(|c| c != "partial") {
         return Err(ApiError::bad_request(
-            "bad_concat",
+            error_code::BAD_CONCAT,
             "Upload-Concat must be `partial` or `final;URL ...`",
         ));
     }
@@ -214,14 +222,14 @@ pub async fn create(
         Some(v) if v.as_bytes() == b"1" => true,
         Some(_) => {
             return Err(ApiError::bad_request(
-                "bad_header",
+                error_code::BAD_HEADER,
                 "Upload-Defer-Length must be 1",
             ));
         }
     };
     if length.is_some() == deferred {
         return Err(ApiError::bad_request(
-            "bad_header",
+            error_code::BAD_HEADER,
             "send either Upload-Length or Upload-Defer-Length: 1",
         ));
     }
@@ -229,7 +237,7 @@ pub async fn create(
         && len > max.bytes()
     {
         return Err(ApiError::too_large(
-            "too_large",
+            error_code::TOO_LARGE,
             format!("the upload is over the {}-byte limit", max.bytes()),
         ));
     }
@@ -299,17 +307,20 @@ async fn create_final(
 ) -> ApiResult<Response> {
     if h.contains_key("upload-length") || h.contains_key("upload-defer-length") {
         return Err(ApiError::bad_request(
-            "bad_concat",
+            error_code::BAD_CONCAT,
             "a final upload takes no Upload-Length",
         ));
     }
     let ids = final_parts(concat).ok_or_else(|| {
-        ApiError::bad_request("bad_concat", "Upload-Concat: final; needs upload URLs")
+        ApiError::bad_request(
+            error_code::BAD_CONCAT,
+            "Upload-Concat: final; needs upload URLs",
+        )
     })?;
     let settings = &state.engine.settings;
     if ids.len() as u64 > settings.tus_max_concat_parts {
         return Err(ApiError::bad_request(
-            "too_many_parts",
+            error_code::TOO_MANY_PARTS,
             format!(
                 "a final upload names at most {} partial uploads (tus_max_concat_parts)",
                 settings.tus_max_concat_parts
@@ -319,7 +330,7 @@ async fn create_final(
     let mut seen = std::collections::HashSet::with_capacity(ids.len());
     if let Some(twice) = ids.iter().find(|id| !seen.insert(id.as_str())) {
         return Err(ApiError::bad_request(
-            "bad_concat",
+            error_code::BAD_CONCAT,
             format!("`{twice}` is named twice"),
         ));
     }
@@ -327,13 +338,13 @@ async fn create_final(
     for id in &ids {
         let p = load(state, user, id).await.map_err(|_| {
             ApiError::bad_request(
-                "bad_concat",
+                error_code::BAD_CONCAT,
                 format!("`{id}` is not a partial upload of yours"),
             )
         })?;
         if concat_of(&p).as_deref() != Some("partial") {
             return Err(ApiError::bad_request(
-                "bad_concat",
+                error_code::BAD_CONCAT,
                 format!("`{id}` is not a partial upload"),
             ));
         }
@@ -351,7 +362,7 @@ async fn create_final(
         .filter(|m| known.is_none_or(|k| k > m.bytes()))
     {
         return Err(ApiError::too_large(
-            "too_large",
+            error_code::TOO_LARGE,
             format!("the upload is over the {}-byte limit", max.bytes()),
         ));
     }
@@ -366,7 +377,7 @@ async fn create_final(
     // assembled when the last of them finishes (or when it is next asked about). The partials
     // are claimed with its creation, so that no other final can name them.
     let up = match new_upload(state, user, None, meta, &ids).await {
-        Err(e) if e.code == "conflict" => return Err(taken("a partial upload")),
+        Err(e) if e.code == error_code::CONFLICT => return Err(taken("a partial upload")),
         other => other?,
     };
     let up = assemble_final(state, up).await?;
@@ -381,7 +392,7 @@ async fn create_final(
 /// A partial upload that another final upload names already.
 fn taken(id: &str) -> ApiError {
     ApiError::bad_request(
-        "bad_concat",
+        error_code::BAD_CONCAT,
         format!("`{id}` is already part of another final upload"),
     )
 }
@@ -456,7 +467,7 @@ async fn assemble_final(state: &AppState, fin: UploadRecord) -> ApiResult<Upload
     let total = parts.iter().try_fold(0u64, |n, p| n.checked_add(p.offset));
     if let Some(max) = settings_max(state).filter(|m| total.is_none_or(|t| t > *m)) {
         return Err(ApiError::too_large(
-            "too_large",
+            error_code::TOO_LARGE,
             format!("the partial uploads hold more than the {max}-byte limit"),
         ));
     }
@@ -575,14 +586,17 @@ pub(crate) fn parse_checksum(v: &str) -> ApiResult<(Algorithm, Vec<u8>)> {
         .filter(|a| *a != Algorithm::Blake3)
         .ok_or_else(|| {
             ApiError::bad_request(
-                "bad_checksum_algorithm",
+                error_code::BAD_CHECKSUM_ALGORITHM,
                 "Upload-Checksum: use sha1, md5 or sha256",
             )
         })?;
     let expected = base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
         .map_err(|_| {
-            ApiError::bad_request("bad_checksum", "the Upload-Checksum value is not base64")
+            ApiError::bad_request(
+                error_code::BAD_CHECKSUM,
+                "the Upload-Checksum value is not base64",
+            )
         })?;
     Ok((alg, expected))
 }
@@ -681,7 +695,7 @@ async fn append_body(
     if up.offset != offset {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "offset_mismatch",
+            error_code::OFFSET_MISMATCH,
             "Upload-Offset does not match the upload's offset",
         )
         .with("offset", up.offset));
@@ -745,10 +759,10 @@ async fn append_body(
         // Bytes that cannot be verified, or that run past the length, are not kept.
         ended.discard();
         return Err(if too_large {
-            ApiError::too_large("too_large", "the body runs past Upload-Length")
+            ApiError::too_large(error_code::TOO_LARGE, "the body runs past Upload-Length")
         } else {
             ApiError::bad_request(
-                "interrupted",
+                error_code::INTERRUPTED,
                 "the body broke off before its checksum could be checked",
             )
         });
@@ -763,7 +777,7 @@ async fn append_body(
     }
     if broke {
         return Err(ApiError::bad_request(
-            "interrupted",
+            error_code::INTERRUPTED,
             "the body broke off; what arrived is kept",
         )
         .with("offset", new_offset));
@@ -787,13 +801,13 @@ pub async fn patch(
     {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            error_code::UNSUPPORTED_MEDIA_TYPE,
             "PATCH needs Content-Type: application/offset+octet-stream",
         ));
     }
     let Some(offset) = header_u64(&h, "upload-offset")? else {
         return Err(ApiError::bad_request(
-            "bad_header",
+            error_code::BAD_HEADER,
             "PATCH needs Upload-Offset",
         ));
     };
@@ -812,13 +826,13 @@ pub async fn patch(
     if concat.as_deref().is_some_and(|c| c.starts_with("final")) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "final_upload",
+            error_code::FINAL_UPLOAD,
             "a final upload takes no PATCH",
         ));
     }
     if up.state != "active" || (concat.is_some() && up.length == Some(up.offset)) {
         return Err(ApiError::bad_request(
-            "complete",
+            error_code::COMPLETE,
             "the upload is already complete",
         ));
     }
@@ -826,7 +840,7 @@ pub async fn patch(
         match up.length {
             Some(l) if l != len => {
                 return Err(ApiError::bad_request(
-                    "length_changed",
+                    error_code::LENGTH_CHANGED,
                     "Upload-Length cannot change",
                 ));
             }
@@ -837,13 +851,13 @@ pub async fn patch(
                     && len.saturating_add(others) > max
                 {
                     return Err(ApiError::too_large(
-                        "too_large",
+                        error_code::TOO_LARGE,
                         "the upload is over the limit",
                     ));
                 }
                 if len < up.offset || !state.engine.declare_length(&up, len).await? {
                     return Err(ApiError::bad_request(
-                        "bad_length",
+                        error_code::BAD_LENGTH,
                         "Upload-Length is below the offset or already set",
                     ));
                 }
@@ -1001,7 +1015,7 @@ pub async fn method_override(
         "DELETE" => delete(state, user, id).await,
         _ => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
+            error_code::METHOD_NOT_ALLOWED,
             "POST to an upload needs X-HTTP-Method-Override: PATCH, HEAD or DELETE",
         )),
     }
