@@ -10,6 +10,7 @@ use base64::Engine as _;
 use super::error::{ApiError, ApiResult};
 use super::error_code;
 use crate::names::sanitize_file_name;
+use crate::upload::checksum::Algorithm;
 
 /// A header that must be a non-negative decimal integer, if present.
 pub(crate) fn header_u64(h: &HeaderMap, name: &str) -> ApiResult<Option<u64>> {
@@ -208,4 +209,36 @@ pub(crate) fn rfc3339(t: i64) -> Option<String> {
         .ok()?
         .format(&time::format_description::well_known::Rfc3339)
         .ok()
+}
+
+/// `Upload-Checksum: ALGORITHM BASE64` (sha1, md5 or sha256).
+pub(crate) fn parse_checksum(v: &str) -> ApiResult<(Algorithm, Vec<u8>)> {
+    let (alg, b64) = v.trim().split_once(' ').unwrap_or((v, ""));
+    let alg = Algorithm::parse(alg)
+        .filter(|a| *a != Algorithm::Blake3)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                error_code::BAD_CHECKSUM_ALGORITHM,
+                "Upload-Checksum: use sha1, md5 or sha256",
+            )
+        })?;
+    let expected = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|_| {
+            ApiError::bad_request(
+                error_code::BAD_CHECKSUM,
+                "the Upload-Checksum value is not base64",
+            )
+        })?;
+    Ok((alg, expected))
+}
+
+/// True when the request announces an `Upload-Checksum` trailer (`Trailer: Upload-Checksum`).
+pub(crate) fn announces_checksum_trailer(h: &HeaderMap) -> bool {
+    h.get_all(header::TRAILER).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|f| f.trim().eq_ignore_ascii_case("upload-checksum"))
+        })
+    })
 }

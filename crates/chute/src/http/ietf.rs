@@ -36,7 +36,7 @@ use super::error::{ApiError, ApiResult};
 use super::error_code;
 use super::files::{file_json, serve_file};
 use super::headers::{file_name, media_type, sf_integer, upload_complete};
-use super::tus::{append_stream, live};
+use super::resumable::{AppendError, append_stream, live};
 use crate::meta::{FileRecord, UploadRecord, User, now_unix};
 use crate::upload::resumable::{Locked, NewUpload, UploadLock};
 
@@ -299,22 +299,13 @@ async fn append_at(
     h: &HeaderMap,
     body: Body,
 ) -> Result<UploadRecord, Response> {
-    let current = up.offset;
     // A body past a declared length is inconsistent; with none, it is past the maximum.
     let declared = up.length.is_some();
     match append_stream(state, held, up, offset, h, body).await {
         Ok(up) => Ok(up),
-        Err(e) if e.code == error_code::OFFSET_MISMATCH => {
-            let expected = e
-                .extra
-                .iter()
-                .find(|(k, _)| *k == "offset")
-                .and_then(|(_, v)| v.as_u64())
-                .unwrap_or(current);
-            Err(mismatching_offset(expected, offset))
-        }
-        Err(e) if e.code == error_code::TOO_LARGE && declared => Err(inconsistent_length(None)),
-        Err(e) => Err(e.into_response()),
+        Err(AppendError::OffsetMismatch { current }) => Err(mismatching_offset(current, offset)),
+        Err(AppendError::PastLength) if declared => Err(inconsistent_length(None)),
+        Err(e) => Err(ApiError::from(e).into_response()),
     }
 }
 
@@ -429,7 +420,7 @@ pub async fn create(
 
 /// The caller's draft upload, or 404 (unknown, another user's) / 410 (expired).
 async fn load(state: &AppState, user: &User, id: &str) -> ApiResult<UploadRecord> {
-    super::tus::load_protocol(state, user, PROTOCOL, id).await
+    super::resumable::load_protocol(state, user, PROTOCOL, id).await
 }
 
 /// `HEAD /resumable/{id}`: offset retrieval. A request still writing the upload is stale
@@ -440,7 +431,7 @@ pub async fn head(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let up = load(&state, &user, &id).await?;
-    let up = super::tus::settled(&state, up, || load(&state, &user, &id)).await?;
+    let up = super::resumable::settled(&state, up, || load(&state, &user, &id)).await?;
     Ok((StatusCode::NO_CONTENT, state_headers(&state, &up)).into_response())
 }
 
@@ -452,7 +443,7 @@ pub async fn get(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let up = load(&state, &user, &id).await?;
-    match super::tus::finished_file(&state, &up).await? {
+    match super::resumable::finished_file(&state, &up).await? {
         Some(f) => serve_file(&state, &f, &headers, "attachment").await,
         None => Ok((StatusCode::NO_CONTENT, state_headers(&state, &up)).into_response()),
     }
@@ -574,7 +565,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let up = load(&state, &user, &id).await?;
-    super::tus::terminate(&state, &user, &up).await
+    super::resumable::terminate(&state, &user, &up).await
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ pub mod health;
 pub mod ietf;
 pub mod multipart;
 pub mod progress;
+pub mod resumable;
 pub mod sessions;
 pub mod tus;
 

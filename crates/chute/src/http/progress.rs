@@ -15,10 +15,15 @@ use crate::upload::progress::{ProgressEntry, ProgressState};
 
 /// Records how a tagged request ended: done, or the status of its error.
 pub fn finish<T>(entry: Option<&ProgressEntry>, result: &ApiResult<T>) {
+    finish_status(entry, result.as_ref().err().map(|e| e.status.as_u16()));
+}
+
+/// Records how a tagged request ended: done (None), or with this error status.
+pub fn finish_status(entry: Option<&ProgressEntry>, error: Option<u16>) {
     if let Some(p) = entry {
-        p.finish(match result {
-            Ok(_) => ProgressState::Done,
-            Err(e) => ProgressState::Error(e.status.as_u16()),
+        p.finish(match error {
+            None => ProgressState::Done,
+            Some(status) => ProgressState::Error(status),
         });
     }
 }

@@ -18,23 +18,22 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use futures::StreamExt;
 use serde_json::json;
 
 use super::AppState;
 use super::auth::AuthUser;
-use super::body::{BodyFailure, BodyLimits, GuardedBody, with_trailers};
 use super::error::{ApiError, ApiResult};
 use super::error_code;
 use super::files::serve_file;
 use super::headers::{header_u64, http_date, parse_metadata};
-use crate::meta::{UploadRecord, User, now_unix};
+use super::resumable::{
+    append_stream, finished_file, live, load_protocol, settings_max, settled, siblings_size,
+    terminate,
+};
+use crate::meta::{MetaError, UploadRecord, User, now_unix};
 use crate::names::sanitize_file_name;
+use crate::upload::UploadError;
 use crate::upload::checksum::Algorithm;
-use crate::upload::handler::{FileInfo, UploadHandler};
-use crate::upload::handlers::progress::ProgressHandler;
-use crate::upload::handlers::verify::{TrailerDigest, VerifyHandler};
 use crate::upload::resumable::{Locked, NewUpload, PREEMPT_WAIT, UploadLock};
 
 const PROTOCOL: &str = "tus";
@@ -153,31 +152,6 @@ async fn load(state: &AppState, user: &User, id: &str) -> ApiResult<UploadRecord
     load_protocol(state, user, PROTOCOL, id).await
 }
 
-/// The caller's upload of `protocol`, or 404 (unknown or another user's) / 410 (expired).
-pub(super) async fn load_protocol(
-    state: &AppState,
-    user: &User,
-    protocol: &str,
-    id: &str,
-) -> ApiResult<UploadRecord> {
-    let Some(up) = state.engine.owned_upload(user.id, protocol, id).await? else {
-        return Err(ApiError::not_found("upload"));
-    };
-    live(up)
-}
-
-/// The upload, or 410 when it expired unfinished.
-pub(super) fn live(up: UploadRecord) -> ApiResult<UploadRecord> {
-    if up.state == "active" && up.expires_at.is_some_and(|t| t <= now_unix()) {
-        return Err(ApiError::new(
-            StatusCode::GONE,
-            error_code::EXPIRED,
-            "the upload has expired",
-        ));
-    }
-    Ok(up)
-}
-
 fn offset_headers(up: &UploadRecord) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert("upload-offset", HeaderValue::from(up.offset));
@@ -281,9 +255,9 @@ async fn new_upload(
     length: Option<u64>,
     m: TusMeta<'_>,
     parts: &[String],
-) -> ApiResult<UploadRecord> {
+) -> Result<UploadRecord, UploadError> {
     let expiry = state.engine.settings.tus_upload_expiration.0.as_secs() as i64;
-    Ok(state
+    state
         .engine
         .create_upload(NewUpload {
             parts,
@@ -295,7 +269,7 @@ async fn new_upload(
             expires_at: Some(now_unix() + expiry),
             metadata: &json!({ "upload_metadata": m.raw, "concat": m.concat }).to_string(),
         })
-        .await?)
+        .await
 }
 
 /// `POST /tus/` with `Upload-Concat: final;...`: assembles finished partial uploads.
@@ -377,7 +351,7 @@ async fn create_final(
     // assembled when the last of them finishes (or when it is next asked about). The partials
     // are claimed with its creation, so that no other final can name them.
     let up = match new_upload(state, user, None, meta, &ids).await {
-        Err(e) if e.code == error_code::CONFLICT => return Err(taken("a partial upload")),
+        Err(UploadError::Meta(MetaError::Conflict(_))) => return Err(taken("a partial upload")),
         other => other?,
     };
     let up = assemble_final(state, up).await?;
@@ -487,39 +461,6 @@ async fn assemble_final(state: &AppState, fin: UploadRecord) -> ApiResult<Upload
     Ok(fin)
 }
 
-fn settings_max(state: &AppState) -> Option<u64> {
-    state.engine.settings.max_upload_size.map(|m| m.bytes())
-}
-
-/// The most bytes `up` may still take from its offset: up to its declared length, else up
-/// to the maximum upload size, less what the other partials of its final upload hold or
-/// declared. None: no bound.
-pub(super) async fn room(state: &AppState, up: &UploadRecord) -> ApiResult<Option<u64>> {
-    if let Some(l) = up.length {
-        return Ok(Some(l.saturating_sub(up.offset)));
-    }
-    let Some(max) = settings_max(state) else {
-        return Ok(None);
-    };
-    let others = siblings_size(state, up).await?;
-    Ok(Some(max.saturating_sub(others).saturating_sub(up.offset)))
-}
-
-/// What the other partials of `up`'s final upload hold or declared (0 when it has none).
-async fn siblings_size(state: &AppState, up: &UploadRecord) -> ApiResult<u64> {
-    let Some(fin) = &up.final_id else {
-        return Ok(0);
-    };
-    Ok(state
-        .engine
-        .meta
-        .final_parts(fin)
-        .await?
-        .iter()
-        .filter(|p| p.id != up.id)
-        .fold(0u64, |n, p| n.saturating_add(p.length.unwrap_or(p.offset))))
-}
-
 /// After a partial upload finishes: assembles the final upload waiting for it, if any.
 async fn assemble_waiting_final(state: &AppState, partial: &UploadRecord) -> ApiResult<()> {
     let Some(fin) = &partial.final_id else {
@@ -579,38 +520,6 @@ async fn finish_received(
     finish_if_complete(state, up).await
 }
 
-/// `Upload-Checksum: ALGORITHM BASE64` (sha1, md5 or sha256).
-pub(crate) fn parse_checksum(v: &str) -> ApiResult<(Algorithm, Vec<u8>)> {
-    let (alg, b64) = v.trim().split_once(' ').unwrap_or((v, ""));
-    let alg = Algorithm::parse(alg)
-        .filter(|a| *a != Algorithm::Blake3)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                error_code::BAD_CHECKSUM_ALGORITHM,
-                "Upload-Checksum: use sha1, md5 or sha256",
-            )
-        })?;
-    let expected = base64::engine::general_purpose::STANDARD
-        .decode(b64.trim())
-        .map_err(|_| {
-            ApiError::bad_request(
-                error_code::BAD_CHECKSUM,
-                "the Upload-Checksum value is not base64",
-            )
-        })?;
-    Ok((alg, expected))
-}
-
-/// True when the request announces an `Upload-Checksum` trailer (`Trailer: Upload-Checksum`).
-fn announces_checksum_trailer(h: &HeaderMap) -> bool {
-    h.get_all(header::TRAILER).iter().any(|v| {
-        v.to_str().is_ok_and(|s| {
-            s.split(',')
-                .any(|f| f.trim().eq_ignore_ascii_case("upload-checksum"))
-        })
-    })
-}
-
 /// Streams `body` into the upload at `offset`, keeping what arrives (unless a checksum was
 /// sent and does not match), and completes the upload when it is full.
 async fn append(
@@ -623,168 +532,6 @@ async fn append(
 ) -> ApiResult<UploadRecord> {
     let up = append_stream(state, held, up, offset, h, body).await?;
     finish_if_complete(state, up).await
-}
-
-/// Streams `body` into the upload at `offset` (checksum, quota, progress on the way) and
-/// commits what arrived; completing the upload is the caller's business. `held`: the upload's
-/// lock, when the caller took it and read `up` under it; otherwise it is taken here (asking a
-/// request that holds it to let go) and `up` read again.
-pub(super) async fn append_stream(
-    state: &AppState,
-    held: Option<UploadLock>,
-    up: UploadRecord,
-    offset: u64,
-    h: &HeaderMap,
-    body: Body,
-) -> ApiResult<UploadRecord> {
-    // `X-Progress-ID` on a PATCH: its progress at /api/progress/{id}, as for form uploads.
-    let progress = super::progress::progress_id(h, None)?.map(|id| {
-        let expected = super::headers::content_length(h).ok().flatten();
-        state.progress.start(up.owner_id, &id, expected)
-    });
-    let mut handlers: Vec<Box<dyn UploadHandler>> = Vec::new();
-    if let Some(p) = &progress {
-        handlers.push(Box::new(ProgressHandler::new(p.clone())));
-    }
-    let result = append_body(state, held, up, offset, h, body, handlers).await;
-    super::progress::finish(progress.as_deref(), &result);
-    result
-}
-
-async fn append_body(
-    state: &AppState,
-    held: Option<UploadLock>,
-    up: UploadRecord,
-    offset: u64,
-    h: &HeaderMap,
-    body: Body,
-    mut handlers: Vec<Box<dyn UploadHandler>>,
-) -> ApiResult<UploadRecord> {
-    let engine = &state.engine;
-    // checksum-trailer: the digest comes after the body, announced by `Trailer`.
-    let mut trailer_digest: Option<TrailerDigest> = None;
-    let verified = match h.get("upload-checksum") {
-        Some(v) => {
-            let (alg, expected) = parse_checksum(v.to_str().unwrap_or(""))?;
-            handlers.push(Box::new(VerifyHandler::new(alg, expected)));
-            true
-        }
-        None if announces_checksum_trailer(h) => {
-            let slot = TrailerDigest::default();
-            handlers.push(Box::new(VerifyHandler::from_trailer(slot.clone())));
-            trailer_digest = Some(slot);
-            true
-        }
-        None => false,
-    };
-    let (lock, up) = match held {
-        Some(lock) => (lock, up),
-        None => {
-            let Some(lock) = engine.uploads.lock_preempting(&up.id, PREEMPT_WAIT).await else {
-                return Err(ApiError::locked());
-            };
-            // Read again under the lock: the request that held it may have moved the offset.
-            let up = engine
-                .meta
-                .get_upload(&up.id)
-                .await?
-                .ok_or_else(|| ApiError::not_found("upload"))?;
-            (lock, up)
-        }
-    };
-    if up.offset != offset {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            error_code::OFFSET_MISMATCH,
-            "Upload-Offset does not match the upload's offset",
-        )
-        .with("offset", up.offset));
-    }
-    // Up to the declared length; with none, up to the maximum upload size.
-    let limit = room(state, &up).await?;
-    let info = FileInfo {
-        file_name: up.name.clone(),
-        content_type: up.content_type.clone(),
-        ..Default::default()
-    };
-    let mut job = engine
-        .start_append(&up, offset, &algorithms(state), handlers, info)
-        .await?;
-    let (data, trailers) = with_trailers(body);
-    let (mut stream, body_state) =
-        GuardedBody::new(data, BodyLimits::new(&engine.settings, limit, u64::MAX));
-    let mut broke = false;
-    loop {
-        let item = tokio::select! {
-            item = stream.next() => item,
-            () = lock.release_requested() => {
-                // A newer request for this upload (a client that reconnected) asks for it:
-                // end here, keeping what is durable.
-                broke = true;
-                break;
-            }
-        };
-        match item {
-            Some(Ok(c)) => {
-                if !job.send(c).await {
-                    break;
-                }
-            }
-            Some(Err(_)) => {
-                broke = true;
-                break;
-            }
-            None => break,
-        }
-    }
-    let too_large = matches!(body_state.failure(), Some(BodyFailure::TooLarge { .. }));
-    if let Some(slot) = &trailer_digest {
-        let sent = trailers
-            .lock()
-            .ok()
-            .and_then(|mut t| t.take())
-            .and_then(|t| t.get("upload-checksum").cloned());
-        let digest =
-            sent.map(|v| parse_checksum(v.to_str().unwrap_or("")).map_err(|e| e.message.clone()));
-        if let Ok(mut s) = slot.lock() {
-            *s = digest;
-        }
-    }
-    let mut ended = job.end(!broke).await?;
-    if let Some(e) = ended.error.take() {
-        ended.discard();
-        return Err(e.into());
-    }
-    if broke && (verified || too_large) {
-        // Bytes that cannot be verified, or that run past the length, are not kept.
-        ended.discard();
-        return Err(if too_large {
-            ApiError::too_large(error_code::TOO_LARGE, "the body runs past Upload-Length")
-        } else {
-            ApiError::bad_request(
-                error_code::INTERRUPTED,
-                "the body broke off before its checksum could be checked",
-            )
-        });
-    }
-    let new_offset = ended.commit().await.map_err(ApiError::from)?;
-    if let Some(
-        f @ (BodyFailure::IdleTimeout | BodyFailure::TooSlow { .. } | BodyFailure::TooLong { .. }),
-    ) = body_state.failure()
-    {
-        // A client that stopped or trickled: 408, what arrived is kept (HEAD tells how much).
-        return Err(f.into());
-    }
-    if broke {
-        return Err(ApiError::bad_request(
-            error_code::INTERRUPTED,
-            "the body broke off; what arrived is kept",
-        )
-        .with("offset", new_offset));
-    }
-    let mut up = up;
-    up.offset = new_offset;
-    Ok(up)
 }
 
 /// `PATCH /tus/{id}`
@@ -925,61 +672,6 @@ pub async fn delete(
 ) -> ApiResult<Response> {
     let up = load(&state, &user, &id).await?;
     terminate(&state, &user, &up).await
-}
-
-/// Ends an upload for good (tus termination, the draft's cancellation): a request still
-/// writing it is ended first; a finished upload's file goes too.
-pub(super) async fn terminate(
-    state: &AppState,
-    user: &User,
-    up: &UploadRecord,
-) -> ApiResult<Response> {
-    let Some(_lock) = state
-        .engine
-        .uploads
-        .lock_preempting(&up.id, PREEMPT_WAIT)
-        .await
-    else {
-        return Err(ApiError::locked());
-    };
-    if let Some(fid) = &up.file_id {
-        state.engine.delete_file(user.id, fid).await?;
-    }
-    state.engine.discard_upload(up).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-/// Where an upload stands for a client asking (HEAD): a request still writing it is stale
-/// once its client asks, so it is ended (its bytes kept) and the upload read afresh.
-pub(super) async fn settled<F, Fut>(
-    state: &AppState,
-    up: UploadRecord,
-    reload: F,
-) -> ApiResult<UploadRecord>
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = ApiResult<UploadRecord>>,
-{
-    let lock = state
-        .engine
-        .uploads
-        .lock_preempting(&up.id, PREEMPT_WAIT)
-        .await;
-    match lock {
-        Some(_) => reload().await,
-        None => Ok(up),
-    }
-}
-
-/// The catalog file a finished upload became, if it is finished.
-pub(super) async fn finished_file(
-    state: &AppState,
-    up: &UploadRecord,
-) -> ApiResult<Option<crate::meta::FileRecord>> {
-    Ok(match &up.file_id {
-        Some(fid) => state.engine.meta.get_file(fid).await?,
-        None => None,
-    })
 }
 
 /// `GET /tus/{id}`: the finished upload's bytes.
