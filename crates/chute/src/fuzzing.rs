@@ -25,7 +25,7 @@ pub fn content_range(data: &[u8]) {
 
 /// `Range: bytes=...` against a file whose size is the first 8 bytes.
 pub fn range(data: &[u8]) {
-    use crate::http::files::{RangeSpec, parse_range};
+    use crate::http::serve::{RangeSpec, parse_range};
     let (size, rest) = match data.split_first_chunk::<8>() {
         Some((n, rest)) => (u64::from_le_bytes(*n) >> (n[0] % 64), rest),
         None => (0, data),

@@ -34,9 +34,9 @@ use super::AppState;
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiResult};
 use super::error_code;
-use super::files::{file_json, serve_file};
 use super::headers::{file_name, media_type, sf_integer, upload_complete};
 use super::resumable::{AppendError, append_stream, live};
+use super::serve::{file_json, serve_file};
 use crate::meta::{FileRecord, UploadRecord, User, now_unix};
 use crate::upload::resumable::{Locked, NewUpload, UploadLock};
 

@@ -25,6 +25,7 @@ pub mod ietf;
 pub mod multipart;
 pub mod progress;
 pub mod resumable;
+pub mod serve;
 pub mod sessions;
 pub mod tus;
 
@@ -179,6 +180,14 @@ async fn create_at_tus(state: State<AppState>, user: AuthUser, req: Request) -> 
     }
 }
 
+/// `OPTIONS /tus/`: tus's capabilities, and the draft's limits (its clients ask here too).
+async fn options_at_tus(state: State<AppState>) -> Response {
+    let limit = ietf::upload_limit(&state, None);
+    let mut res = tus::options(state).await;
+    res.headers_mut().insert("upload-limit", limit);
+    res
+}
+
 /// `POST /api/files`: a form upload, or the draft's upgrade of one into a resumable upload.
 async fn post_files(state: State<AppState>, user: AuthUser, req: Request) -> Response {
     if speaks_draft(req.headers()) {
@@ -191,8 +200,8 @@ async fn post_files(state: State<AppState>, user: AuthUser, req: Request) -> Res
 /// All routes, ready to serve or to mount in another axum app.
 pub fn router(state: AppState) -> Router {
     let tus = Router::new()
-        .route("/tus", post(create_at_tus).options(tus::options))
-        .route("/tus/", post(create_at_tus).options(tus::options))
+        .route("/tus", post(create_at_tus).options(options_at_tus))
+        .route("/tus/", post(create_at_tus).options(options_at_tus))
         .route(
             "/tus/{id}",
             patch(tus::patch)
@@ -200,7 +209,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(tus::delete)
                 .get(tus::get)
                 .post(tus::method_override)
-                .options(tus::options),
+                .options(options_at_tus),
         )
         .layer(axum::middleware::from_fn(tus::protocol_layer));
     Router::new()

@@ -23,9 +23,9 @@ use super::AppState;
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiResult};
 use super::error_code;
-use super::files::serve_file;
 use super::form::receive_request;
 use super::headers::{multipart_boundary, rfc3339};
+use super::serve::serve_file;
 use crate::config::ServeMode;
 use crate::meta::{
     FileRecord, SessionAddRefused, SessionLimits, SessionRecord, SessionStatus, User, now_unix,

@@ -24,12 +24,12 @@ use super::AppState;
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiResult};
 use super::error_code;
-use super::files::serve_file;
 use super::headers::{header_u64, http_date, parse_metadata};
 use super::resumable::{
     append_stream, finished_file, live, load_protocol, settings_max, settled, siblings_size,
     terminate,
 };
+use super::serve::serve_file;
 use crate::meta::{MetaError, UploadRecord, User, now_unix};
 use crate::names::sanitize_file_name;
 use crate::upload::UploadError;
@@ -87,8 +87,6 @@ pub async fn options(State(state): State<AppState>) -> Response {
     if let Some(max) = state.engine.settings.max_upload_size {
         h.insert("tus-max-size", HeaderValue::from(max.bytes()));
     }
-    // The IETF draft asks OPTIONS for its limits too.
-    h.insert("upload-limit", super::ietf::upload_limit(&state, None));
     (StatusCode::NO_CONTENT, h).into_response()
 }
 
