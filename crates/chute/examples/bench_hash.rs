@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::time::Instant;
 
-use chute::upload::checksum::{Algorithm, Hasher};
+use chute::checksum::{Algorithm, Hasher};
 
 fn main() -> std::io::Result<()> {
     let path = std::env::args()

@@ -3,8 +3,8 @@
 //! A slow password hash is not needed: tokens are random and long, so a leaked hash cannot be
 //! brute-forced, and a fast hash keeps per-request authentication cheap.
 
+use crate::checksum::{Algorithm, digest_hex};
 use crate::meta::{MetaError, MetaStore, User};
-use crate::upload::checksum::{Algorithm, digest_hex};
 
 const PREFIX: &str = "chute_";
 

@@ -630,7 +630,7 @@ impl Settings {
         crate::upload::handlers::validate_chain(&self.file_upload_handlers)
             .map_err(|m| bad("file_upload_handlers", m))?;
         for c in &self.file_upload_checksums {
-            if crate::upload::checksum::Algorithm::parse(c).is_none() {
+            if crate::checksum::Algorithm::parse(c).is_none() {
                 return Err(bad(
                     "file_upload_checksums",
                     format!("unknown checksum `{c}` (md5, sha1, sha256, blake3)"),

@@ -19,6 +19,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod checksum;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;

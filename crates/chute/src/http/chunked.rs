@@ -34,10 +34,10 @@ use super::error_code;
 use super::form::{body_error, multer_error};
 use super::headers::{multipart_boundary, rfc3339};
 use super::serve::file_json;
+use crate::checksum::Algorithm;
 use crate::meta::{UploadRecord, User, now_unix};
 use crate::names::sanitize_file_name;
 use crate::upload::UploadError;
-use crate::upload::checksum::Algorithm;
 use crate::upload::handler::FileInfo;
 use crate::upload::resumable::{Locked, NewUpload, UploadLock};
 

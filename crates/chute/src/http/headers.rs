@@ -9,8 +9,8 @@ use base64::Engine as _;
 
 use super::error::{ApiError, ApiResult};
 use super::error_code;
+use crate::checksum::Algorithm;
 use crate::names::sanitize_file_name;
-use crate::upload::checksum::Algorithm;
 
 /// A header that must be a non-negative decimal integer, if present.
 pub(crate) fn header_u64(h: &HeaderMap, name: &str) -> ApiResult<Option<u64>> {

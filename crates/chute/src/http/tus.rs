@@ -30,10 +30,10 @@ use super::resumable::{
     terminate,
 };
 use super::serve::serve_file;
+use crate::checksum::Algorithm;
 use crate::meta::{UploadRecord, User, now_unix};
 use crate::names::sanitize_file_name;
 use crate::upload::UploadError;
-use crate::upload::checksum::Algorithm;
 use crate::upload::resumable::{Locked, NewUpload, PREEMPT_WAIT, UploadLock};
 
 mod concat;

@@ -71,9 +71,9 @@ impl FileRecord {
     /// Fills the checksum columns from (algorithm, hex) pairs.
     pub fn set_checksums<'a>(
         &mut self,
-        digests: impl IntoIterator<Item = (crate::upload::checksum::Algorithm, &'a String)>,
+        digests: impl IntoIterator<Item = (crate::checksum::Algorithm, &'a String)>,
     ) {
-        use crate::upload::checksum::Algorithm;
+        use crate::checksum::Algorithm;
         for (alg, hex) in digests {
             let slot = match alg {
                 Algorithm::Md5 => &mut self.md5,

@@ -351,11 +351,11 @@ mod tests {
     fn the_object_folders_of_new_keys_are_there_from_the_start() {
         let (dir, _s) = store();
         for id in [
-            crate::upload::new_file_id(),
+            uuid::Uuid::now_v7().simple().to_string(),
             "0123abff".into(),
             "x00".into(),
         ] {
-            let key = crate::upload::storage_key_for(&id);
+            let key = crate::storage::storage_key_for(&id);
             let parent = dir.path().join("files/objects").join(&key);
             let parent = parent.parent().expect("parent");
             assert!(parent.is_dir(), "{key}");

@@ -136,6 +136,19 @@ pub fn validate_key(key: &str) -> Result<(), StorageError> {
     }
 }
 
+/// A storage key for a new catalog entry: sharded by the random tail of the id into 256
+/// folders. (Two levels, 65536 folders, meant a new folder or two for most of a young
+/// deployment's files, and creating folders cost 14-25% of the CPU of 64 concurrent uploads.
+/// Keys are kept in the catalog, so files stored under the older layout are found as before.)
+pub fn storage_key_for(id: &str) -> String {
+    let n = id.len();
+    if n >= 2 && id.is_ascii() {
+        format!("{}/{id}", &id[n - 2..])
+    } else {
+        id.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::UploadError;
-use super::checksum::Algorithm;
+use crate::checksum::Algorithm;
 use crate::storage::Storage;
 
 /// What the client said about a file, before its first byte.

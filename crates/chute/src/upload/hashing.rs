@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 
 use super::UploadError;
-use super::checksum::Hasher;
+use crate::checksum::Hasher;
 
 /// Chunks queued per helper thread.
 const QUEUE_DEPTH: usize = 8;
@@ -104,7 +104,7 @@ impl HashSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upload::checksum::{Algorithm, digest_hex};
+    use crate::checksum::{Algorithm, digest_hex};
 
     #[test]
     fn threaded_and_inline_hashing_agree_and_can_continue() {

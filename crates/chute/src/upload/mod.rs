@@ -7,7 +7,6 @@
 //! - [`resumable`]: append-at-offset uploads that survive restarts (for the chunked and tus
 //!   protocols).
 
-pub mod checksum;
 pub mod handler;
 pub mod handlers;
 pub mod hashing;
@@ -74,19 +73,6 @@ pub struct Engine {
     pub uploads: Arc<resumable::UploadRegistry>,
 }
 
-/// A storage key for a new catalog entry: sharded by the random tail of the id into 256
-/// folders. (Two levels, 65536 folders, meant a new folder or two for most of a young
-/// deployment's files, and creating folders cost 14-25% of the CPU of 64 concurrent uploads.
-/// Keys are kept in the catalog, so files stored under the older layout are found as before.)
-pub fn storage_key_for(id: &str) -> String {
-    let n = id.len();
-    if n >= 2 && id.is_ascii() {
-        format!("{}/{id}", &id[n - 2..])
-    } else {
-        id.to_string()
-    }
-}
-
 pub fn new_file_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
@@ -111,12 +97,15 @@ impl Engine {
 
     /// The configured checksums (`file_upload_checksums`) plus those a protocol needs,
     /// sorted and without repeats.
-    pub fn checksum_algorithms(&self, extra: &[checksum::Algorithm]) -> Vec<checksum::Algorithm> {
-        let mut a: Vec<checksum::Algorithm> = self
+    pub fn checksum_algorithms(
+        &self,
+        extra: &[crate::checksum::Algorithm],
+    ) -> Vec<crate::checksum::Algorithm> {
+        let mut a: Vec<crate::checksum::Algorithm> = self
             .settings
             .file_upload_checksums
             .iter()
-            .filter_map(|n| checksum::Algorithm::parse(n))
+            .filter_map(|n| crate::checksum::Algorithm::parse(n))
             .chain(extra.iter().copied())
             .collect();
         a.sort();
@@ -153,7 +142,7 @@ impl Engine {
         done: CompletedFile,
     ) -> Result<FileRecord, UploadError> {
         let id = new_file_id();
-        let key = storage_key_for(&id);
+        let key = crate::storage::storage_key_for(&id);
         let storage = self.storage.clone();
         let k = key.clone();
         let CompletedFile {

@@ -20,15 +20,16 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use super::checksum::{Algorithm, Hasher};
 use super::handler::{
     Chain, FileFacts, FileInfo, HandlerError, NewFile, UploadHandler, UploadedFile,
 };
 use super::hashing::HashSet;
 use super::pipeline::{Msg, Pipeline};
 use super::running_digests::{Feeding, RunningDigests};
-use super::{Engine, UploadError, new_file_id, storage_key_for};
+use super::{Engine, UploadError, new_file_id};
+use crate::checksum::{Algorithm, Hasher};
 use crate::meta::{ClusterLocks, FileRecord, Quota, UploadLimits, UploadRecord, now_unix};
+use crate::storage::storage_key_for;
 use crate::storage::{StagedWrite, Storage};
 
 /// How long a new request waits for a stale one on the same upload to end.
@@ -959,11 +960,11 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checksum::digest_hex;
     use crate::config::Settings;
     use crate::meta::MetaStore;
     use crate::meta::sqlite::SqliteMeta;
     use crate::storage::local::LocalStorage;
-    use crate::upload::checksum::digest_hex;
     use futures::StreamExt;
 
     const ALGS: [Algorithm; 2] = [Algorithm::Md5, Algorithm::Sha256];

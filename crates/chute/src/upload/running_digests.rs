@@ -24,8 +24,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use bytes::Bytes;
 
 use super::UploadError;
-use super::checksum::{Algorithm, Hasher};
 use super::hashing::HashSet;
+use crate::checksum::{Algorithm, Hasher};
 
 /// Bytes that may wait to be hashed, per upload: about one client round trip's worth of
 /// hashing, which is all the overlap there is to win.
@@ -359,7 +359,7 @@ impl RunningDigests {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upload::checksum::digest_hex;
+    use crate::checksum::digest_hex;
 
     fn hashers() -> Vec<Hasher> {
         vec![Hasher::new(Algorithm::Md5), Hasher::new(Algorithm::Sha256)]

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::helpers::*;
 
 pub(crate) fn md5_hex(data: &[u8]) -> String {
-    chute::upload::checksum::digest_hex(chute::upload::checksum::Algorithm::Md5, data)
+    chute::checksum::digest_hex(chute::checksum::Algorithm::Md5, data)
 }
 
 /// Sends bytes `data` as the chunk at `start` of a `total`-byte file.

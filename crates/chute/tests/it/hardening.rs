@@ -728,7 +728,10 @@ async fn a_fully_received_tus_upload_completes_when_its_client_asks_where_it_sta
             .expect("intent")
     );
     let up = engine.meta.get_upload(&id).await.expect("get").expect("up");
-    let (storage, key) = (engine.storage.clone(), chute::upload::storage_key_for(&fid));
+    let (storage, key) = (
+        engine.storage.clone(),
+        chute::storage::storage_key_for(&fid),
+    );
     blocking(move || {
         storage
             .put(&key, chute::storage::Source::Staged(&up.staging_key))

@@ -325,8 +325,8 @@ async fn checksums_termination_expiration_and_method_override() {
     .await;
     let loc = create(&app, 8, "").await;
     let sha1 = |d: &[u8]| {
-        b64(&hex::decode(chute::upload::checksum::digest_hex(
-            chute::upload::checksum::Algorithm::Sha1,
+        b64(&hex::decode(chute::checksum::digest_hex(
+            chute::checksum::Algorithm::Sha1,
             d,
         ))
         .expect("hex"))

@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 
-use crate::upload::checksum::{Algorithm, Hasher};
+use crate::checksum::{Algorithm, Hasher};
 use crate::upload::handler::{
     FileFacts, FileInfo, HandlerError, NewFile, UploadHandler, UploadedFile,
 };
@@ -77,7 +77,7 @@ impl UploadHandler for ChecksumHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upload::checksum::digest_hex;
+    use crate::checksum::digest_hex;
     use crate::upload::handlers::spill::tests::run_file;
 
     #[test]

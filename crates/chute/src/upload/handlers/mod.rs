@@ -14,9 +14,9 @@ pub mod verify;
 
 use std::sync::Arc;
 
-use super::checksum::Algorithm;
 use super::handler::{Chain, UploadHandler};
 use super::progress::ProgressEntry;
+use crate::checksum::Algorithm;
 use crate::config::Settings;
 use crate::storage::Storage;
 

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use crate::checksum::{Algorithm, Hasher};
 use crate::upload::UploadError;
-use crate::upload::checksum::{Algorithm, Hasher};
 use crate::upload::handler::{
     FileFacts, FileInfo, HandlerError, NewFile, UploadHandler, UploadedFile,
 };
@@ -105,7 +105,7 @@ impl UploadHandler for VerifyHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upload::checksum::digest_hex;
+    use crate::checksum::digest_hex;
     use crate::upload::handlers::spill::tests::run_file;
 
     #[test]
