@@ -19,7 +19,7 @@ use crate::meta::postgres::PgMeta;
 use crate::meta::sqlite::SqliteMeta;
 use crate::storage::Storage;
 use crate::storage::local::LocalStorage;
-use crate::storage::s3::S3Storage;
+use crate::storage::s3::{S3Config, S3Storage};
 use crate::upload::Engine;
 
 /// Opens the metadata store: PostgreSQL when `database_url` is set, else SQLite in the data
@@ -40,12 +40,28 @@ pub async fn open_meta(settings: &Settings) -> anyhow::Result<Arc<dyn MetaStore>
     Ok(Arc::new(meta))
 }
 
+/// The bucket's settings, when `storage_url` names one.
+pub fn s3_config(settings: &Settings) -> Option<S3Config> {
+    let crate::config::StorageUrl::S3 { bucket, prefix } = &settings.storage_url else {
+        return None;
+    };
+    Some(S3Config {
+        bucket: bucket.clone(),
+        prefix: prefix.clone(),
+        endpoint: (!settings.s3_endpoint.is_empty()).then(|| settings.s3_endpoint.clone()),
+        region: settings.s3_region.clone(),
+        access_key_id: settings.s3_access_key_id.clone(),
+        secret_access_key: settings.s3_secret_access_key.clone(),
+        path_style: settings.s3_path_style,
+    })
+}
+
 /// Opens everything the server needs.
 pub async fn open_state(settings: Settings) -> anyhow::Result<AppState> {
     let meta = open_meta(&settings).await?;
     std::fs::create_dir_all(settings.temp_dir())
         .with_context(|| format!("creating temp dir {}", settings.temp_dir().display()))?;
-    if let Some(s3) = settings.s3() {
+    if let Some(s3) = s3_config(&settings) {
         let storage: Arc<dyn Storage> = Arc::new(S3Storage::open(&s3));
         let engine = Engine::new(storage, meta, Arc::new(settings));
         return Ok(AppState::new(engine));

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::checksum::Algorithm;
+
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -319,6 +321,168 @@ impl SettingValue for Vec<String> {
     }
 }
 
+/// Where files are stored: a folder in `data_dir` (empty), or `s3://bucket[/prefix]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageUrl {
+    Local,
+    /// A bucket, and a key prefix inside it ("" or ending in '/').
+    S3 {
+        bucket: String,
+        prefix: String,
+    },
+}
+
+impl SettingValue for StorageUrl {
+    fn parse_str(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Ok(Self::Local);
+        }
+        let bad =
+            || "give s3://bucket[/prefix], or leave it empty for files in data_dir".to_string();
+        let rest = s.strip_prefix("s3://").ok_or_else(bad)?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(bad());
+        }
+        let prefix = prefix.trim_matches('/');
+        Ok(Self::S3 {
+            bucket: bucket.to_string(),
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
+        })
+    }
+}
+
+/// A built-in upload handler, by its name in `file_upload_handlers`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandlerName {
+    Progress,
+    Quota,
+    Sniff,
+    Checksum,
+    Compress,
+    Spill,
+    Store,
+}
+
+impl HandlerName {
+    pub const ALL: [HandlerName; 7] = [
+        Self::Progress,
+        Self::Quota,
+        Self::Sniff,
+        Self::Checksum,
+        Self::Compress,
+        Self::Spill,
+        Self::Store,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Progress => "progress",
+            Self::Quota => "quota",
+            Self::Sniff => "sniff",
+            Self::Checksum => "checksum",
+            Self::Compress => "compress",
+            Self::Spill => "spill",
+            Self::Store => "store",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|h| h.name() == s)
+    }
+
+    /// `spill` or `store`: where a chain's bytes end up.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Spill | Self::Store)
+    }
+}
+
+/// The built-in handler chain of form uploads, checked as it is read: known names, none
+/// twice, one terminal (`spill` or `store`) at the end, and nothing that must see the
+/// original bytes after `compress`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandlerChain(pub Vec<HandlerName>);
+
+impl HandlerChain {
+    pub fn from_names(names: &[String]) -> Result<Self, String> {
+        let mut chain = Vec::with_capacity(names.len());
+        for n in names {
+            let h = HandlerName::parse(n).ok_or_else(|| {
+                let known: Vec<&str> = HandlerName::ALL.iter().map(|h| h.name()).collect();
+                format!("unknown handler `{n}` (built in: {})", known.join(", "))
+            })?;
+            if chain.contains(&h) {
+                return Err(format!("handler `{n}` is listed twice"));
+            }
+            chain.push(h);
+        }
+        if !chain.last().is_some_and(|h| h.is_terminal()) {
+            return Err("the last handler must be `spill` or `store`".into());
+        }
+        if chain.iter().filter(|h| h.is_terminal()).count() != 1 {
+            return Err("use one of `spill` and `store`, not both".into());
+        }
+        if let Some(c) = chain.iter().position(|h| *h == HandlerName::Compress) {
+            for must_precede in [
+                HandlerName::Sniff,
+                HandlerName::Checksum,
+                HandlerName::Quota,
+            ] {
+                if chain
+                    .iter()
+                    .position(|h| *h == must_precede)
+                    .is_some_and(|p| p > c)
+                {
+                    return Err(format!(
+                        "`{}` must come before `compress`: it needs the original bytes",
+                        must_precede.name()
+                    ));
+                }
+            }
+        }
+        Ok(Self(chain))
+    }
+}
+
+impl SettingValue for HandlerChain {
+    fn parse_str(s: &str) -> Result<Self, String> {
+        Self::from_names(&Vec::<String>::parse_str(s)?)
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        Self::from_names(&Vec::<String>::from_toml(v)?)
+    }
+}
+
+/// Checksum algorithms by name (md5, sha1, sha256, blake3), checked as they are read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checksums(pub Vec<Algorithm>);
+
+impl Checksums {
+    fn from_names(names: &[String]) -> Result<Self, String> {
+        names
+            .iter()
+            .map(|c| {
+                Algorithm::parse(c)
+                    .ok_or_else(|| format!("unknown checksum `{c}` (md5, sha1, sha256, blake3)"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self)
+    }
+}
+
+impl SettingValue for Checksums {
+    fn parse_str(s: &str) -> Result<Self, String> {
+        Self::from_names(&Vec::<String>::parse_str(s)?)
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        Self::from_names(&Vec::<String>::from_toml(v)?)
+    }
+}
+
 /// One setting's documentation, as shown by `--help` and in the example config.
 pub struct SettingDef {
     pub name: &'static str,
@@ -371,7 +535,7 @@ settings! {
     /// Where files are kept. Empty: `<data_dir>/files`. `s3://bucket/prefix`: an
     /// S3-compatible object store (AWS S3, Garage, MinIO), which several nodes can share
     /// (with database_url); temporary files stay in each node's data_dir.
-    storage_url: String = "";
+    storage_url: StorageUrl = "";
     /// The S3 endpoint, e.g. `http://127.0.0.1:3900`; empty for AWS's own.
     s3_endpoint: String = "";
     /// The S3 region (Garage's default is `garage`).
@@ -395,9 +559,9 @@ settings! {
     /// The upload-handler chain of the file API, in order (Django's FILE_UPLOAD_HANDLERS).
     /// Built in: progress, quota, sniff, checksum, compress, spill, store. The last one must
     /// be spill (memory, then a temp file) or store (straight to storage).
-    file_upload_handlers: Vec<String> = "progress,quota,sniff,checksum,spill";
+    file_upload_handlers: HandlerChain = "progress,quota,sniff,checksum,spill";
     /// Checksums computed while files stream in: any of md5, sha1, sha256, blake3.
-    file_upload_checksums: Vec<String> = "sha256";
+    file_upload_checksums: Checksums = "sha256";
     /// Size of the chunks handed to upload handlers, unless a handler asks for smaller ones.
     file_upload_chunk_size: Size = "64KiB";
     /// zstd level used by the compress handler (1 fastest .. 19 smallest).
@@ -603,13 +767,7 @@ impl Settings {
                 "give a postgres:// URL, or leave it empty for SQLite in data_dir".into(),
             ));
         }
-        if !self.storage_url.is_empty() {
-            if crate::storage::s3::S3Config::bucket_and_prefix(&self.storage_url).is_none() {
-                return Err(bad(
-                    "storage_url",
-                    "give s3://bucket[/prefix], or leave it empty for files in data_dir".into(),
-                ));
-            }
+        if matches!(self.storage_url, StorageUrl::S3 { .. }) {
             if self.s3_access_key_id.is_empty() || self.s3_secret_access_key.is_empty() {
                 return Err(bad(
                     "s3_access_key_id",
@@ -626,16 +784,6 @@ impl Settings {
         }
         if self.database_max_connections == 0 {
             return Err(bad("database_max_connections", "must be at least 1".into()));
-        }
-        crate::upload::handlers::validate_chain(&self.file_upload_handlers)
-            .map_err(|m| bad("file_upload_handlers", m))?;
-        for c in &self.file_upload_checksums {
-            if crate::checksum::Algorithm::parse(c).is_none() {
-                return Err(bad(
-                    "file_upload_checksums",
-                    format!("unknown checksum `{c}` (md5, sha1, sha256, blake3)"),
-                ));
-            }
         }
         if self.file_upload_chunk_size.0 == 0 || self.file_upload_chunk_size.0 > 64 << 20 {
             return Err(bad(
@@ -683,20 +831,6 @@ impl Settings {
 
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("chute.db")
-    }
-
-    /// The S3 bucket settings, when storage_url names one.
-    pub fn s3(&self) -> Option<crate::storage::s3::S3Config> {
-        let (bucket, prefix) = crate::storage::s3::S3Config::bucket_and_prefix(&self.storage_url)?;
-        Some(crate::storage::s3::S3Config {
-            bucket,
-            prefix,
-            endpoint: (!self.s3_endpoint.is_empty()).then(|| self.s3_endpoint.clone()),
-            region: self.s3_region.clone(),
-            access_key_id: self.s3_access_key_id.clone(),
-            secret_access_key: self.s3_secret_access_key.clone(),
-            path_style: self.s3_path_style,
-        })
     }
 
     pub fn files_dir(&self) -> PathBuf {
@@ -758,6 +892,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn handler_chains_are_checked_as_they_are_read() {
+        let chain = |s: &str| HandlerChain::parse_str(s);
+        assert!(chain("progress,quota,sniff,checksum,spill").is_ok());
+        assert!(chain("checksum,compress,store").is_ok());
+        assert!(chain("checksum").is_err());
+        assert!(chain("spill,checksum").is_err());
+        assert!(chain("checksum,checksum,spill").is_err());
+        assert!(chain("compress,checksum,spill").is_err());
+        assert!(chain("magic,spill").is_err());
+        assert!(chain("spill,store").is_err());
+        assert!(Checksums::parse_str("md5,crc32").is_err());
+    }
+
+    #[test]
     fn sizes_parse() {
         assert_eq!(parse_size("2.5MiB"), Ok(2_621_440));
         assert_eq!(parse_size("64KiB"), Ok(65_536));
@@ -800,7 +948,10 @@ mod tests {
         assert_eq!(s.listen, "0.0.0.0:3");
         assert_eq!(s.user_quota, Some(Size(7)));
         assert_eq!(s.max_upload_size, Some(Size(1 << 20)));
-        assert_eq!(s.file_upload_checksums, vec!["md5", "sha256"]);
+        assert_eq!(
+            s.file_upload_checksums,
+            Checksums(vec![Algorithm::Md5, Algorithm::Sha256])
+        );
         assert_eq!(s.file_upload_max_memory_size, Size(2_621_440));
     }
 
@@ -860,13 +1011,14 @@ mod tests {
             "serve_mode",
         );
         let s = load(&[s3[0], s3[1], s3[2], ("database_url", "postgres://h/db")]).expect("ok");
-        let c = s.s3().expect("s3");
         assert_eq!(
-            (c.bucket.as_str(), c.prefix.as_str()),
-            ("b", "some/prefix/")
+            s.storage_url,
+            StorageUrl::S3 {
+                bucket: "b".into(),
+                prefix: "some/prefix/".into()
+            }
         );
-        assert_eq!(c.endpoint, None);
-        assert!(load(&[]).expect("defaults").s3().is_none());
+        assert_eq!(load(&[]).expect("defaults").storage_url, StorageUrl::Local);
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(engine: Engine) -> Self {
-        let names = engine.settings.file_upload_handlers.clone();
+        let names = engine.settings.file_upload_handlers.0.clone();
         let progress = Arc::new(ProgressRegistry::new(engine.settings.progress_retention.0));
         let in_flight = admission::InFlight::new(engine.settings.max_concurrent_uploads_per_user);
         Self {

@@ -26,7 +26,7 @@ use super::error_code;
 use super::form::receive_request;
 use super::headers::{multipart_boundary, rfc3339};
 use super::serve::serve_file;
-use crate::config::ServeMode;
+use crate::config::{HandlerName, ServeMode};
 use crate::meta::{
     FileRecord, SessionAddRefused, SessionLimits, SessionRecord, SessionStatus, User, now_unix,
 };
@@ -198,11 +198,12 @@ fn session_chain(
     )];
     handlers.extend(scanner(s));
     // Session files are served by nginx in x-accel-redirect mode, which cannot undo zstd.
-    let names: Vec<String> = s
+    let names: Vec<HandlerName> = s
         .file_upload_handlers
+        .0
         .iter()
-        .filter(|n| !(n.as_str() == "compress" && s.serve_mode == ServeMode::XAccelRedirect))
-        .cloned()
+        .copied()
+        .filter(|n| !(*n == HandlerName::Compress && s.serve_mode == ServeMode::XAccelRedirect))
         .collect();
     handlers.extend(build_handlers(&names, ctx));
     Chain::new(handlers, s.file_upload_chunk_size.bytes() as usize)

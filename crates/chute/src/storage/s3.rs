@@ -61,24 +61,6 @@ pub struct S3Config {
     pub path_style: bool,
 }
 
-impl S3Config {
-    /// Parses `s3://bucket[/prefix]`.
-    pub fn bucket_and_prefix(url: &str) -> Option<(String, String)> {
-        let rest = url.strip_prefix("s3://")?;
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            return None;
-        }
-        let prefix = prefix.trim_matches('/');
-        let prefix = if prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{prefix}/")
-        };
-        Some((bucket.to_string(), prefix))
-    }
-}
-
 #[derive(Clone)]
 pub struct S3Storage {
     client: Client,

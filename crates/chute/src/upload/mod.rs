@@ -104,8 +104,9 @@ impl Engine {
         let mut a: Vec<crate::checksum::Algorithm> = self
             .settings
             .file_upload_checksums
+            .0
             .iter()
-            .filter_map(|n| crate::checksum::Algorithm::parse(n))
+            .copied()
             .chain(extra.iter().copied())
             .collect();
         a.sort();

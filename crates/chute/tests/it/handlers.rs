@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use chute::config::HandlerName;
 use chute::upload::handler::{
     Chain, CompletedFile, FileBody, FileFacts, FileInfo, HandlerError, NewFile, RawInput,
     RawOutcome, UploadHandler, UploadedFile,
@@ -187,10 +188,7 @@ async fn custom_app(log: &Arc<Mutex<Vec<String>>>) -> TestApp {
     spawn_app_with(
         &[("file_upload_max_memory_size", "16KiB")],
         move |mut state| {
-            let names: Vec<String> = ["checksum", "spill"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+            let names = [HandlerName::Checksum, HandlerName::Spill];
             state.files_chain = Arc::new(move |ctx: &ChainContext| {
                 let mut handlers: Vec<Box<dyn UploadHandler>> =
                     vec![Box::new(Custom { log: log.clone() })];
@@ -324,7 +322,7 @@ impl UploadHandler for RawTaker {
 async fn handle_raw_input_lets_a_handler_take_the_body_over() {
     let app = spawn_app_with(&[], |mut state| {
         state.files_chain = Arc::new(|ctx: &ChainContext| {
-            let names: Vec<String> = vec!["checksum".into(), "spill".into()];
+            let names = [HandlerName::Checksum, HandlerName::Spill];
             let mut handlers: Vec<Box<dyn UploadHandler>> =
                 vec![Box::new(RawTaker { body: Vec::new() })];
             handlers.extend(build_handlers(&names, ctx));
