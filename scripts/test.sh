@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 
 ./scripts/setup-e2e.sh
 cargo fmt --all -- --check
+./scripts/layers.sh
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked
 # The chaos test (two nodes, PostgreSQL and Garage of its own, restarted under 20 resuming
