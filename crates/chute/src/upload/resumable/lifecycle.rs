@@ -1,0 +1,355 @@
+//! An upload from creation to its end: created (within the user's limits), found for its
+//! owner and locked, its length declared, completed into a catalog file (crash-safe),
+//! concatenated, discarded, or swept once expired.
+
+use std::io::Read;
+
+use super::append::pump_staged;
+use super::locks::Locked;
+use crate::checksum::{Algorithm, Hasher};
+use crate::meta::{FileRecord, Quota, UploadLimits, UploadRecord, now_unix};
+use crate::storage::storage_key_for;
+use crate::upload::hashing::HashSet;
+use crate::upload::{Engine, UploadError, new_file_id};
+
+pub struct NewUpload<'a> {
+    /// The partial uploads of a final upload (tus concatenation), claimed with its creation.
+    pub parts: &'a [String],
+    pub owner_id: i64,
+    pub protocol: &'a str,
+    pub name: &'a str,
+    pub content_type: Option<&'a str>,
+    pub length: Option<u64>,
+    pub expires_at: Option<i64>,
+    pub metadata: &'a str,
+}
+
+impl Engine {
+    pub async fn create_upload(&self, n: NewUpload<'_>) -> Result<UploadRecord, UploadError> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let record = UploadRecord {
+            staging_key: format!("uploads/{id}"),
+            id,
+            owner_id: n.owner_id,
+            protocol: n.protocol.to_string(),
+            name: n.name.to_string(),
+            content_type: n.content_type.map(str::to_string),
+            offset: 0,
+            length: n.length,
+            state: "active".into(),
+            expires_at: n.expires_at,
+            metadata: n.metadata.to_string(),
+            hash_state: None,
+            file_id: None,
+            created_at: now_unix(),
+            final_id: None,
+        };
+        let storage = self.storage.clone();
+        let key = record.staging_key.clone();
+        tokio::task::spawn_blocking(move || storage.begin(&key).map(drop))
+            .await
+            .map_err(|e| UploadError::Internal(e.to_string()))??;
+        if let Err(e) = self
+            .meta
+            .create_upload(&record, n.parts, self.upload_limits())
+            .await
+        {
+            self.abort_staged(record.staging_key.clone()).await;
+            return Err(e.into());
+        }
+        Ok(record)
+    }
+
+    /// The limits every new upload is created within.
+    fn upload_limits(&self) -> UploadLimits {
+        UploadLimits {
+            quota: self.settings.user_quota.map(|q| q.bytes()),
+            max_open: Some(self.settings.max_open_uploads_per_user),
+        }
+    }
+
+    /// The owner's quota, when there is one, for the catalog to check with a change.
+    pub fn quota_of(&self, owner_id: i64) -> Option<Quota> {
+        self.settings.user_quota.map(|q| Quota {
+            owner_id,
+            bytes: q.bytes(),
+        })
+    }
+
+    /// Sets a deferred length, once, within the owner's quota: false when it was set already.
+    pub async fn declare_length(
+        &self,
+        up: &UploadRecord,
+        length: u64,
+    ) -> Result<bool, UploadError> {
+        Ok(self
+            .meta
+            .set_upload_length(&up.id, length, self.quota_of(up.owner_id))
+            .await?)
+    }
+
+    /// Removes a staged object (best effort, logged), off the reactor.
+    async fn abort_staged(&self, key: String) {
+        let storage = self.storage.clone();
+        let res = tokio::task::spawn_blocking(move || storage.abort(&key)).await;
+        if let Ok(Err(e)) = res {
+            tracing::warn!(error = %e, "could not remove a staged object");
+        }
+    }
+
+    /// The owner's upload of `protocol` by id; None for a malformed id, an unknown upload, or
+    /// another user's or protocol's (all of which the adapters answer with 404).
+    pub async fn owned_upload(
+        &self,
+        owner_id: i64,
+        protocol: &str,
+        id: &str,
+    ) -> Result<Option<UploadRecord>, UploadError> {
+        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        Ok(self
+            .meta
+            .get_upload(id)
+            .await?
+            .filter(|u| u.owner_id == owner_id && u.protocol == protocol))
+    }
+
+    /// Locks the owner's upload of `protocol` and reads its record under the lock (so the
+    /// record is current). The owner is checked first: another user's request, a malformed id
+    /// or an unknown upload is `NotFound` and never takes the lock, so it cannot hold up the
+    /// owner's requests. An upload another request holds is `Busy` (with its record; the
+    /// caller has not been let in). Costs two catalog reads (ownership, then the record under
+    /// the lock).
+    pub async fn lock_owned_upload(
+        &self,
+        owner_id: i64,
+        protocol: &str,
+        id: &str,
+    ) -> Result<Locked, UploadError> {
+        let Some(up) = self.owned_upload(owner_id, protocol, id).await? else {
+            return Ok(Locked::NotFound);
+        };
+        let Some(lock) = self.uploads.try_lock(id).await else {
+            return Ok(Locked::Busy(up));
+        };
+        Ok(match self.meta.get_upload(id).await? {
+            Some(up) => Locked::Held(lock, up),
+            None => Locked::NotFound,
+        })
+    }
+
+    /// Turns a fully received upload into a catalog entry, with the given digests.
+    ///
+    /// Crash-safe in three steps: the file's id is recorded on the upload first, then its
+    /// bytes are placed under that id's key (the staged object stays), then the catalog entry
+    /// and the upload's completion are one transaction, and only then does the staged object
+    /// go. A crash anywhere leaves an active upload whose staged bytes are whole: completing
+    /// it again places them under the same key, so nothing is lost and nothing is stranded.
+    pub async fn complete_upload(
+        &self,
+        up: &UploadRecord,
+        digests: &[(Algorithm, String)],
+    ) -> Result<FileRecord, UploadError> {
+        if up.state != "active" {
+            return Err(UploadError::AlreadyComplete);
+        }
+        if let Some(len) = up.length
+            && up.offset != len
+        {
+            return Err(UploadError::OffsetMismatch { current: up.offset });
+        }
+        let file_id = match &up.file_id {
+            Some(id) => id.clone(),
+            None => {
+                let id = new_file_id();
+                if !self.meta.set_upload_file(&up.id, &id).await? {
+                    return Err(UploadError::AlreadyComplete);
+                }
+                id
+            }
+        };
+        let key = storage_key_for(&file_id);
+        let storage = self.storage.clone();
+        let (k, staged) = (key.clone(), up.staging_key.clone());
+        let scanner = self.scanner_address();
+        let (timeout, len) = (self.settings.clamav_timeout.0, up.offset);
+        let done = tokio::task::spawn_blocking(move || -> Result<Option<String>, UploadError> {
+            let mut head = Vec::with_capacity(8192);
+            storage
+                .read_staged(&staged)?
+                .take(8192)
+                .read_to_end(&mut head)?;
+            if let Some(addr) = scanner {
+                // The bytes came over several requests: scan them once, whole, from staging.
+                crate::upload::handlers::clamav::scan_reader(
+                    &addr,
+                    timeout,
+                    storage.read_staged(&staged)?.take(len),
+                )?;
+            }
+            storage.put(&k, crate::storage::Source::Staged(&staged))?;
+            Ok(crate::upload::handlers::sniff::detect(&head))
+        })
+        .await
+        .map_err(|e| UploadError::Internal(e.to_string()))?;
+        let detected = match done {
+            Ok(d) => d,
+            Err(e @ UploadError::Invalid { .. }) => {
+                // Malware (or unscannable): the upload is refused for good, its bytes go.
+                self.discard_upload(up).await?;
+                return Err(e);
+            }
+            Err(e) => return Err(self.lost_stage(up, e).await),
+        };
+        let mut record = FileRecord {
+            id: file_id,
+            owner_id: up.owner_id,
+            name: up.name.clone(),
+            size: up.offset,
+            stored_size: up.offset,
+            content_type: up.content_type.clone(),
+            detected_type: detected,
+            encoding: None,
+            storage_key: key.clone(),
+            md5: None,
+            sha1: None,
+            sha256: None,
+            blake3: None,
+            created_at: now_unix(),
+        };
+        record.set_checksums(digests.iter().map(|(a, h)| (*a, h)));
+        if let Err(e) = self
+            .meta
+            .complete_upload(&up.id, &record, self.quota_of(up.owner_id))
+            .await
+        {
+            // The upload stays active with its staged bytes (over the quota, it completes once
+            // there is room); the placed copy goes.
+            self.delete_object(key).await;
+            return Err(e.into());
+        }
+        self.abort_staged(up.staging_key.clone()).await;
+        self.uploads.forget(&up.id);
+        Ok(record)
+    }
+
+    /// What a failure to read an upload's staged bytes means. When they are gone or shorter
+    /// than recorded (a backend that lost them, or a deployment that fsyncs nothing and lost
+    /// power), waiting cannot bring them back: the upload starts again at offset 0, which the
+    /// client is told (a 409 with the offset), instead of a 500 on every try.
+    pub(crate) async fn lost_stage(&self, up: &UploadRecord, e: UploadError) -> UploadError {
+        let lost = matches!(
+            &e,
+            UploadError::Storage(
+                crate::storage::StorageError::NotFound(_)
+                    | crate::storage::StorageError::ShortStage { .. }
+            )
+        );
+        if !lost || up.offset == 0 {
+            return e;
+        }
+        tracing::error!(upload = %up.id, error = %e, "staged bytes lost; the upload starts over");
+        self.uploads.forget(&up.id);
+        match self.meta.advance_upload(&up.id, up.offset, 0, None).await {
+            Ok(true) => UploadError::OffsetMismatch { current: 0 },
+            Ok(false) => e,
+            Err(m) => m.into(),
+        }
+    }
+
+    /// Fills `dest` (new, empty) with the staged bytes of `parts` in order, hashing them on
+    /// the way. Returns the length and digests of the whole; the caller completes `dest` with
+    /// them (its offset is not recorded before: while open, a final upload holds nothing for
+    /// the quota, its partials do). The copy runs on a blocking thread through the storage's
+    /// own reads and writes, so it works for every backend.
+    pub async fn concatenate(
+        &self,
+        dest: &UploadRecord,
+        parts: &[UploadRecord],
+        algorithms: &[Algorithm],
+    ) -> Result<(u64, Vec<(Algorithm, String)>), UploadError> {
+        let storage = self.storage.clone();
+        let dest_key = dest.staging_key.clone();
+        let sources: Vec<(String, u64)> = parts
+            .iter()
+            .map(|p| (p.staging_key.clone(), p.offset))
+            .collect();
+        let algs = algorithms.to_vec();
+        let (total, hashers) =
+            tokio::task::spawn_blocking(move || -> Result<(u64, Vec<Hasher>), UploadError> {
+                let mut set = HashSet::new(algs.iter().map(|a| Hasher::new(*a)).collect());
+                let mut w = storage.begin(&dest_key)?;
+                for (key, len) in sources {
+                    pump_staged(storage.as_ref(), &key, len, &mut set, Some(w.as_mut()))?;
+                }
+                Ok((w.sync()?, set.finish()?))
+            })
+            .await
+            .map_err(|e| UploadError::Internal(e.to_string()))??;
+        let digests = hashers
+            .into_iter()
+            .map(|h| (h.algorithm(), h.finish_hex()))
+            .collect();
+        Ok((total, digests))
+    }
+
+    /// Deletes an upload: its staged bytes, then its record and running digests.
+    pub async fn discard_upload(&self, up: &UploadRecord) -> Result<(), UploadError> {
+        let storage = self.storage.clone();
+        let key = up.staging_key.clone();
+        // An active upload with a file id crashed while completing: a copy of its bytes may
+        // have been placed under that id's key already.
+        let placed = match (&up.file_id, up.state.as_str()) {
+            (Some(fid), "active") => Some(storage_key_for(fid)),
+            _ => None,
+        };
+        tokio::task::spawn_blocking(move || {
+            if let Some(k) = placed {
+                storage.delete(&k)?;
+            }
+            storage.abort(&key)
+        })
+        .await
+        .map_err(|e| UploadError::Internal(e.to_string()))??;
+        self.meta.delete_upload(&up.id).await?;
+        self.uploads.forget(&up.id);
+        Ok(())
+    }
+
+    /// Where clamd listens, when scanning is on.
+    pub fn scanner_address(&self) -> Option<crate::upload::handlers::clamav::ClamdAddress> {
+        self.settings.clamav_enabled.then(|| {
+            crate::upload::handlers::clamav::ClamdAddress::parse(&self.settings.clamav_address)
+        })
+    }
+
+    /// Deletes uploads whose expiry has passed (their staged bytes and records), skipping any
+    /// a request is writing. Returns the ones deleted (or, with `dry_run`, that would be).
+    ///
+    /// It works in batches of `SWEEP_BATCH` until none is left (or a batch frees nothing: all
+    /// of it being written), so one sweep keeps up with any rate of creation.
+    pub async fn sweep_expired(&self, dry_run: bool) -> Result<Vec<UploadRecord>, UploadError> {
+        const SWEEP_BATCH: u32 = 1000;
+        let now = now_unix();
+        if dry_run {
+            return Ok(self.meta.expired_uploads(now, SWEEP_BATCH).await?);
+        }
+        let mut done = Vec::new();
+        loop {
+            let expired = self.meta.expired_uploads(now, SWEEP_BATCH).await?;
+            let full = expired.len() == SWEEP_BATCH as usize;
+            let before = done.len();
+            for up in expired {
+                let Some(_lock) = self.uploads.try_lock(&up.id).await else {
+                    continue;
+                };
+                self.discard_upload(&up).await?;
+                done.push(up);
+            }
+            if !full || done.len() == before {
+                return Ok(done);
+            }
+        }
+    }
+}
