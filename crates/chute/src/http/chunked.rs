@@ -35,13 +35,13 @@ use super::form::{body_error, multer_error};
 use super::headers::{multipart_boundary, rfc3339};
 use super::serve::file_json;
 use crate::checksum::Algorithm;
-use crate::meta::{UploadRecord, User, now_unix};
+use crate::meta::{Protocol, UploadRecord, UploadState, User, now_unix};
 use crate::names::sanitize_file_name;
 use crate::upload::UploadError;
 use crate::upload::handler::FileInfo;
 use crate::upload::resumable::{Locked, NewUpload, UploadLock};
 
-const PROTOCOL: &str = "chunked";
+const PROTOCOL: Protocol = Protocol::Chunked;
 /// The form fields around a chunk are small; this bounds what is read of them.
 const SMALL_FORM: usize = 64 * 1024;
 const PART_HEADER_LIMIT: u64 = 16 * 1024;
@@ -144,7 +144,7 @@ pub async fn status(
     let up = load(&state, &user, &id).await?;
     let mut body = progress_json(&up);
     body["length"] = json!(up.length);
-    body["complete"] = json!(up.state == "complete");
+    body["complete"] = json!(up.state == UploadState::Complete);
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }
 
@@ -380,7 +380,7 @@ async fn receive_chunk(
                 }
             };
             check_live(&up)?;
-            if up.state != "active" {
+            if up.state != UploadState::Active {
                 return Err(offset_error(
                     error_code::COMPLETE,
                     "the upload is already complete",
@@ -420,7 +420,7 @@ async fn receive_chunk(
                     content_type: info.content_type.as_deref(),
                     length: Some(range.total),
                     expires_at: Some(expires),
-                    metadata: "{}",
+                    metadata: Default::default(),
                 })
                 .await?;
             let lock = engine
@@ -545,7 +545,7 @@ pub async fn complete(
     };
     let md5 = md5.trim().to_ascii_lowercase();
     let up = load(&state, &user, id.trim()).await?;
-    if up.state != "active" {
+    if up.state != UploadState::Active {
         return Err(offset_error(
             error_code::COMPLETE,
             "the upload is already complete",
@@ -565,7 +565,7 @@ pub async fn complete(
         .get_upload(&up.id)
         .await?
         .ok_or_else(|| ApiError::not_found("upload"))?;
-    if up.state != "active" {
+    if up.state != UploadState::Active {
         return Err(offset_error(
             error_code::COMPLETE,
             "the upload is already complete",

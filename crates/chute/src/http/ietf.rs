@@ -37,10 +37,10 @@ use super::error_code;
 use super::headers::{file_name, media_type, sf_integer, upload_complete};
 use super::resumable::{AppendError, append_stream, live};
 use super::serve::{file_json, serve_file};
-use crate::meta::{FileRecord, UploadRecord, User, now_unix};
+use crate::meta::{FileRecord, Protocol, UploadMeta, UploadRecord, UploadState, User, now_unix};
 use crate::upload::resumable::{Locked, NewUpload, UploadLock};
 
-pub const PROTOCOL: &str = "ietf";
+pub const PROTOCOL: Protocol = Protocol::Ietf;
 pub const INTEROP_VERSION: &str = "8";
 const PARTIAL_UPLOAD: &str = "application/partial-upload";
 const PROBLEM_BASE: &str = "https://iana.org/assignments/http-problem-types#";
@@ -122,7 +122,11 @@ fn state_headers(state: &AppState, up: &UploadRecord) -> HeaderMap {
     h.insert("upload-offset", HeaderValue::from(up.offset));
     h.insert(
         "upload-complete",
-        HeaderValue::from_static(if up.state == "active" { "?0" } else { "?1" }),
+        HeaderValue::from_static(if up.state == UploadState::Active {
+            "?0"
+        } else {
+            "?1"
+        }),
     );
     if let Some(l) = up.length {
         h.insert("upload-length", HeaderValue::from(l));
@@ -165,9 +169,7 @@ async fn settle_length(state: &AppState, mut up: UploadRecord) -> Result<UploadR
 
 /// The form Content-Type of an upgraded `POST /api/files`, if the upload is one.
 fn form_content_type(up: &UploadRecord) -> Option<String> {
-    serde_json::from_str::<Value>(&up.metadata)
-        .ok()
-        .and_then(|v| v["form_content_type"].as_str().map(str::to_string))
+    up.metadata.form_content_type.clone()
 }
 
 /// What a completed upload becomes: a file of its bytes, or, for an upgraded
@@ -196,7 +198,7 @@ async fn finish_upload(
         Ok(None) => return Err(api(ApiError::not_found("upload"))),
         Err(e) => return Err(api(e.into())),
     };
-    if up.state != "active" {
+    if up.state != UploadState::Active {
         return finished(state, &up, status).await.map_err(api);
     }
     let up = settle_length(state, up).await?;
@@ -212,7 +214,7 @@ async fn finish_upload(
     let mut up = up;
     match done {
         Ok(file) => {
-            up.state = "complete".into();
+            up.state = UploadState::Complete;
             up.file_id = Some(file.id);
             finished(state, &up, status)
                 .await
@@ -366,12 +368,15 @@ async fn create_inner(
     let content_type = media_type(&h);
     let name = file_name(&h);
     let expiry = settings.tus_upload_expiration.0.as_secs() as i64;
-    let mut metadata = json!({ "interop": INTEROP_VERSION });
+    let mut metadata = UploadMeta {
+        interop: Some(INTEROP_VERSION.into()),
+        ..Default::default()
+    };
     if form {
         // Checked now, so that a client learns before sending gigabytes.
         let (ct, _) = super::headers::multipart_boundary(&h, "send files as multipart/form-data")
             .map_err(api)?;
-        metadata["form_content_type"] = Value::String(ct);
+        metadata.form_content_type = Some(ct);
     }
     let up = state
         .engine
@@ -383,7 +388,7 @@ async fn create_inner(
             content_type: content_type.as_deref(),
             length,
             expires_at: Some(now_unix() + expiry),
-            metadata: &metadata.to_string(),
+            metadata,
         })
         .await
         .map_err(|e| api(e.into()))?;
@@ -511,7 +516,7 @@ async fn patch_inner(
         None if !h.contains_key(header::TRANSFER_ENCODING) => Some(0),
         other => other,
     };
-    if up.state != "active" {
+    if up.state != UploadState::Active {
         // A repeated final append with nothing new (its response was lost) gets it again.
         if done && offset == up.offset && body_len == Some(0) {
             return finished(state, &up, StatusCode::OK).await.map_err(api);

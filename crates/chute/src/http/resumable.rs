@@ -20,7 +20,7 @@ use super::body::{BodyFailure, BodyLimits, GuardedBody, with_trailers};
 use super::error::{ApiError, ApiResult};
 use super::error_code;
 use super::headers::{announces_checksum_trailer, parse_checksum};
-use crate::meta::{UploadRecord, User, now_unix};
+use crate::meta::{Protocol, UploadRecord, UploadState, User, now_unix};
 use crate::upload::handler::{FileInfo, UploadHandler};
 use crate::upload::handlers::progress::ProgressHandler;
 use crate::upload::handlers::verify::{TrailerDigest, VerifyHandler};
@@ -109,7 +109,7 @@ impl From<AppendError> for ApiError {
 pub(crate) async fn load_protocol(
     state: &AppState,
     user: &User,
-    protocol: &str,
+    protocol: Protocol,
     id: &str,
 ) -> ApiResult<UploadRecord> {
     let Some(up) = state.engine.owned_upload(user.id, protocol, id).await? else {
@@ -120,7 +120,7 @@ pub(crate) async fn load_protocol(
 
 /// The upload, or 410 when it expired unfinished.
 pub(crate) fn live(up: UploadRecord) -> ApiResult<UploadRecord> {
-    if up.state == "active" && up.expires_at.is_some_and(|t| t <= now_unix()) {
+    if up.state == UploadState::Active && up.expires_at.is_some_and(|t| t <= now_unix()) {
         return Err(ApiError::new(
             StatusCode::GONE,
             error_code::EXPIRED,

@@ -18,7 +18,6 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use super::AppState;
 use super::auth::AuthUser;
@@ -31,7 +30,7 @@ use super::resumable::{
 };
 use super::serve::serve_file;
 use crate::checksum::Algorithm;
-use crate::meta::{UploadRecord, User, now_unix};
+use crate::meta::{Protocol, UploadMeta, UploadRecord, UploadState, User, now_unix};
 use crate::names::sanitize_file_name;
 use crate::upload::UploadError;
 use crate::upload::resumable::{Locked, NewUpload, PREEMPT_WAIT, UploadLock};
@@ -43,7 +42,7 @@ use concat::{
     assemble_final, assemble_waiting_final, concat_of, create_final, final_headers, parts_of,
 };
 
-const PROTOCOL: &str = "tus";
+const PROTOCOL: Protocol = Protocol::Tus;
 const VERSION: &str = "1.0.0";
 const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,\
 checksum,checksum-trailer,termination,concatenation,concatenation-unfinished";
@@ -138,7 +137,7 @@ fn offset_headers(up: &UploadRecord) -> HeaderMap {
     h.insert("upload-offset", HeaderValue::from(up.offset));
     if let Some(t) = up
         .expires_at
-        .filter(|_| up.state == "active")
+        .filter(|_| up.state == UploadState::Active)
         .and_then(http_date)
     {
         h.insert("upload-expires", t);
@@ -248,7 +247,11 @@ async fn new_upload(
             content_type: m.content_type,
             length,
             expires_at: Some(now_unix() + expiry),
-            metadata: &json!({ "upload_metadata": m.raw, "concat": m.concat }).to_string(),
+            metadata: UploadMeta {
+                upload_metadata: Some(m.raw.to_string()),
+                concat: m.concat.map(str::to_string),
+                ..Default::default()
+            },
         })
         .await
 }
@@ -256,7 +259,7 @@ async fn new_upload(
 /// Completes the upload when all its bytes are there (or it is empty). A partial upload of a
 /// concatenation stays staged: it becomes part of a final upload, not a file.
 async fn finish_if_complete(state: &AppState, up: UploadRecord) -> ApiResult<UploadRecord> {
-    if up.state != "active" || up.length != Some(up.offset) {
+    if up.state != UploadState::Active || up.length != Some(up.offset) {
         return Ok(up);
     }
     if concat_of(&up).as_deref() == Some("partial") {
@@ -269,7 +272,7 @@ async fn finish_if_complete(state: &AppState, up: UploadRecord) -> ApiResult<Upl
     let digests = state.engine.upload_digests(&up, &algorithms(state)).await?;
     let file = state.engine.complete_upload(&up, &digests).await?;
     let mut up = up;
-    up.state = "complete".into();
+    up.state = UploadState::Complete;
     up.file_id = Some(file.id);
     Ok(up)
 }
@@ -284,7 +287,7 @@ async fn finish_received(
     up: UploadRecord,
 ) -> ApiResult<UploadRecord> {
     if !state.engine.settings.file_upload_enabled
-        || up.state != "active"
+        || up.state != UploadState::Active
         || up.length != Some(up.offset)
     {
         return Ok(up);
@@ -358,7 +361,7 @@ pub async fn patch(
             "a final upload takes no PATCH",
         ));
     }
-    if up.state != "active" || (concat.is_some() && up.length == Some(up.offset)) {
+    if up.state != UploadState::Active || (concat.is_some() && up.length == Some(up.offset)) {
         return Err(ApiError::bad_request(
             error_code::COMPLETE,
             "the upload is already complete",
@@ -429,10 +432,7 @@ pub async fn head(
         };
         h
     };
-    let raw = serde_json::from_str::<serde_json::Value>(&up.metadata)
-        .ok()
-        .and_then(|v| v["upload_metadata"].as_str().map(str::to_string))
-        .unwrap_or_default();
+    let raw = up.metadata.upload_metadata.clone().unwrap_or_default();
     if !raw.is_empty()
         && let Ok(v) = HeaderValue::from_str(&raw)
     {

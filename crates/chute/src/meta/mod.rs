@@ -86,20 +86,110 @@ impl FileRecord {
     }
 }
 
+/// What a protocol keeps about an upload beyond the catalog's columns, stored as JSON in
+/// `uploads.metadata` (keys absent when unset; unknown keys are ignored when read).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UploadMeta {
+    /// tus: the raw `Upload-Metadata` header, given back on HEAD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_metadata: Option<String>,
+    /// tus concatenation: `partial`, or `final;` and the partials' URLs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concat: Option<String>,
+    /// The draft: the interop version the upload was created under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interop: Option<String>,
+    /// The draft's upgrade of `POST /api/files`: the form's multipart Content-Type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub form_content_type: Option<String>,
+}
+
+impl UploadMeta {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+    }
+
+    pub fn from_json(s: &str) -> Result<Self, sqlx::Error> {
+        serde_json::from_str(s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    }
+}
+
+/// Where a resumable upload stands; stored as `active` / `complete`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UploadState {
+    /// Bytes may still come.
+    Active,
+    /// Finished: its file is in the catalog (or, for a tus partial, it was spent on its final).
+    Complete,
+}
+
+/// The protocol an upload was created with (an upload is only found through its own);
+/// stored as `chunked` / `tus` / `ietf`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// django-chunked-upload.
+    Chunked,
+    /// tus 1.0.
+    Tus,
+    /// The IETF resumable-upload draft.
+    Ietf,
+}
+
+/// A stored string that is none of an enum's values.
+fn unknown(what: &str, s: &str) -> sqlx::Error {
+    sqlx::Error::Decode(format!("unknown {what} `{s}` in the catalog").into())
+}
+
+impl UploadState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Complete => "complete",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, sqlx::Error> {
+        match s {
+            "active" => Ok(Self::Active),
+            "complete" => Ok(Self::Complete),
+            other => Err(unknown("upload state", other)),
+        }
+    }
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Chunked => "chunked",
+            Self::Tus => "tus",
+            Self::Ietf => "ietf",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, sqlx::Error> {
+        match s {
+            "chunked" => Ok(Self::Chunked),
+            "tus" => Ok(Self::Tus),
+            "ietf" => Ok(Self::Ietf),
+            other => Err(unknown("protocol", other)),
+        }
+    }
+}
+
 /// A resumable upload in progress (or finished, with `file_id` set).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UploadRecord {
     pub id: String,
     pub owner_id: i64,
-    pub protocol: String,
+    pub protocol: Protocol,
     pub staging_key: String,
     pub name: String,
     pub content_type: Option<String>,
     pub offset: u64,
     pub length: Option<u64>,
-    pub state: String,
+    pub state: UploadState,
     pub expires_at: Option<i64>,
-    pub metadata: String,
+    pub metadata: UploadMeta,
     pub hash_state: Option<Vec<u8>>,
     pub file_id: Option<String>,
     pub created_at: i64,
@@ -308,7 +398,7 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn active_uploads(
         &self,
         owner_id: i64,
-        protocol: &str,
+        protocol: Protocol,
     ) -> Result<Vec<UploadRecord>, MetaError>;
     /// Uploads whose expiry is before `now`, oldest first.
     async fn expired_uploads(&self, now: i64, limit: u32) -> Result<Vec<UploadRecord>, MetaError>;
@@ -360,4 +450,37 @@ pub trait MetaStore: Send + Sync + 'static {
 
 pub fn now_unix() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    /// Rows written before these types existed read back the same: tus wrote a null concat,
+    /// the draft its interop version as a string.
+    #[test]
+    fn stored_metadata_and_states_read_back() {
+        let m = UploadMeta::from_json(r#"{"upload_metadata":"filename eA==","concat":null}"#)
+            .expect("tus row");
+        assert_eq!(m.upload_metadata.as_deref(), Some("filename eA=="));
+        assert_eq!(m.concat, None);
+        let m = UploadMeta::from_json(
+            r#"{"interop":"8","form_content_type":"multipart/form-data; boundary=x"}"#,
+        )
+        .expect("draft row");
+        assert_eq!(m.interop.as_deref(), Some("8"));
+        assert_eq!(
+            UploadMeta::from_json("{}").expect("chunked row"),
+            UploadMeta::default()
+        );
+        assert_eq!(UploadMeta::default().to_json(), "{}");
+        assert!(UploadMeta::from_json("not json").is_err());
+        for s in [UploadState::Active, UploadState::Complete] {
+            assert_eq!(UploadState::parse(s.as_str()).expect("state"), s);
+        }
+        for p in [Protocol::Chunked, Protocol::Tus, Protocol::Ietf] {
+            assert_eq!(Protocol::parse(p.as_str()).expect("protocol"), p);
+        }
+        assert!(UploadState::parse("done").is_err() && Protocol::parse("ftp").is_err());
+    }
 }

@@ -15,8 +15,8 @@ use sqlx::{Executor, PgPool, Row};
 use super::pg_locks::PgLocks;
 use super::sql::is_unique_violation;
 use super::{
-    FileRecord, MetaError, SessionAddRefused, SessionLimits, SessionRecord, SessionStatus,
-    UploadRecord, User, now_unix,
+    FileRecord, MetaError, Protocol, SessionAddRefused, SessionLimits, SessionRecord,
+    SessionStatus, UploadMeta, UploadRecord, UploadState, User, now_unix,
 };
 
 pub struct PgMeta {

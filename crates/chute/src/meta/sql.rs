@@ -79,15 +79,15 @@ macro_rules! impl_meta_store {
             Ok(UploadRecord {
                 id: r.try_get("id")?,
                 owner_id: r.try_get("owner_id")?,
-                protocol: r.try_get("protocol")?,
+                protocol: Protocol::parse(&r.try_get::<String, _>("protocol")?)?,
                 staging_key: r.try_get("staging_key")?,
                 name: r.try_get("name")?,
                 content_type: r.try_get("content_type")?,
                 offset: r.try_get::<i64, _>("offset")? as u64,
                 length: r.try_get::<Option<i64>, _>("length")?.map(|l| l as u64),
-                state: r.try_get("state")?,
+                state: UploadState::parse(&r.try_get::<String, _>("state")?)?,
                 expires_at: r.try_get("expires_at")?,
-                metadata: r.try_get("metadata")?,
+                metadata: UploadMeta::from_json(&r.try_get::<String, _>("metadata")?)?,
                 hash_state: r.try_get("hash_state")?,
                 file_id: r.try_get("file_id")?,
                 created_at: r.try_get("created_at")?,
@@ -358,15 +358,15 @@ macro_rules! impl_meta_store {
                 )
                 .bind(&u.id)
                 .bind(u.owner_id)
-                .bind(&u.protocol)
+                .bind(u.protocol.as_str())
                 .bind(&u.staging_key)
                 .bind(&u.name)
                 .bind(&u.content_type)
                 .bind(u.offset as i64)
                 .bind(u.length.map(|l| l as i64))
-                .bind(&u.state)
+                .bind(u.state.as_str())
                 .bind(u.expires_at)
-                .bind(&u.metadata)
+                .bind(u.metadata.to_json())
                 .bind(&u.hash_state)
                 .bind(&u.file_id)
                 .bind(u.created_at)
@@ -506,14 +506,14 @@ macro_rules! impl_meta_store {
             async fn active_uploads(
                 &self,
                 owner_id: i64,
-                protocol: &str,
+                protocol: Protocol,
             ) -> Result<Vec<UploadRecord>, MetaError> {
                 let rows = sqlx::query(
                     "SELECT * FROM uploads WHERE owner_id = $1 AND protocol = $2 AND state = 'active' \
                      ORDER BY created_at, id",
                 )
                 .bind(owner_id)
-                .bind(protocol)
+                .bind(protocol.as_str())
                 .fetch_all(self.reads())
                 .await?;
                 Ok(rows.iter().map(upload_from_row).collect::<Result<_, _>>()?)

@@ -12,8 +12,8 @@ use sqlx::{Row, SqlitePool};
 
 use super::sql::is_unique_violation;
 use super::{
-    FileRecord, MetaError, SessionAddRefused, SessionLimits, SessionRecord, SessionStatus,
-    UploadRecord, User, now_unix,
+    FileRecord, MetaError, Protocol, SessionAddRefused, SessionLimits, SessionRecord,
+    SessionStatus, UploadMeta, UploadRecord, UploadState, User, now_unix,
 };
 
 pub struct SqliteMeta {

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use chute::meta::postgres::PgMeta;
 use chute::meta::sqlite::SqliteMeta;
 use chute::meta::{
-    FileRecord, MetaError, MetaStore, Quota, SessionAddRefused, SessionLimits, SessionStatus,
-    UploadLimits, UploadRecord,
+    FileRecord, MetaError, MetaStore, Protocol, Quota, SessionAddRefused, SessionLimits,
+    SessionStatus, UploadLimits, UploadRecord, UploadState,
 };
 use reqwest::Method;
 use sqlx::Connection;
@@ -101,15 +101,15 @@ async fn quota_scenario(meta: &dyn MetaStore, user: &chute::meta::User) {
     let upload = |id: &str, length: Option<u64>| UploadRecord {
         id: id.into(),
         owner_id: user.id,
-        protocol: "tus".into(),
+        protocol: Protocol::Tus,
         staging_key: format!("staging/{id}"),
         name: "q".into(),
         content_type: None,
         offset: 0,
         length,
-        state: "active".into(),
+        state: UploadState::Active,
         expires_at: None,
-        metadata: "{}".into(),
+        metadata: Default::default(),
         hash_state: None,
         file_id: None,
         created_at: 1,
@@ -188,7 +188,11 @@ async fn quota_scenario(meta: &dyn MetaStore, user: &chute::meta::User) {
         .expect("complete the final");
     assert_eq!(meta.usage_bytes(user.id).await.expect("usage"), base + 100);
     let q1 = meta.get_upload("q1").await.expect("get").expect("q1");
-    assert_eq!(q1.state, "complete", "partials are spent with their final");
+    assert_eq!(
+        q1.state,
+        UploadState::Complete,
+        "partials are spent with their final"
+    );
     // Ten files committed at once under a quota with room for two.
     let quota = Some(Quota {
         owner_id: user.id,
@@ -260,15 +264,20 @@ async fn meta_scenario(meta: Arc<dyn MetaStore>) {
     let up = UploadRecord {
         id: "u1".into(),
         owner_id: ann.id,
-        protocol: "tus".into(),
+        protocol: Protocol::Tus,
         staging_key: "staging/u1".into(),
         name: "n".into(),
         content_type: None,
         offset: 0,
         length: None,
-        state: "active".into(),
+        state: UploadState::Active,
         expires_at: Some(100),
-        metadata: "{}".into(),
+        // Stored as JSON text and read back whole, on both backends.
+        metadata: chute::meta::UploadMeta {
+            upload_metadata: Some("filename eC5iaW4=".into()),
+            concat: Some("partial".into()),
+            ..Default::default()
+        },
         hash_state: Some(vec![0, 1, 255]),
         file_id: None,
         created_at: 5,
@@ -283,7 +292,7 @@ async fn meta_scenario(meta: Arc<dyn MetaStore>) {
     assert!(meta.set_upload_length("u1", 7, None).await.expect("len"));
     assert!(!meta.set_upload_length("u1", 8, None).await.expect("len"));
     assert_eq!(
-        meta.active_uploads(ann.id, "tus")
+        meta.active_uploads(ann.id, Protocol::Tus)
             .await
             .expect("active")
             .len(),

@@ -12,14 +12,12 @@ use crate::http::AppState;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::error_code;
 use crate::http::resumable::settings_max;
-use crate::meta::{MetaError, UploadRecord, User};
+use crate::meta::{MetaError, UploadRecord, UploadState, User};
 use crate::upload::UploadError;
 
 /// The upload's `Upload-Concat` value ("partial" or "final;..."), if any.
 pub(super) fn concat_of(up: &UploadRecord) -> Option<String> {
-    serde_json::from_str::<serde_json::Value>(&up.metadata)
-        .ok()
-        .and_then(|v| v["concat"].as_str().map(str::to_string))
+    up.metadata.concat.clone()
 }
 
 /// The upload ids named by `final;/tus/a http://host/tus/b`.
@@ -141,7 +139,7 @@ pub(super) fn taken(id: &str) -> ApiError {
 /// Offset headers of a final upload: no Upload-Offset until it is assembled (the
 /// concatenation-unfinished rule), its length once every partial's length is known.
 pub(super) fn final_headers(up: &UploadRecord, parts: &[UploadRecord]) -> HeaderMap {
-    if up.state != "active" {
+    if up.state != UploadState::Active {
         let mut h = offset_headers(up);
         if let Some(l) = up.length {
             h.insert("upload-length", HeaderValue::from(l));
@@ -186,7 +184,7 @@ pub(super) async fn parts_of(
 /// hashes their staged bytes, then the file joins the catalog. Returns the upload as it is
 /// after (still active when a partial is unfinished, or another request is assembling it).
 pub(super) async fn assemble_final(state: &AppState, fin: UploadRecord) -> ApiResult<UploadRecord> {
-    if fin.state != "active" {
+    if fin.state != UploadState::Active {
         return Ok(fin);
     }
     let engine = &state.engine;
@@ -199,7 +197,7 @@ pub(super) async fn assemble_final(state: &AppState, fin: UploadRecord) -> ApiRe
         .get_upload(&fin.id)
         .await?
         .ok_or_else(|| ApiError::not_found("upload"))?;
-    if fin.state != "active" {
+    if fin.state != UploadState::Active {
         return Ok(fin);
     }
     let Some(parts) = parts_of(state, &fin).await? else {
@@ -226,7 +224,7 @@ pub(super) async fn assemble_final(state: &AppState, fin: UploadRecord) -> ApiRe
         let key = p.staging_key.clone();
         let _ = tokio::task::spawn_blocking(move || storage.abort(&key)).await;
     }
-    fin.state = "complete".into();
+    fin.state = UploadState::Complete;
     fin.file_id = Some(file.id);
     Ok(fin)
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use crate::checksum::{Algorithm, Hasher};
-use crate::meta::{Quota, UploadRecord};
+use crate::meta::{Quota, UploadRecord, UploadState};
 use crate::storage::{StagedWrite, Storage};
 use crate::upload::handler::{
     Chain, FileFacts, FileInfo, HandlerError, NewFile, UploadHandler, UploadedFile,
@@ -327,7 +327,7 @@ impl Engine {
         handlers: Vec<Box<dyn UploadHandler>>,
         info: FileInfo,
     ) -> Result<AppendJob, UploadError> {
-        if up.state != "active" {
+        if up.state != UploadState::Active {
             return Err(UploadError::AlreadyComplete);
         }
         if up.offset != offset {

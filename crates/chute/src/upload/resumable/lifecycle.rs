@@ -7,7 +7,9 @@ use std::io::Read;
 use super::append::pump_staged;
 use super::locks::Locked;
 use crate::checksum::{Algorithm, Hasher};
-use crate::meta::{FileRecord, Quota, UploadLimits, UploadRecord, now_unix};
+use crate::meta::{
+    FileRecord, Protocol, Quota, UploadLimits, UploadMeta, UploadRecord, UploadState, now_unix,
+};
 use crate::storage::storage_key_for;
 use crate::upload::hashing::HashSet;
 use crate::upload::{Engine, UploadError, new_file_id};
@@ -16,12 +18,12 @@ pub struct NewUpload<'a> {
     /// The partial uploads of a final upload (tus concatenation), claimed with its creation.
     pub parts: &'a [String],
     pub owner_id: i64,
-    pub protocol: &'a str,
+    pub protocol: Protocol,
     pub name: &'a str,
     pub content_type: Option<&'a str>,
     pub length: Option<u64>,
     pub expires_at: Option<i64>,
-    pub metadata: &'a str,
+    pub metadata: UploadMeta,
 }
 
 impl Engine {
@@ -31,14 +33,14 @@ impl Engine {
             staging_key: format!("uploads/{id}"),
             id,
             owner_id: n.owner_id,
-            protocol: n.protocol.to_string(),
+            protocol: n.protocol,
             name: n.name.to_string(),
             content_type: n.content_type.map(str::to_string),
             offset: 0,
             length: n.length,
-            state: "active".into(),
+            state: UploadState::Active,
             expires_at: n.expires_at,
-            metadata: n.metadata.to_string(),
+            metadata: n.metadata,
             hash_state: None,
             file_id: None,
             created_at: now_unix(),
@@ -102,7 +104,7 @@ impl Engine {
     pub async fn owned_upload(
         &self,
         owner_id: i64,
-        protocol: &str,
+        protocol: Protocol,
         id: &str,
     ) -> Result<Option<UploadRecord>, UploadError> {
         if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -124,7 +126,7 @@ impl Engine {
     pub async fn lock_owned_upload(
         &self,
         owner_id: i64,
-        protocol: &str,
+        protocol: Protocol,
         id: &str,
     ) -> Result<Locked, UploadError> {
         let Some(up) = self.owned_upload(owner_id, protocol, id).await? else {
@@ -151,7 +153,7 @@ impl Engine {
         up: &UploadRecord,
         digests: &[(Algorithm, String)],
     ) -> Result<FileRecord, UploadError> {
-        if up.state != "active" {
+        if up.state != UploadState::Active {
             return Err(UploadError::AlreadyComplete);
         }
         if let Some(len) = up.length
@@ -300,8 +302,8 @@ impl Engine {
         let key = up.staging_key.clone();
         // An active upload with a file id crashed while completing: a copy of its bytes may
         // have been placed under that id's key already.
-        let placed = match (&up.file_id, up.state.as_str()) {
-            (Some(fid), "active") => Some(storage_key_for(fid)),
+        let placed = match (&up.file_id, up.state) {
+            (Some(fid), UploadState::Active) => Some(storage_key_for(fid)),
             _ => None,
         };
         tokio::task::spawn_blocking(move || {

@@ -33,7 +33,7 @@ mod tests {
     use crate::checksum::digest_hex;
     use crate::config::Settings;
     use crate::meta::sqlite::SqliteMeta;
-    use crate::meta::{ClusterLocks, MetaStore, UploadRecord, now_unix};
+    use crate::meta::{ClusterLocks, MetaStore, Protocol, UploadRecord, UploadState, now_unix};
     use crate::storage::Storage;
     use crate::storage::local::LocalStorage;
     use crate::storage::storage_key_for;
@@ -64,12 +64,12 @@ mod tests {
         e.create_upload(NewUpload {
             parts: &[],
             owner_id,
-            protocol: "test",
+            protocol: Protocol::Chunked,
             name: "data.bin",
             content_type: None,
             length: Some(len as u64),
             expires_at: None,
-            metadata: "{}",
+            metadata: Default::default(),
         })
         .await
         .expect("create")
@@ -187,12 +187,12 @@ mod tests {
             e.create_upload(NewUpload {
                 parts: &[],
                 owner_id: user.id,
-                protocol: "test",
+                protocol: Protocol::Chunked,
                 name: "x",
                 content_type: None,
                 length: Some(1),
                 expires_at: Some(now_unix() - 5),
-                metadata: "{}",
+                metadata: Default::default(),
             })
             .await
             .expect("an expired upload holds no place");
@@ -248,14 +248,16 @@ mod tests {
         let other = e.meta.create_user("other", false).await.expect("user");
         let up = new_upload(&e, owner.id, 10).await;
         let seen = || locks.taken.load(std::sync::atomic::Ordering::SeqCst);
-        for (who, protocol) in [(other.id, "test"), (owner.id, "tus")] {
+        for (who, protocol) in [(other.id, Protocol::Chunked), (owner.id, Protocol::Tus)] {
             assert!(matches!(
                 e.lock_owned_upload(who, protocol, &up.id).await,
                 Ok(Locked::NotFound)
             ));
         }
         assert_eq!(seen(), 0, "no lock for a request that is not the owner's");
-        let held = e.lock_owned_upload(owner.id, "test", &up.id).await;
+        let held = e
+            .lock_owned_upload(owner.id, Protocol::Chunked, &up.id)
+            .await;
         assert!(matches!(held, Ok(Locked::Held(..))));
         assert_eq!(seen(), 1);
     }
@@ -285,8 +287,8 @@ mod tests {
         let e = engine(dir.path()).await;
         let up = e.meta.get_upload(&up.id).await.expect("get").expect("up");
         assert_eq!(
-            (up.state.as_str(), up.file_id.as_deref()),
-            ("active", Some(fid.as_str()))
+            (up.state, up.file_id.as_deref()),
+            (UploadState::Active, Some(fid.as_str()))
         );
         let digests = e.upload_digests(&up, &ALGS).await.expect("digests");
         let file = e.complete_upload(&up, &digests).await.expect("complete");
@@ -402,12 +404,12 @@ mod tests {
         let new = |expires_at| NewUpload {
             parts: &[],
             owner_id: user.id,
-            protocol: "test",
+            protocol: Protocol::Chunked,
             name: "x",
             content_type: None,
             length: Some(10),
             expires_at,
-            metadata: "{}",
+            metadata: Default::default(),
         };
         let old = e
             .create_upload(new(Some(now_unix() - 10)))
