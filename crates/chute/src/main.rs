@@ -182,7 +182,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Cmd::Serve => serve(settings).await,
         Cmd::User(UserCmd::Add { name, staff }) => {
-            validate_user_name(&name)?;
             let meta = chute::app::open_meta(&settings).await?;
             let user = meta.create_user(&name, staff).await?;
             eprintln!(
@@ -225,18 +224,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Config(_) => Ok(()),
     }
-}
-
-fn validate_user_name(name: &str) -> anyhow::Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 150
-        && name
-            .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '@' | '+' | '-' | '_'));
-    if !ok {
-        bail!("a user name is 1 to 150 letters, digits and . @ + - _");
-    }
-    Ok(())
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

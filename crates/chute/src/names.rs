@@ -6,6 +6,19 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 /// Longest name kept, in characters (the extension is preserved when cutting).
 pub const MAX_NAME_CHARS: usize = 255;
 
+/// What a user name may be (Django's rule): 1 to 150 letters, digits and `.` `@` `+` `-` `_`.
+/// The catalog refuses any other name, whoever creates the user.
+pub fn valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().count() <= 150
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '@' | '+' | '-' | '_'))
+}
+
+/// The rule of [`valid_user_name`], in words.
+pub const USER_NAME_RULE: &str = "a user name is 1 to 150 letters, digits and . @ + - _";
+
 /// Reduces a client-supplied name to a display name: the last path component (both `/` and
 /// `\` separate), without control characters, trimmed, at most 255 characters (keeping the
 /// extension); "unnamed" when nothing is left or the name is `.` or `..`.
@@ -80,6 +93,16 @@ pub fn content_disposition(disposition: &str, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_names_follow_the_rule() {
+        for ok in ["admin", "a.b@c+d-e_f", "Zoë", &"x".repeat(150)] {
+            assert!(valid_user_name(ok), "{ok}");
+        }
+        for bad in ["", "a b", "a/b", "a\nb", "é;", &"x".repeat(151)] {
+            assert!(!valid_user_name(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn hostile_names_become_plain_names() {

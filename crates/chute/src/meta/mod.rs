@@ -18,6 +18,9 @@ use thiserror::Error;
 pub enum MetaError {
     #[error("{0} already exists")]
     Conflict(String),
+    /// A value the catalog does not take (a user name outside the rule, say).
+    #[error("{0}")]
+    Invalid(String),
     #[error("{0} not found")]
     NotFound(String),
     #[error("database: {0}")]

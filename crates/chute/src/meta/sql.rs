@@ -179,6 +179,9 @@ macro_rules! impl_meta_store {
             }
 
             async fn create_user(&self, name: &str, is_staff: bool) -> Result<User, MetaError> {
+                if !crate::names::valid_user_name(name) {
+                    return Err(MetaError::Invalid(crate::names::USER_NAME_RULE.into()));
+                }
                 let created_at = now_unix();
                 let res: Result<i64, _> = sqlx::query_scalar(
                     "INSERT INTO users (name, is_staff, created_at) VALUES ($1, $2, $3) RETURNING id",
