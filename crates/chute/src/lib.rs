@@ -1,21 +1,61 @@
 //! chute: a file-upload server and library.
 //!
-//! # Layout
+//! # Layers
+//! Each layer names only layers below it (`scripts/layers.sh` checks this in CI):
 //! ```text
-//! HTTP request
-//!   -> http::*            axum routes; one module per protocol adapter (multipart, files, ...)
-//!   -> upload::Engine     the handler chain (upload::handler), run on a pipeline thread
-//!                         (upload::pipeline) by every protocol; built-in handlers in
-//!                         upload::handlers::*; append-at-offset in upload::resumable
-//!   -> storage::Storage   bytes (storage::local)
-//!   -> meta::MetaStore    users, tokens, catalog, uploads (meta::sqlite)
+//! http/            the only place axum lives
+//!   mod.rs           the router; chooses the protocol of a request (the draft's requests
+//!                    carry Upload-Complete and may come to /tus/ and /api/files too)
+//!   multipart.rs     POST /api/files: Django-style form uploads      } protocol adapters,
+//!   chunked.rs       django-chunked-upload                           } side by side; none
+//!   tus.rs, tus/     tus 1.0 (tus/concat.rs: concatenation)          } names another but
+//!   ietf.rs          the IETF resumable-upload draft                 } ietf -> multipart
+//!   sessions.rs      upload sessions (upload.views)                  } (a replayed form)
+//!   files.rs         the file API: list, download, delete            }
+//!   resumable.rs     what tus and the draft share: load, lock, append (AppendError), settle,
+//!                    terminate, the finished file
+//!   form.rs          receiving multipart/form-data (multipart, chunked, sessions)
+//!   headers.rs       header parsing; serve.rs: a stored file as JSON and as bytes
+//!   body.rs          guarded request bodies (sizes, idle and slow clients, total time)
+//!   auth.rs, admission.rs, progress.rs, health.rs, error.rs + error_code.rs
+//! upload/          the engine, protocol-free
+//!   mod.rs           Engine: storage + catalog + settings
+//!   handler.rs       the upload-handler chain (Django's contract); handlers/: the built-ins
+//!                    (progress, quota, sniff, checksum, compress, spill, store, validate,
+//!                    clamav, verify)
+//!   pipeline.rs      runs a chain on the blocking pool, fed by the request
+//!   resumable/       locks.rs (one writer per upload, across nodes), append.rs (bytes at an
+//!                    offset, committed only once durable), lifecycle.rs (create, complete,
+//!                    concatenate, discard, expire); running_digests.rs, hashing.rs
+//!   sessions.rs      upload-session states; progress.rs: X-Progress-ID's registry
+//! storage/         where bytes live: Storage (mod.rs, with the key scheme)
+//!   local.rs         a folder (the default)
+//!   s3.rs            an S3-compatible bucket (AWS S3, Garage, MinIO)
+//! meta/            the catalog: MetaStore (users, tokens, files, uploads, sessions)
+//!   sqlite.rs        SQLite in data_dir (the default)
+//!   postgres.rs      PostgreSQL, for several nodes; pg_locks.rs: locks across nodes
+//!   sql.rs           the SQL both share
+//! config.rs        every setting, typed and checked as it is read
+//! checksum.rs, names.rs   leaves: digests; safe file and user names
+//! app.rs           wires storage, catalog and engine from the settings, and serves
+//! auth.rs          API tokens
 //! ```
-//! `config` holds every setting; `app` wires the parts and serves; `auth` makes and checks
-//! API tokens; `names` makes client file names safe; `fuzzing` is the entry of the fuzz
-//! targets in `fuzz/`.
 //!
-//! To mount chute in your own axum app: build an [`http::AppState`] with
-//! [`app::open_state`] and nest [`http::router`].
+//! # Where a PATCH's bytes go
+//! `http::tus::patch` (or `ietf::patch`) checks the request's headers, takes the upload's
+//! lock (`upload::resumable::locks`), and hands the body to `http::resumable::append_stream`.
+//! There, behind `http::body`'s guards, the bytes run through an append chain
+//! (`upload::resumable::append`: the protocol's handlers, the running digests, then the
+//! staging writer) on `upload::pipeline`, into `Storage::resume` of `storage::local` (a file
+//! under `staging/`) or `storage::s3` (segment objects); once synced, the catalog's offset
+//! advances (`meta::MetaStore::advance_upload`, SQLite or PostgreSQL) and only then is the
+//! PATCH answered. The last byte completes the upload (`upload::resumable::lifecycle`): the
+//! staged bytes are placed as an object and the file enters the catalog in one transaction.
+//! A form upload (`http::multipart`) runs its parts through the configured handler chain
+//! (`upload::handlers`) instead, spilling to `file_upload_temp_dir` or straight to storage.
+//!
+//! `fuzzing` is the entry of the fuzz targets in `fuzz/`. To mount chute in your own axum
+//! app: build an [`http::AppState`] with [`app::open_state`] and nest [`http::router`].
 
 pub mod app;
 pub mod auth;

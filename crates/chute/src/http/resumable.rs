@@ -6,7 +6,7 @@
 //! own answers; it shares the engine below, `upload::resumable`.)
 //!
 //! An append streams the body through the upload's handler chain (checksum, quota, progress)
-//! into staging, and commits what arrived. Its failures are an [`AppendError`], which each
+//! into staging, and commits what arrived. Its failures are an `AppendError`, which each
 //! protocol turns into its own answer: `From<AppendError> for ApiError` for tus, problem
 //! documents in `ietf`.
 

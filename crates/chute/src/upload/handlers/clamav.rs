@@ -139,7 +139,7 @@ impl Clamd {
     }
 }
 
-/// Reads clamd's answer to a stream: "stream: OK", "stream: <signature> FOUND",
+/// Reads clamd's answer to a stream: "stream: OK", `stream: <signature> FOUND`,
 /// "INSTREAM size limit exceeded. ERROR", or another "... ERROR".
 pub fn parse_reply(reply: &str) -> Result<Verdict, UploadError> {
     let body = reply.strip_prefix("stream: ").unwrap_or(reply).trim();

@@ -193,7 +193,7 @@ impl UploadRegistry {
     }
 }
 
-/// What [`Engine::lock_owned_upload`] found.
+/// What [`Engine::lock_owned_upload`](crate::upload::Engine::lock_owned_upload) found.
 pub enum Locked {
     Held(UploadLock, UploadRecord),
     Busy(UploadRecord),

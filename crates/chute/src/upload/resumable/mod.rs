@@ -8,15 +8,15 @@
 //! the recorded offset were never acknowledged and are dropped by `Storage::resume`.
 //!
 //! Running digests: kept in memory between requests, keyed by upload and offset, so completion
-//! never re-reads the file, and hashed behind the requests ([`RunningDigests`]), so a client
+//! never re-reads the file, and hashed behind the requests (`RunningDigests`), so a client
 //! does not wait for the hashing of its request's tail. When they are missing (after a restart,
 //! or on another node) they are recomputed once from the staged bytes, the only case that reads
 //! data back. (RustCrypto's hashers could be serialised into the database instead, but the
 //! assembly backends chosen for speed cannot; one re-read after a restart is the cheaper trade.)
 //!
-//! - [`locks`]: one writer per upload, across nodes.
-//! - [`append`]: a request's bytes at the offset, committed or discarded.
-//! - [`lifecycle`]: creation, completion, concatenation, discarding, expiry.
+//! - `locks`: one writer per upload, across nodes.
+//! - `append`: a request's bytes at the offset, committed or discarded.
+//! - `lifecycle`: creation, completion, concatenation, discarding, expiry.
 
 mod append;
 mod lifecycle;
