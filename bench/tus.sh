@@ -13,7 +13,11 @@
 # client: tus-sink (answers tus, throws the bytes away: what loopback HTTP carries with this
 # client) and store-sink (answers tus and appends each upload's bytes to a file of its own with
 # plain writes, no catalog, no fsync: the ceiling of any tus server that keeps the bytes).
-# Usage: bench/tus.sh [SIZE_MiB]   (default 1024). Loopback only; ends what it starts.
+# BASELINE=REV also builds chute at git revision REV (a worktree under bench/out, a target
+# folder of its own) and runs it beside the current code as `base` (default) and `base-bare`:
+# a regression check in the same run. SERVERS="..." runs only the servers named.
+# Usage: [BASELINE=REV] [SERVERS=...] bench/tus.sh [SIZE_MiB]   (default 1024). Loopback only;
+# ends what it starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MIB=${1:-1024}
@@ -26,6 +30,13 @@ trap cleanup EXIT
 
 cargo build --release -q -p chute --bin chute --example bench_sink --example bench_tus
 BIN=target/release/chute; CLIENT=target/release/examples/bench_tus
+if [ -n "${BASELINE:-}" ]; then
+  rev=$(git rev-parse --short "$BASELINE")
+  tree=$OUT/baseline-$rev
+  [ -d "$tree" ] || git worktree add -q --detach "$tree" "$rev"
+  (cd "$tree" && cargo build --release -q -p chute --bin chute)
+  BASE_BIN=$tree/target/release/chute
+fi
 RUSTUS=$OUT/tools/bin/rustus
 if [ ! -x "$RUSTUS" ]; then
   echo "installing rustus into $OUT/tools (cargo install, a few minutes)…" >&2
@@ -44,15 +55,17 @@ wait_port() { for _ in $(seq 200); do curl -s -o /dev/null -X OPTIONS "$1" && re
 start() { # $1: chute | chute-blake3 | rustus | tusnode -> sets SPID, ENDPOINT, TOK
   local p; p=$(port); rm -rf "$WORK/data"; mkdir -p "$WORK/data"
   case $1 in
-    chute|chute-blake3|chute-nofsync|chute-bare)
-      local extra=()
+    chute|chute-blake3|chute-nofsync|chute-bare|base|base-bare)
+      local extra=() bin=$BIN
+      [[ $1 == base* ]] && bin=$BASE_BIN
+      [ "$1" = base-bare ] && extra=(--file-upload-checksums "" --upload-fsync false)
       [ "$1" = chute-blake3 ] && extra=(--file-upload-checksums blake3)
       # Nearly like the peers, which fsync nothing: blake3 and upload_fsync = false.
       [ "$1" = chute-nofsync ] && extra=(--file-upload-checksums blake3 --upload-fsync false)
       # Exactly the peers' work: no digest of the file, no fsync.
       [ "$1" = chute-bare ] && extra=(--file-upload-checksums "" --upload-fsync false)
       # One token sends the 64 concurrent uploads: admission per user is raised past them.
-      "$BIN" serve --listen "127.0.0.1:$p" --data-dir "$WORK/data" --log warn \
+      "$bin" serve --listen "127.0.0.1:$p" --data-dir "$WORK/data" --log warn \
         --max-concurrent-uploads-per-user 1000 "${extra[@]}" > "$WORK/server.out" 2>&1 & SPID=$!
       ENDPOINT="http://127.0.0.1:$p/tus/"
       for _ in $(seq 100); do grep -q '^chute_' "$WORK/server.out" 2>/dev/null && break; sleep 0.05; done
@@ -88,7 +101,7 @@ run() { # $1 server, $2 scenario -> "MB/s RSS" (runs in a subshell: stops its se
   esac
   out=$("$CLIENT" "$ENDPOINT" "$TOK" "$chunk" "${files[@]}") || { stop; echo "$1 $2 failed" >&2; exit 1; }
   mb=$(echo "$out" | awk '{print $3}'); rss=$(peak)
-  if [[ $1 == chute* && $2 != 64x ]]; then
+  if [[ $1 == chute* || $1 == base* ]] && [[ $2 != 64x ]]; then
     curl -s -H "Authorization: Bearer $TOK" "${ENDPOINT%/tus/}/api/files" | grep -q "$SENT_SHA" \
       || { [ "$1" != chute ] || { echo "chute stored other bytes than were sent" >&2; exit 1; }; }
   fi
@@ -97,7 +110,8 @@ run() { # $1 server, $2 scenario -> "MB/s RSS" (runs in a subshell: stops its se
 }
 
 SENT_SHA=$(sha256sum "$WORK/big.bin" | cut -d' ' -f1)
-SERVERS="chute chute-blake3 chute-nofsync chute-bare rustus rustus-fsync tusnode tus-sink store-sink"
+SERVERS=${SERVERS:-"chute chute-blake3 chute-nofsync chute-bare rustus rustus-fsync tusnode tus-sink store-sink"}
+[ -n "${BASELINE:-}" ] && SERVERS="$SERVERS base base-bare"
 # The 64 x 4 MiB scenario lasts a fifth of a second: it runs ROUNDS_64X times, the servers
 # taking turns in each round (so a slow spell of the host hits all of them), and each server's
 # median counts (its peak RSS: the highest).
@@ -122,10 +136,10 @@ done
   printf '%-26s %-14s %8s %9s %10s %10s %10s\n' scenario server MB/s "peak RSS" "x best peer" "x min(sink,disk)" "x store-sink"
   for s in one 8m 1m 64x; do
     case $s in one) label="1 GiB, one PATCH";; 8m) label="1 GiB, 8 MiB PATCHes";; 1m) label="1 GiB, 1 MiB PATCHes";; 64x) label="64 x 4 MiB concurrent";; esac
-    best=$(( ${MB[rustus/$s]} > ${MB[tusnode/$s]} ? ${MB[rustus/$s]} : ${MB[tusnode/$s]} ))
+    best=$(( ${MB[rustus/$s]:-1} > ${MB[tusnode/$s]:-1} ? ${MB[rustus/$s]:-1} : ${MB[tusnode/$s]:-1} ))
     for srv in $SERVERS; do
       printf '%-26s %-14s %8s %7s MiB %10s %10s %10s\n' "$label" "$srv" "${MB[$srv/$s]}" "${RSS[$srv/$s]}" \
-        "$(ratio "${MB[$srv/$s]}" "$best")" "$(ratio "${MB[$srv/$s]}" "$LIMIT")" "$(ratio "${MB[$srv/$s]}" "${MB[store-sink/$s]}")"
+        "$(ratio "${MB[$srv/$s]}" "$best")" "$(ratio "${MB[$srv/$s]}" "$LIMIT")" "$(ratio "${MB[$srv/$s]}" "${MB[store-sink/$s]:-1}")"
       label=""
     done
   done
