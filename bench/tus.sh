@@ -38,11 +38,13 @@ if [ -n "${BASELINE:-}" ]; then
   BASE_BIN=$tree/target/release/chute
 fi
 RUSTUS=$OUT/tools/bin/rustus
-if [ ! -x "$RUSTUS" ]; then
+DEFAULT_SERVERS="chute chute-blake3 chute-nofsync chute-bare rustus rustus-fsync tusnode tus-sink store-sink"
+SERVERS=${SERVERS:-$DEFAULT_SERVERS}
+if [[ " $SERVERS " == *" rustus"* && ! -x "$RUSTUS" ]]; then
   echo "installing rustus into $OUT/tools (cargo install, a few minutes)…" >&2
   cargo install -q rustus --locked --root "$OUT/tools"
 fi
-if [ ! -d bench/tus_node/node_modules/@tus/server ]; then
+if [[ " $SERVERS " == *" tusnode "* && ! -d bench/tus_node/node_modules/@tus/server ]]; then
   (cd bench/tus_node && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
@@ -110,16 +112,17 @@ run() { # $1 server, $2 scenario -> "MB/s RSS" (runs in a subshell: stops its se
 }
 
 SENT_SHA=$(sha256sum "$WORK/big.bin" | cut -d' ' -f1)
-SERVERS=${SERVERS:-"chute chute-blake3 chute-nofsync chute-bare rustus rustus-fsync tusnode tus-sink store-sink"}
 [ -n "${BASELINE:-}" ] && SERVERS="$SERVERS base base-bare"
 # The 64 x 4 MiB scenario lasts a fifth of a second: it runs ROUNDS_64X times, the servers
 # taking turns in each round (so a slow spell of the host hits all of them), and each server's
 # median counts (its peak RSS: the highest).
 ROUNDS_64X=${ROUNDS_64X:-5}
+# ROUNDS=N repeats the other scenarios too (servers taking turns; medians count).
+ROUNDS=${ROUNDS:-1}
 median() { tr ' ' '\n' | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 declare -A MB RSS ALL
 for s in one 8m 1m 64x; do
-  rounds=1; [ $s = 64x ] && rounds=$ROUNDS_64X
+  rounds=$ROUNDS; [ $s = 64x ] && rounds=$ROUNDS_64X
   for _ in $(seq "$rounds"); do
     for srv in $SERVERS; do
       read -r m r < <(run "$srv" "$s")
@@ -143,6 +146,9 @@ done
       label=""
     done
   done
-  echo "64 x 4 MiB, MB/s of each round (the table shows the medians):"
-  for srv in $SERVERS; do printf '  %-14s%s\n' "$srv" "${ALL[$srv/64x]}"; done
+  for s in one 8m 1m 64x; do
+    [ $s != 64x ] && [ "$ROUNDS" -eq 1 ] && continue
+    echo "$s, MB/s of each round (the table shows the medians):"
+    for srv in $SERVERS; do printf '  %-14s%s\n' "$srv" "${ALL[$srv/$s]}"; done
+  done
 } | tee "$OUT/tus-results.txt"

@@ -8,6 +8,7 @@
 #   http protocol adapters   (tus, ietf, chunked, multipart, sessions, files) name no other
 #                            adapter, but for the draft's replay of a form upload (ietf ->
 #                            multipart); http/mod.rs routes to all of them
+# (config is config/: mod.rs and values.rs.)
 # Prints every line that breaks a rule and fails if there is one. Run by scripts/test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../crates/chute/src"
@@ -29,7 +30,7 @@ adapters=(tus ietf chunked multipart sessions files)
 adapter_re=$(IFS='|'; echo "${adapters[*]}")
 
 forbid "a leaf names nothing of the crate" 'crate::|super::[a-z_]+::' "${leaves[@]}"
-forbid "config names only the leaves" 'crate::(app|http|upload|storage|meta|auth)\b' config.rs
+forbid "config names only the leaves" 'crate::(app|http|upload|storage|meta|auth)\b' $(find config -name '*.rs')
 forbid "storage and meta name nothing above them" 'crate::(app|http|upload|auth)\b' \
   $(find "${lower[@]}" -name '*.rs')
 forbid "the engine (upload/) names no http and no app" 'crate::(app|http)\b' \

@@ -35,7 +35,7 @@
 //!   sqlite.rs        SQLite in data_dir (the default)
 //!   postgres.rs      PostgreSQL, for several nodes; pg_locks.rs: locks across nodes
 //!   sql.rs           the SQL both share
-//! config.rs        every setting, typed and checked as it is read
+//! config/          every setting (mod.rs), typed and checked as it is read (values.rs)
 //! checksum.rs, names.rs   leaves: digests; safe file and user names
 //! app.rs           wires storage, catalog and engine from the settings, and serves
 //! auth.rs          API tokens
