@@ -35,7 +35,7 @@ use super::auth::AuthUser;
 use super::error::{ApiError, ApiResult};
 use super::error_code;
 use super::headers::{file_name, media_type, sf_integer, upload_complete};
-use super::resumable::{AppendError, append_stream, live};
+use super::resumable::{AppendError, append_stream, live, lock_upload};
 use super::serve::{file_json, serve_file};
 use crate::meta::{FileRecord, Protocol, UploadMeta, UploadRecord, UploadState, User, now_unix};
 use crate::upload::resumable::{Locked, NewUpload, UploadLock};
@@ -185,14 +185,7 @@ async fn finish_upload(
     // races the first finds the upload finished, or, once an upgraded form upload has been
     // replayed, gone; it never replays it a second time.
     let api = |e: ApiError| e.into_response();
-    let Some(_lock) = state
-        .engine
-        .uploads
-        .lock_preempting(&up.id, crate::upload::resumable::PREEMPT_WAIT)
-        .await
-    else {
-        return Err(api(ApiError::locked()));
-    };
+    let _lock = lock_upload(state, &up.id).await.map_err(api)?;
     let up = match state.engine.meta.get_upload(&up.id).await {
         Ok(Some(u)) => u,
         Ok(None) => return Err(api(ApiError::not_found("upload"))),

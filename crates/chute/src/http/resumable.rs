@@ -219,9 +219,7 @@ pub(crate) async fn append_body(
     let (lock, up) = match held {
         Some(lock) => (lock, up),
         None => {
-            let Some(lock) = engine.uploads.lock_preempting(&up.id, PREEMPT_WAIT).await else {
-                return Err(ApiError::locked().into());
-            };
+            let lock = lock_upload(state, &up.id).await?;
             // Read again under the lock: the request that held it may have moved the offset.
             let up = engine
                 .meta
@@ -322,19 +320,23 @@ pub(crate) async fn append_body(
 
 /// Ends an upload for good (tus termination, the draft's cancellation): a request still
 /// writing it is ended first; a finished upload's file goes too.
+/// The upload's lock, asking a request that holds it to let go (`PREEMPT_WAIT`); 423 when it
+/// does not.
+pub(crate) async fn lock_upload(state: &AppState, id: &str) -> ApiResult<UploadLock> {
+    state
+        .engine
+        .uploads
+        .lock_preempting(id, PREEMPT_WAIT)
+        .await
+        .ok_or_else(ApiError::locked)
+}
+
 pub(crate) async fn terminate(
     state: &AppState,
     user: &User,
     up: &UploadRecord,
 ) -> ApiResult<Response> {
-    let Some(_lock) = state
-        .engine
-        .uploads
-        .lock_preempting(&up.id, PREEMPT_WAIT)
-        .await
-    else {
-        return Err(ApiError::locked());
-    };
+    let _lock = lock_upload(state, &up.id).await?;
     if let Some(fid) = &up.file_id {
         state.engine.delete_file(user.id, fid).await?;
     }

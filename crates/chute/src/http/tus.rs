@@ -25,15 +25,15 @@ use super::error::{ApiError, ApiResult};
 use super::error_code;
 use super::headers::{header_u64, http_date, parse_metadata};
 use super::resumable::{
-    append_stream, finished_file, live, load_protocol, settings_max, settled, siblings_size,
-    terminate,
+    append_stream, finished_file, live, load_protocol, lock_upload, settings_max, settled,
+    siblings_size, terminate,
 };
 use super::serve::serve_file;
 use crate::checksum::Algorithm;
 use crate::meta::{Protocol, UploadMeta, UploadRecord, UploadState, User, now_unix};
 use crate::names::sanitize_file_name;
 use crate::upload::UploadError;
-use crate::upload::resumable::{Locked, NewUpload, PREEMPT_WAIT, UploadLock};
+use crate::upload::resumable::{Locked, NewUpload, UploadLock};
 
 mod concat;
 pub(crate) use concat::final_parts;
@@ -292,14 +292,7 @@ async fn finish_received(
     {
         return Ok(up);
     }
-    let Some(_lock) = state
-        .engine
-        .uploads
-        .lock_preempting(&up.id, PREEMPT_WAIT)
-        .await
-    else {
-        return Err(ApiError::locked());
-    };
+    let _lock = lock_upload(state, &up.id).await?;
     let up = load(state, user, &up.id).await?;
     finish_if_complete(state, up).await
 }
