@@ -316,16 +316,9 @@ pub trait ClusterLocks: Send + Sync + 'static {
     fn release_requests(&self) -> tokio::sync::broadcast::Receiver<String>;
 }
 
-/// Metadata storage. Implementations must be safe to share between requests and nodes:
-/// every method is one atomic operation.
+/// Users and their API tokens.
 #[async_trait]
-pub trait MetaStore: Send + Sync + 'static {
-    /// Readiness probe.
-    async fn ping(&self) -> Result<(), MetaError>;
-
-    /// Locks across nodes, when several nodes can share this catalog.
-    fn cluster_locks(&self) -> Option<Arc<dyn ClusterLocks>>;
-
+pub trait UserStore: Send + Sync {
     async fn create_user(&self, name: &str, is_staff: bool) -> Result<User, MetaError>;
     async fn user_by_name(&self, name: &str) -> Result<Option<User>, MetaError>;
     async fn count_users(&self) -> Result<u64, MetaError>;
@@ -333,7 +326,11 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn add_token(&self, user_id: i64, token_hash: &str, label: &str)
     -> Result<(), MetaError>;
     async fn user_by_token_hash(&self, token_hash: &str) -> Result<Option<User>, MetaError>;
+}
 
+/// The catalog's files.
+#[async_trait]
+pub trait FileStore: Send + Sync {
     /// Adds a file to the catalog; with a quota, refused when the owner would pass it.
     async fn insert_file(&self, file: &FileRecord, quota: Option<Quota>) -> Result<(), MetaError>;
     async fn get_file(&self, id: &str) -> Result<Option<FileRecord>, MetaError>;
@@ -350,7 +347,11 @@ pub trait MetaStore: Send + Sync + 'static {
     /// plus, for each open upload, its declared length or, while that is deferred, what it
     /// holds. A final upload of a concatenation counts nothing while open (its partials do).
     async fn usage_bytes(&self, owner_id: i64) -> Result<u64, MetaError>;
+}
 
+/// Resumable uploads in progress (and finished ones, until they go).
+#[async_trait]
+pub trait UploadStore: Send + Sync {
     /// Creates an upload within `limits` (open uploads, quota), atomically. A final upload of
     /// a concatenation names its partials in `parts`: each must be the owner's and belong to
     /// no other final, else nothing is created and the answer is `Conflict`.
@@ -405,7 +406,11 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> Result<Vec<UploadRecord>, MetaError>;
     /// Uploads whose expiry is before `now`, oldest first.
     async fn expired_uploads(&self, now: i64, limit: u32) -> Result<Vec<UploadRecord>, MetaError>;
+}
 
+/// Upload sessions and their files.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
     async fn create_session(&self, token: &str, owner_id: i64, now: i64) -> Result<(), MetaError>;
     /// The session with its file count and total size.
     async fn get_session(&self, token: &str) -> Result<Option<SessionRecord>, MetaError>;
@@ -449,6 +454,20 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Removes the temporary files of a session from the catalog and returns them, so that
     /// their bytes can be deleted.
     async fn take_temporary_files(&self, token: &str) -> Result<Vec<FileRecord>, MetaError>;
+}
+
+/// Metadata storage. Implementations must be safe to share between requests and nodes:
+/// every method is one atomic operation.
+/// It is every table's store at once (`UserStore`, `FileStore`, `UploadStore`,
+/// `SessionStore`), so that one `Arc<dyn MetaStore>` serves the whole engine.
+#[async_trait]
+pub trait MetaStore:
+    UserStore + FileStore + UploadStore + SessionStore + Send + Sync + 'static
+{
+    /// Readiness probe.
+    async fn ping(&self) -> Result<(), MetaError>;
+    /// Locks across nodes, when several nodes can share this catalog.
+    fn cluster_locks(&self) -> Option<Arc<dyn ClusterLocks>>;
 }
 
 pub fn now_unix() -> i64 {

@@ -1,6 +1,8 @@
-//! The queries of the catalog, written once for both SQL backends: `impl_meta_store!` expands
-//! to the `MetaStore` implementation for a backend type that has a `pool` field and provides
-//! what the backends do differently:
+//! The queries of the catalog, written once for both SQL backends, one macro per table:
+//! `impl_users_store!` (users and tokens), `impl_files_store!`, `impl_uploads_store!` and
+//! `impl_sessions_store!` each expand to that table's store trait; `impl_meta_store!` expands
+//! to the row readers and transaction helpers they share, all four, and `MetaStore` itself,
+//! for a backend type that has a `pool` field and provides what the backends do differently:
 //!
 //! - `begin_change(&self)`: a transaction for checks and changes that must see no other
 //!   writer of the same session or owner (SQLite: `BEGIN IMMEDIATE`, the database's one write
@@ -44,140 +46,11 @@ macro_rules! file_columns {
     };
 }
 
-/// The `MetaStore` implementation for `$meta`, a struct with a `pool: sqlx::Pool<$db>`.
-macro_rules! impl_meta_store {
+/// `UserStore` for `$meta`: the queries of the users table and tokens.
+macro_rules! impl_users_store {
     ($meta:ty, $db:ty) => {
-        fn file_from_row(r: &<$db as sqlx::Database>::Row) -> Result<FileRecord, sqlx::Error> {
-            Ok(FileRecord {
-                id: r.try_get("id")?,
-                owner_id: r.try_get("owner_id")?,
-                name: r.try_get("name")?,
-                size: r.try_get::<i64, _>("size")? as u64,
-                stored_size: r.try_get::<i64, _>("stored_size")? as u64,
-                content_type: r.try_get("content_type")?,
-                detected_type: r.try_get("detected_type")?,
-                encoding: r.try_get("encoding")?,
-                storage_key: r.try_get("storage_key")?,
-                md5: r.try_get("md5")?,
-                sha1: r.try_get("sha1")?,
-                sha256: r.try_get("sha256")?,
-                blake3: r.try_get("blake3")?,
-                created_at: r.try_get("created_at")?,
-            })
-        }
-
-        fn user_from_row(r: &<$db as sqlx::Database>::Row) -> Result<User, sqlx::Error> {
-            Ok(User {
-                id: r.try_get("id")?,
-                name: r.try_get("name")?,
-                is_staff: r.try_get::<i64, _>("is_staff")? != 0,
-                created_at: r.try_get("created_at")?,
-            })
-        }
-
-        fn upload_from_row(r: &<$db as sqlx::Database>::Row) -> Result<UploadRecord, sqlx::Error> {
-            Ok(UploadRecord {
-                id: r.try_get("id")?,
-                owner_id: r.try_get("owner_id")?,
-                protocol: Protocol::parse(&r.try_get::<String, _>("protocol")?)?,
-                staging_key: r.try_get("staging_key")?,
-                name: r.try_get("name")?,
-                content_type: r.try_get("content_type")?,
-                offset: r.try_get::<i64, _>("offset")? as u64,
-                length: r.try_get::<Option<i64>, _>("length")?.map(|l| l as u64),
-                state: UploadState::parse(&r.try_get::<String, _>("state")?)?,
-                expires_at: r.try_get("expires_at")?,
-                metadata: UploadMeta::from_json(&r.try_get::<String, _>("metadata")?)?,
-                hash_state: r.try_get("hash_state")?,
-                file_id: r.try_get("file_id")?,
-                created_at: r.try_get("created_at")?,
-                final_id: r.try_get("final_id")?,
-            })
-        }
-
-        /// Locks the owner for a quota check (see `OWNER_FOR_CHANGE`).
-        async fn lock_owner(
-            conn: &mut <$db as sqlx::Database>::Connection,
-            owner_id: i64,
-        ) -> Result<(), sqlx::Error> {
-            sqlx::query(<$meta>::OWNER_FOR_CHANGE)
-                .bind(owner_id)
-                .fetch_optional(&mut *conn)
-                .await?;
-            Ok(())
-        }
-
-        /// The owner's usage (`MetaStore::usage_bytes`), as this connection sees it.
-        async fn usage_in<'e, E>(exec: E, owner_id: i64) -> Result<u64, sqlx::Error>
-        where
-            E: sqlx::Executor<'e, Database = $db>,
-        {
-            let n: i64 = sqlx::query_scalar($crate::meta::sql::USAGE)
-                .bind(owner_id)
-                .fetch_one(exec)
-                .await?;
-            Ok(n.max(0) as u64)
-        }
-
-        /// Fails with `QuotaExceeded` when the owner's usage, with the transaction's changes
-        /// in, is over the quota (the caller then drops the transaction: nothing changes).
-        async fn check_quota(
-            conn: &mut <$db as sqlx::Database>::Connection,
-            quota: Option<$crate::meta::Quota>,
-            added: u64,
-        ) -> Result<(), MetaError> {
-            let Some(q) = quota else { return Ok(()) };
-            let used = usage_in(&mut *conn, q.owner_id).await?;
-            if used > q.bytes {
-                return Err(MetaError::QuotaExceeded {
-                    quota: q.bytes,
-                    used: used.saturating_sub(added),
-                });
-            }
-            Ok(())
-        }
-
-        async fn insert_file_with<'e, E>(exec: E, f: &FileRecord) -> Result<(), sqlx::Error>
-        where
-            E: sqlx::Executor<'e, Database = $db>,
-        {
-            sqlx::query(concat!(
-                "INSERT INTO files (",
-                file_columns!(),
-                ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
-            ))
-            .bind(&f.id)
-            .bind(f.owner_id)
-            .bind(&f.name)
-            .bind(f.size as i64)
-            .bind(f.stored_size as i64)
-            .bind(&f.content_type)
-            .bind(&f.detected_type)
-            .bind(&f.encoding)
-            .bind(&f.storage_key)
-            .bind(&f.md5)
-            .bind(&f.sha1)
-            .bind(&f.sha256)
-            .bind(&f.blake3)
-            .bind(f.created_at)
-            .execute(exec)
-            .await?;
-            Ok(())
-        }
-
         #[async_trait]
-        impl $crate::meta::MetaStore for $meta {
-            fn cluster_locks(
-                &self,
-            ) -> Option<std::sync::Arc<dyn $crate::meta::ClusterLocks>> {
-                self.shared_locks()
-            }
-
-            async fn ping(&self) -> Result<(), MetaError> {
-                sqlx::query("SELECT 1").execute(self.reads()).await?;
-                Ok(())
-            }
-
+        impl $crate::meta::UserStore for $meta {
             async fn create_user(&self, name: &str, is_staff: bool) -> Result<User, MetaError> {
                 if !crate::names::valid_user_name(name) {
                     return Err(MetaError::Invalid(crate::names::USER_NAME_RULE.into()));
@@ -252,7 +125,15 @@ macro_rules! impl_meta_store {
                 .await?;
                 Ok(row.as_ref().map(user_from_row).transpose()?)
             }
+        }
+    };
+}
 
+/// `FileStore` for `$meta`: the queries of the files table.
+macro_rules! impl_files_store {
+    ($meta:ty, $db:ty) => {
+        #[async_trait]
+        impl $crate::meta::FileStore for $meta {
             async fn insert_file(
                 &self,
                 f: &FileRecord,
@@ -325,7 +206,15 @@ macro_rules! impl_meta_store {
             async fn usage_bytes(&self, owner_id: i64) -> Result<u64, MetaError> {
                 Ok(usage_in(self.reads(), owner_id).await?)
             }
+        }
+    };
+}
 
+/// `UploadStore` for `$meta`: the queries of the uploads table.
+macro_rules! impl_uploads_store {
+    ($meta:ty, $db:ty) => {
+        #[async_trait]
+        impl $crate::meta::UploadStore for $meta {
             async fn create_upload(
                 &self,
                 u: &UploadRecord,
@@ -560,7 +449,15 @@ macro_rules! impl_meta_store {
                 tx.commit().await?;
                 Ok(())
             }
+        }
+    };
+}
 
+/// `SessionStore` for `$meta`: the queries of the sessions table.
+macro_rules! impl_sessions_store {
+    ($meta:ty, $db:ty) => {
+        #[async_trait]
+        impl $crate::meta::SessionStore for $meta {
             async fn create_session(&self, token: &str, owner_id: i64, now: i64) -> Result<(), MetaError> {
                 sqlx::query(
                     "INSERT INTO upload_sessions (token, owner_id, status, last_activity, created_at) \
@@ -787,6 +684,148 @@ macro_rules! impl_meta_store {
                 Ok(rows.iter().map(file_from_row).collect::<Result<_, _>>()?)
             }
         }
+    };
+}
+
+/// The `MetaStore` implementation for `$meta`, a struct with a `pool: sqlx::Pool<$db>`.
+macro_rules! impl_meta_store {
+    ($meta:ty, $db:ty) => {
+        fn file_from_row(r: &<$db as sqlx::Database>::Row) -> Result<FileRecord, sqlx::Error> {
+            Ok(FileRecord {
+                id: r.try_get("id")?,
+                owner_id: r.try_get("owner_id")?,
+                name: r.try_get("name")?,
+                size: r.try_get::<i64, _>("size")? as u64,
+                stored_size: r.try_get::<i64, _>("stored_size")? as u64,
+                content_type: r.try_get("content_type")?,
+                detected_type: r.try_get("detected_type")?,
+                encoding: r.try_get("encoding")?,
+                storage_key: r.try_get("storage_key")?,
+                md5: r.try_get("md5")?,
+                sha1: r.try_get("sha1")?,
+                sha256: r.try_get("sha256")?,
+                blake3: r.try_get("blake3")?,
+                created_at: r.try_get("created_at")?,
+            })
+        }
+
+        fn user_from_row(r: &<$db as sqlx::Database>::Row) -> Result<User, sqlx::Error> {
+            Ok(User {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                is_staff: r.try_get::<i64, _>("is_staff")? != 0,
+                created_at: r.try_get("created_at")?,
+            })
+        }
+
+        fn upload_from_row(r: &<$db as sqlx::Database>::Row) -> Result<UploadRecord, sqlx::Error> {
+            Ok(UploadRecord {
+                id: r.try_get("id")?,
+                owner_id: r.try_get("owner_id")?,
+                protocol: Protocol::parse(&r.try_get::<String, _>("protocol")?)?,
+                staging_key: r.try_get("staging_key")?,
+                name: r.try_get("name")?,
+                content_type: r.try_get("content_type")?,
+                offset: r.try_get::<i64, _>("offset")? as u64,
+                length: r.try_get::<Option<i64>, _>("length")?.map(|l| l as u64),
+                state: UploadState::parse(&r.try_get::<String, _>("state")?)?,
+                expires_at: r.try_get("expires_at")?,
+                metadata: UploadMeta::from_json(&r.try_get::<String, _>("metadata")?)?,
+                hash_state: r.try_get("hash_state")?,
+                file_id: r.try_get("file_id")?,
+                created_at: r.try_get("created_at")?,
+                final_id: r.try_get("final_id")?,
+            })
+        }
+
+        /// Locks the owner for a quota check (see `OWNER_FOR_CHANGE`).
+        async fn lock_owner(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            owner_id: i64,
+        ) -> Result<(), sqlx::Error> {
+            sqlx::query(<$meta>::OWNER_FOR_CHANGE)
+                .bind(owner_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+            Ok(())
+        }
+
+        /// The owner's usage (`MetaStore::usage_bytes`), as this connection sees it.
+        async fn usage_in<'e, E>(exec: E, owner_id: i64) -> Result<u64, sqlx::Error>
+        where
+            E: sqlx::Executor<'e, Database = $db>,
+        {
+            let n: i64 = sqlx::query_scalar($crate::meta::sql::USAGE)
+                .bind(owner_id)
+                .fetch_one(exec)
+                .await?;
+            Ok(n.max(0) as u64)
+        }
+
+        /// Fails with `QuotaExceeded` when the owner's usage, with the transaction's changes
+        /// in, is over the quota (the caller then drops the transaction: nothing changes).
+        async fn check_quota(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            quota: Option<$crate::meta::Quota>,
+            added: u64,
+        ) -> Result<(), MetaError> {
+            let Some(q) = quota else { return Ok(()) };
+            let used = usage_in(&mut *conn, q.owner_id).await?;
+            if used > q.bytes {
+                return Err(MetaError::QuotaExceeded {
+                    quota: q.bytes,
+                    used: used.saturating_sub(added),
+                });
+            }
+            Ok(())
+        }
+
+        async fn insert_file_with<'e, E>(exec: E, f: &FileRecord) -> Result<(), sqlx::Error>
+        where
+            E: sqlx::Executor<'e, Database = $db>,
+        {
+            sqlx::query(concat!(
+                "INSERT INTO files (",
+                file_columns!(),
+                ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
+            ))
+            .bind(&f.id)
+            .bind(f.owner_id)
+            .bind(&f.name)
+            .bind(f.size as i64)
+            .bind(f.stored_size as i64)
+            .bind(&f.content_type)
+            .bind(&f.detected_type)
+            .bind(&f.encoding)
+            .bind(&f.storage_key)
+            .bind(&f.md5)
+            .bind(&f.sha1)
+            .bind(&f.sha256)
+            .bind(&f.blake3)
+            .bind(f.created_at)
+            .execute(exec)
+            .await?;
+            Ok(())
+        }
+
+        #[async_trait]
+        impl $crate::meta::MetaStore for $meta {
+            fn cluster_locks(
+                &self,
+            ) -> Option<std::sync::Arc<dyn $crate::meta::ClusterLocks>> {
+                self.shared_locks()
+            }
+
+            async fn ping(&self) -> Result<(), MetaError> {
+                sqlx::query("SELECT 1").execute(self.reads()).await?;
+                Ok(())
+            }
+        }
+
+        impl_users_store!($meta, $db);
+        impl_files_store!($meta, $db);
+        impl_uploads_store!($meta, $db);
+        impl_sessions_store!($meta, $db);
 
         async fn add_session_file_in(
             conn: &mut <$db as sqlx::Database>::Connection,
