@@ -202,7 +202,7 @@ pub struct UploadRecord {
 
 /// A user's storage quota, checked in the same transaction as the change that uses it: the
 /// owner's finished files plus what their open uploads hold or declared (see
-/// [`MetaStore::usage_bytes`]) must stay within `bytes`.
+/// [`FileStore::usage_bytes`]) must stay within `bytes`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Quota {
     pub owner_id: i64,
