@@ -7,7 +7,7 @@
 //!   mod.rs           the router; chooses the protocol of a request (the draft's requests
 //!                    carry Upload-Complete and may come to /tus/ and /api/files too)
 //!   multipart.rs     POST /api/files: Django-style form uploads      } protocol adapters,
-//!   chunked.rs, chunked/  django-chunked-upload (receive.rs: a chunk)  } side by side; none
+//!   chunked.rs, chunked/ django-chunked-upload (receive.rs: a chunk) } side by side; none
 //!   tus.rs, tus/     tus 1.0 (tus/concat.rs: concatenation)          } names another but
 //!   ietf.rs          the IETF resumable-upload draft                 } ietf -> multipart
 //!   sessions.rs      upload sessions (upload.views)                  } (a replayed form)
