@@ -434,6 +434,14 @@ impl SettingValue for HandlerChain {
 pub struct Checksums(pub Vec<Algorithm>);
 
 impl Checksums {
+    /// These and `extra` (what a protocol needs besides), sorted and without repeats.
+    pub fn with(&self, extra: &[Algorithm]) -> Vec<Algorithm> {
+        let mut a: Vec<Algorithm> = self.0.iter().chain(extra).copied().collect();
+        a.sort();
+        a.dedup();
+        a
+    }
+
     fn from_names(names: &[String]) -> Result<Self, String> {
         names
             .iter()

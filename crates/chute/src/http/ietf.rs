@@ -304,13 +304,6 @@ async fn append_at(
     }
 }
 
-/// Upload creation: `POST /tus/` or `POST /resumable/` with `Upload-Complete`.
-async fn create_upload(state: &AppState, user: &User, req: Request) -> Response {
-    match create_inner(state, user, req, false).await {
-        Ok(r) | Err(r) => r,
-    }
-}
-
 /// `POST /api/files` with `Upload-Complete`: the form upload made resumable (the draft's
 /// upgrade). The body is the multipart request itself; once complete, it is processed as if
 /// it had arrived in one piece.
@@ -319,13 +312,7 @@ pub async fn upgrade_form_upload(
     AuthUser(user): AuthUser,
     req: Request,
 ) -> Response {
-    let _admitted = match state.in_flight.admit(user.id) {
-        Ok(a) => a,
-        Err(e) => return e.into_response(),
-    };
-    match create_inner(&state, &user, req, true).await {
-        Ok(r) | Err(r) => r,
-    }
+    create_admitted(&state, &user, req, true).await
 }
 
 async fn create_inner(
@@ -409,11 +396,18 @@ pub async fn create(
     AuthUser(user): AuthUser,
     req: Request,
 ) -> Response {
+    create_admitted(&state, &user, req, false).await
+}
+
+/// Creation, counted among the user's requests in flight (`form`: an upgraded form upload).
+async fn create_admitted(state: &AppState, user: &User, req: Request, form: bool) -> Response {
     let _admitted = match state.in_flight.admit(user.id) {
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
-    create_upload(&state, &user, req).await
+    match create_inner(state, user, req, form).await {
+        Ok(r) | Err(r) => r,
+    }
 }
 
 /// The caller's draft upload, or 404 (unknown, another user's) / 410 (expired).

@@ -190,7 +190,7 @@ pub(crate) async fn append_stream(
     result
 }
 
-pub(crate) async fn append_body(
+async fn append_body(
     state: &AppState,
     held: Option<UploadLock>,
     up: UploadRecord,

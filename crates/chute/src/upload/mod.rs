@@ -101,17 +101,7 @@ impl Engine {
         &self,
         extra: &[crate::checksum::Algorithm],
     ) -> Vec<crate::checksum::Algorithm> {
-        let mut a: Vec<crate::checksum::Algorithm> = self
-            .settings
-            .file_upload_checksums
-            .0
-            .iter()
-            .copied()
-            .chain(extra.iter().copied())
-            .collect();
-        a.sort();
-        a.dedup();
-        a
+        self.settings.file_upload_checksums.with(extra)
     }
 
     /// Places a completed file in storage (durably) and then records it in the catalog, so

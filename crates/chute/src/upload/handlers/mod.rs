@@ -76,15 +76,7 @@ pub fn build_handlers(names: &[HandlerName], ctx: &ChainContext) -> Vec<Box<dyn 
                 s.file_upload_reject_type_mismatch,
             ))),
             HandlerName::Checksum => {
-                let mut algs: Vec<Algorithm> = s
-                    .file_upload_checksums
-                    .0
-                    .iter()
-                    .copied()
-                    .chain(ctx.extra_checksums.iter().copied())
-                    .collect();
-                algs.sort();
-                algs.dedup();
+                let algs = s.file_upload_checksums.with(&ctx.extra_checksums);
                 handlers.push(Box::new(checksum::ChecksumHandler::new(algs)));
             }
             HandlerName::Compress => handlers.push(Box::new(compress::CompressHandler::new(
