@@ -827,3 +827,40 @@ async fn a_read_only_node_reports_a_fully_received_upload_without_finishing_it()
         .expect("ro.bin");
     assert_eq!(ro_file["checksums"]["sha256"], sha256_hex(&data));
 }
+
+/// Finishing on HEAD is the owner's: another user's HEAD is 404 and finishes nothing; and
+/// two HEADs at once make one file (the second finds the upload finished under the lock).
+#[tokio::test]
+async fn only_the_owner_finishes_a_fully_received_upload_and_only_once() {
+    let app = spawn_app(&[]).await;
+    let data = bytes(400_000, 123);
+    let loc = crate::tus::create(&app, data.len() as u64, "filename b25jZS5iaW4=").await;
+    received_but_not_completed(&app, &loc, &data).await;
+    let other = app.user("mallory").await;
+    let res = app
+        .client
+        .head(app.url(&loc))
+        .bearer_auth(&other)
+        .header("Tus-Resumable", "1.0.0")
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(res.status(), 404);
+    assert!(
+        app.list(&app.token).await.is_empty(),
+        "another user finished nothing"
+    );
+    assert!(app.list(&other).await.is_empty());
+
+    let (a, b) = tokio::join!(
+        req(&app, Method::HEAD, &loc).send(),
+        req(&app, Method::HEAD, &loc).send()
+    );
+    assert_eq!(a.expect("head").status(), 200);
+    assert_eq!(b.expect("head").status(), 200);
+    let files = app.list(&app.token).await;
+    assert_eq!(files.len(), 1, "one file: {files:?}");
+    assert_eq!(files[0]["checksums"]["sha256"], sha256_hex(&data));
+    assert_eq!(app.stored_objects().len(), 1, "one object");
+    assert!(app.leftovers().is_empty(), "{:?}", app.leftovers());
+}
