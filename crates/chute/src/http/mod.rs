@@ -1,15 +1,22 @@
-//! The HTTP layer, the only place axum lives: one module per protocol adapter or resource.
+//! The HTTP layer, the only place axum lives. This file routes, and decides which protocol a
+//! request speaks (`speaks_draft`); the protocol adapters sit side by side on the shared
+//! modules below them and name no other adapter (`scripts/layers.sh`).
 //!
+//! Protocol adapters:
 //! - [`multipart`]: `POST /api/files`, Django-style streaming form uploads.
 //! - [`chunked`]: the django-chunked-upload protocol (resumable, Content-Range chunks).
-//! - [`tus`]: tus 1.0 (core, creation, defer-length, expiration, checksum, termination).
+//! - [`tus`]: tus 1.0 with every extension (`tus/concat.rs`: concatenation).
 //! - [`ietf`]: the IETF resumable-upload draft (interop 8) at `/resumable/{id}`.
 //! - [`sessions`]: upload sessions (the upload.views API), validation, scanning, X-Accel.
 //! - [`files`]: listing, downloading and deleting catalog files.
-//! - [`progress`]: `GET /api/progress/{id}` for uploads tagged with X-Progress-ID.
-//! - [`health`]: `GET /healthz`.
-//! - [`auth`], [`admission`], [`body`], [`error`]: bearer tokens, uploads in flight per user,
-//!   guarded request bodies, JSON errors.
+//!
+//! Shared below them:
+//! - [`resumable`]: what tus and the draft share (load, lock, append, settle, terminate).
+//! - [`form`], [`headers`], [`serve`]: receiving multipart/form-data, parsing headers, a
+//!   stored file as JSON and as bytes.
+//! - [`progress`]: X-Progress-ID and `GET /api/progress/{id}`; [`health`]: `GET /healthz`.
+//! - [`auth`], [`admission`], [`body`], [`error`], [`error_code`]: bearer tokens, uploads in
+//!   flight per user, guarded request bodies, JSON errors and their codes.
 
 pub mod admission;
 pub mod auth;
