@@ -226,7 +226,11 @@ async fn tus_js_client_defers_the_length_and_terminates() {
 }
 
 /// A TCP proxy that cuts the first connection whose client-to-server bytes pass `cut_after`
-/// (once), and counts all bytes clients sent.
+/// (once), and counts all bytes clients sent. At the cut it ends the server's side first and
+/// waits (30 s at most) until the server has closed it, so the server has settled every byte
+/// that reached it before the client learns of the cut and asks where the upload stands. (A
+/// HEAD preempts a PATCH still writing, so otherwise the kernel's buffers decide how much a
+/// slow machine resends.)
 async fn cutting_proxy(
     upstream: std::net::SocketAddr,
     cut_after: u64,
@@ -259,24 +263,33 @@ async fn cutting_proxy(
                     let mut mine = 0u64;
                     loop {
                         let n = match cr.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
+                            Ok(0) | Err(_) => return false,
                             Ok(n) => n,
                         };
                         mine += n as u64;
                         t.fetch_add(n as u64, Ordering::Relaxed);
                         if mine > cut_after && !k.swap(true, Ordering::Relaxed) {
-                            return; // cut: both halves drop, the connection closes mid-body
+                            return true; // cut mid-body
                         }
                         if sw.write_all(&buf[..n]).await.is_err() {
-                            return;
+                            return false;
                         }
                     }
                 };
                 let down = tokio::io::copy(&mut sr, &mut cw);
-                tokio::select! {
-                    () = up => {}
-                    _ = down => {}
+                let was_cut = tokio::select! {
+                    c = up => c,
+                    _ = down => false,
+                };
+                if was_cut {
+                    let _ = sw.shutdown().await;
+                    let drain = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while matches!(sr.read(&mut buf).await, Ok(n) if n > 0) {}
+                    };
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), drain).await;
                 }
+                // Dropping both halves of both sides closes the client's connection.
             });
         }
     });
