@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Checks that chute's layers only look down (crates/chute/src/lib.rs draws them):
-#   checksum, names          leaves: name nothing of the crate
+#   checksum, names, events  leaves: name nothing of the crate
 #   config                   names only the leaves
-#   storage, meta            name only config and the leaves
+#   storage, meta, hooks     name only config, meta and the leaves (hooks sends what meta keeps)
 #   upload (the engine)      names no http and no app
 #   http shared modules      name no protocol adapter
-#   http protocol adapters   (tus, ietf, chunked, multipart, sessions, files) name no other
+#   http protocol adapters   (tus, ietf, chunked, multipart, sessions, files, events) name no other
 #                            adapter, but for the draft's replay of a form upload (ietf ->
 #                            multipart); http/mod.rs routes to all of them
 # (config is config/: mod.rs and values.rs.)
@@ -24,14 +24,14 @@ forbid() {
     status=1
   fi
 }
-leaves=(checksum.rs names.rs)
-lower=(storage meta)
-adapters=(tus ietf chunked multipart sessions files)
+leaves=(checksum.rs names.rs events.rs)
+lower=(storage meta hooks)
+adapters=(tus ietf chunked multipart sessions files events)
 adapter_re=$(IFS='|'; echo "${adapters[*]}")
 
 forbid "a leaf names nothing of the crate" 'crate::|super::[a-z_]+::' "${leaves[@]}"
 forbid "config names only the leaves" 'crate::(app|http|upload|storage|meta|auth)\b' $(find config -name '*.rs')
-forbid "storage and meta name nothing above them" 'crate::(app|http|upload|auth)\b' \
+forbid "storage, meta and hooks name nothing above them" 'crate::(app|http|upload|auth)\b' \
   $(find "${lower[@]}" -name '*.rs')
 forbid "the engine (upload/) names no http and no app" 'crate::(app|http)\b' \
   $(find upload -name '*.rs')
@@ -54,5 +54,6 @@ for a in "${adapters[@]}"; do
     forbid "protocol adapter $a names another adapter" "$pattern" "${files[@]}"
   fi
 done
+forbid "storage and meta do not name hooks" 'crate::hooks\b' $(find storage meta -name '*.rs')
 [ "$status" -eq 0 ] && echo "layering: every layer looks only down"
 exit "$status"

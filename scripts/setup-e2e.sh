@@ -2,7 +2,7 @@
 # Installs the real components the tests drive: Debian's chromium, clamd (clamav-daemon),
 # nginx (nginx-light) and PostgreSQL (postgresql); Garage (crates.io); the npm packages pinned in
 # e2e/package-lock.json (jQuery-File-Upload, spark-md5, playwright-core, tus-js-client); and
-# tuspy (e2e/requirements.txt) in e2e/.venv. The tests start clamd, nginx, PostgreSQL and
+# tuspy and standardwebhooks (e2e/requirements.txt) in e2e/.venv. The tests start clamd, nginx, PostgreSQL and
 # Garage themselves (scripts/clamd-test.sh, nginx-test.sh, postgres-test.sh, garage-test.sh).
 # Idempotent: does nothing when everything is there.
 set -euo pipefail
@@ -40,7 +40,7 @@ if [ ! -d e2e/node_modules/blueimp-file-upload ] || [ e2e/package-lock.json -nt 
   (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
-if [ ! -x e2e/.venv/bin/python ] || ! e2e/.venv/bin/python -c 'import tusclient' 2>/dev/null; then
+if [ ! -x e2e/.venv/bin/python ] || ! e2e/.venv/bin/python -c 'import tusclient, standardwebhooks' 2>/dev/null; then
   python3 -m venv e2e/.venv
   e2e/.venv/bin/pip install -q --disable-pip-version-check -r e2e/requirements.txt
 fi

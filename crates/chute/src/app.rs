@@ -2,6 +2,7 @@
 //! the router over hyper with the connection-level limits (header size and time, graceful
 //! shutdown) that axum's own `serve` does not expose.
 
+use crate::hooks::Deliverer;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,7 +96,8 @@ pub async fn bootstrap_admin(meta: &dyn MetaStore) -> anyhow::Result<Option<Stri
     Ok(Some(token))
 }
 
-/// Deletes expired uploads and expires idle upload sessions every `upload_sweep_interval` (as `chute gc` does).
+/// Deletes expired uploads, expires idle upload sessions and prunes events past
+/// `events_retention`, every `upload_sweep_interval` (as `chute gc` does).
 fn spawn_sweeper(engine: Engine) -> Option<tokio::task::JoinHandle<()>> {
     let every = engine.settings.upload_sweep_interval.0;
     if every.is_zero() {
@@ -119,6 +121,9 @@ fn spawn_sweeper(engine: Engine) -> Option<tokio::task::JoinHandle<()>> {
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "expiring upload sessions failed"),
+            }
+            if let Err(e) = engine.prune_events().await {
+                tracing::warn!(error = %e, "pruning old events failed");
             }
         }
     }))
@@ -148,6 +153,11 @@ pub async fn serve_app(
 ) -> std::io::Result<()> {
     let settings = state.engine.settings.clone();
     let sweeper = spawn_sweeper(state.engine.clone());
+    let deliverer = match Deliverer::new(state.engine.meta.clone(), &settings) {
+        Ok(Some(d)) => Some(tokio::spawn(d.run(state.engine.events.subscribe()))),
+        Ok(None) => None,
+        Err(e) => return Err(std::io::Error::other(format!("hooks: {e}"))),
+    };
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(settings.request_header_timeout.0)
@@ -186,6 +196,10 @@ pub async fn serve_app(
     drop(listener);
     if let Some(s) = sweeper {
         s.abort();
+    }
+    if let Some(d) = deliverer {
+        // Events not yet acknowledged stay in the outbox: the next start sends them.
+        d.abort();
     }
     tokio::select! {
         () = graceful.shutdown() => {}

@@ -12,6 +12,7 @@
 //!   ietf.rs          the IETF resumable-upload draft                 } ietf -> multipart
 //!   sessions.rs      upload sessions (upload.views)                  } (a replayed form)
 //!   files.rs         the file API: list, download, delete            }
+//!   events.rs        GET /api/events: the pull feed of events        }
 //!   resumable.rs     what tus and the draft share: load, lock, append (AppendError), settle,
 //!                    terminate, the finished file
 //!   form.rs          receiving multipart/form-data (multipart, chunked, sessions)
@@ -28,15 +29,21 @@
 //!                    offset, committed only once durable), lifecycle.rs (create, complete,
 //!                    concatenate, discard, expire); running_digests.rs, hashing.rs
 //!   sessions.rs      upload-session states; progress.rs: X-Progress-ID's registry
+//!   events.rs        which events are recorded and what each carries (built where the
+//!                    change happens, committed with it by the catalog)
+//! hooks/           delivering events to hooks_url: signing.rs (Standard Webhooks),
+//!                  delivery.rs (the outbox's deliverer: leases, retries, order per subject)
 //! storage/         where bytes live: Storage (mod.rs, with the key scheme)
 //!   local.rs         a folder (the default)
 //!   s3.rs            an S3-compatible bucket (AWS S3, Garage, MinIO)
-//! meta/            the catalog: MetaStore (users, tokens, files, uploads, sessions)
+//! meta/            the catalog: MetaStore (users, tokens, files, uploads, sessions, and
+//!                  the events outbox, written in the same transactions)
 //!   sqlite.rs        SQLite in data_dir (the default)
 //!   postgres.rs      PostgreSQL, for several nodes; pg_locks.rs: locks across nodes
 //!   sql.rs           the SQL both share
 //! config/          every setting (mod.rs), typed and checked as it is read (values.rs)
-//! checksum.rs, names.rs   leaves: digests; safe file and user names
+//! checksum.rs, names.rs, events.rs   leaves: digests; safe file and user names; event
+//!                  types and their wire body
 //! app.rs           wires storage, catalog and engine from the settings, and serves
 //! auth.rs          API tokens
 //! ```
@@ -61,8 +68,10 @@ pub mod app;
 pub mod auth;
 pub mod checksum;
 pub mod config;
+pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod hooks;
 pub mod http;
 pub mod meta;
 pub mod names;

@@ -45,6 +45,31 @@ enum Cmd {
     /// Print the example configuration with every setting and its default.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// The recorded events and their delivery to hooks_url.
+    #[command(subcommand)]
+    Events(EventsCmd),
+}
+
+#[derive(Subcommand)]
+enum EventsCmd {
+    /// List the newest events: seq, id, type, state, tries, subject, last error.
+    List {
+        /// Only the events kept as failed.
+        #[arg(long)]
+        failed: bool,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Send failed events again (from now on, for another hooks_retry_for).
+    Retry {
+        /// The event's id (evt_...).
+        id: Option<String>,
+        /// Every failed event.
+        #[arg(long, conflicts_with = "id")]
+        failed: bool,
+    },
+    /// Print a new random hooks_secret.
+    Secret,
 }
 
 #[derive(Subcommand)]
@@ -178,6 +203,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         print!("{}", chute::config::example_toml());
         return Ok(());
     }
+    if let Cmd::Events(EventsCmd::Secret) = cli.command {
+        return print_secret();
+    }
     let settings = Settings::load(cli.config.as_deref(), std::env::vars(), cli.settings.values)?;
     match cli.command {
         Cmd::Serve => serve(settings).await,
@@ -222,8 +250,51 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Cmd::Events(cmd) => events(&settings, cmd).await,
         Cmd::Config(_) => Ok(()),
     }
+}
+
+fn print_secret() -> anyhow::Result<()> {
+    let secret =
+        chute::events::new_secret().map_err(|e| anyhow::anyhow!("no random bytes: {e}"))?;
+    println!("{secret}");
+    Ok(())
+}
+
+async fn events(settings: &Settings, cmd: EventsCmd) -> anyhow::Result<()> {
+    use chute::events::DeliveryState;
+    let meta = chute::app::open_meta(settings).await?;
+    match cmd {
+        EventsCmd::List { failed, limit } => {
+            let state = failed.then_some(DeliveryState::Failed);
+            for e in meta.list_events(state, limit).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    e.seq,
+                    e.id,
+                    e.kind,
+                    e.state.as_str(),
+                    e.attempts,
+                    e.subject,
+                    e.last_error.unwrap_or_default()
+                );
+            }
+        }
+        EventsCmd::Retry { id, failed } => {
+            if id.is_none() && !failed {
+                bail!("name an event id, or give --failed for every failed event");
+            }
+            let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+            let n = meta.retry_events(id.as_deref(), now).await?;
+            if n == 0 && id.is_some() {
+                bail!("no failed event with that id");
+            }
+            eprintln!("{n} event(s) will be sent again");
+        }
+        EventsCmd::Secret => print_secret()?,
+    }
+    Ok(())
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

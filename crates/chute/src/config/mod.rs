@@ -199,6 +199,29 @@ settings! {
     /// whose staged bytes fell short of its recorded offset then has to start over). With
     /// PostgreSQL, false also sets `synchronous_commit = off` on chute's connections.
     upload_fsync: bool = "true";
+    /// Where events are delivered: an http(s) URL that takes Standard Webhooks POSTs. Empty:
+    /// no deliveries (and, unless `events_feed` is on, no events are recorded at all).
+    hooks_url: String = "";
+    /// The Standard Webhooks signing secret: `whsec_` and base64 of 24-64 random bytes.
+    /// Required with `hooks_url`.
+    hooks_secret: String = "";
+    /// The event types delivered and recorded: "all" (every notification) and/or names
+    /// (upload.created, upload.progress, upload.finished, upload.terminated, upload.expired,
+    /// file.deleted, session.stored, session.expired; the blocking hooks pre-create and
+    /// pre-finish only when named).
+    hooks_events: EventTypes = "all";
+    /// How long one delivery may take before it counts as failed.
+    hooks_timeout: Dur = "5s";
+    /// The longest wait between two tries of an undelivered event (the waits double from 1s).
+    hooks_retry_max_interval: Dur = "1h";
+    /// How long an event is retried before it is kept as failed (`chute events retry`).
+    hooks_retry_for: Dur = "3d";
+    /// How often upload.progress may be sent for one upload.
+    hooks_progress_interval: Dur = "1s";
+    /// Record events for the pull feed `GET /api/events` even without `hooks_url`.
+    events_feed: bool = "false";
+    /// How long delivered (and feed-only) events stay in the catalog for the feed.
+    events_retention: Dur = "7d";
     /// How often the server deletes expired uploads (as `chute gc` does); "0s" turns it off.
     upload_sweep_interval: Dur = "10m";
     /// How long a finished upload's progress stays queryable at /api/progress/{id}.
@@ -370,6 +393,23 @@ impl Settings {
                 "accepted_file_formats",
                 "name at least one group of extensions".into(),
             ));
+        }
+        if !self.hooks_url.is_empty() {
+            let u = self.hooks_url.to_ascii_lowercase();
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(bad("hooks_url", "give an http:// or https:// URL".into()));
+            }
+            if crate::events::secret_key(&self.hooks_secret).is_none() {
+                return Err(bad(
+                    "hooks_secret",
+                    "hooks_url needs a secret: whsec_ and the base64 of 24-64 random bytes \
+                     (`chute events secret` makes one)"
+                        .into(),
+                ));
+            }
+        }
+        if self.hooks_timeout.0.is_zero() || self.hooks_retry_max_interval.0.is_zero() {
+            return Err(bad("hooks_timeout", "must be more than 0s".into()));
         }
         Ok(())
     }

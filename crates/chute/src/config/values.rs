@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::checksum::Algorithm;
+use crate::events::EventType;
 
 /// A value a setting can hold: parsed from a string (flag, env, TOML string) or a TOML value.
 pub trait SettingValue: Sized {
@@ -460,5 +461,51 @@ impl SettingValue for Checksums {
     }
     fn from_toml(v: &toml::Value) -> Result<Self, String> {
         Self::from_names(&Vec::<String>::from_toml(v)?)
+    }
+}
+
+/// Which events go out (`hooks_events`): a list of event type names, or "all" for every
+/// notification (blocking hooks are named one by one: `pre-create`, `pre-finish`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventTypes(pub Vec<EventType>);
+
+impl EventTypes {
+    pub fn contains(&self, t: EventType) -> bool {
+        self.0.contains(&t)
+    }
+}
+
+impl SettingValue for EventTypes {
+    fn parse_str(s: &str) -> Result<Self, String> {
+        let names = <Vec<String>>::parse_str(s)?;
+        Self::from_names(&names)
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        Self::from_names(&<Vec<String>>::from_toml(v)?)
+    }
+}
+
+impl EventTypes {
+    fn from_names(names: &[String]) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for n in names {
+            let add: Vec<EventType> = if n == "all" {
+                EventType::NOTIFICATIONS.to_vec()
+            } else {
+                vec![EventType::parse(n).ok_or_else(|| {
+                    format!(
+                        "unknown event type `{n}` (known: all, {})",
+                        EventType::ALL.map(EventType::as_str).join(", ")
+                    )
+                })?]
+            };
+            for t in add {
+                if !out.contains(&t) {
+                    out.push(t);
+                }
+            }
+        }
+        out.sort();
+        Ok(Self(out))
     }
 }

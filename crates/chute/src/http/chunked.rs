@@ -33,7 +33,6 @@ use super::error::{ApiError, ApiResult};
 use super::error_code;
 use super::form::{body_error, multer_error};
 use super::headers::rfc3339;
-use super::serve::file_json;
 use crate::checksum::Algorithm;
 use crate::meta::{Protocol, UploadRecord, UploadState, User, now_unix};
 
@@ -218,7 +217,7 @@ pub async fn complete(
         ));
     }
     let file = state.engine.complete_upload(&up, &digests).await?;
-    let mut body = file_json(&file);
+    let mut body = file.to_json();
     body["upload_id"] = json!(up.id);
     body["md5"] = json!(file.md5);
     body["sha256"] = json!(file.sha256);

@@ -13,7 +13,7 @@ use super::AppState;
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiResult};
 use super::error_code;
-use super::serve::{file_json, serve_file};
+use super::serve::serve_file;
 use crate::meta::FileRecord;
 
 const DEFAULT_PAGE: u32 = 100;
@@ -48,7 +48,7 @@ pub async fn list(
         None
     };
     Ok(Json(json!({
-        "files": files.iter().map(file_json).collect::<Vec<_>>(),
+        "files": files.iter().map(FileRecord::to_json).collect::<Vec<_>>(),
         "next": next,
     })))
 }

@@ -36,7 +36,7 @@ use super::error::{ApiError, ApiResult};
 use super::error_code;
 use super::headers::{file_name, media_type, sf_integer, upload_complete};
 use super::resumable::{AppendError, append_stream, live, lock_upload};
-use super::serve::{file_json, serve_file};
+use super::serve::serve_file;
 use crate::meta::{FileRecord, Protocol, UploadMeta, UploadRecord, UploadState, User, now_unix};
 use crate::upload::resumable::{Locked, NewUpload, UploadLock};
 
@@ -146,7 +146,10 @@ async fn finished(state: &AppState, up: &UploadRecord, status: StatusCode) -> Ap
         Some(id) => state.engine.meta.get_file(id).await?,
         None => None,
     };
-    let body = file.as_ref().map(file_json).unwrap_or(Value::Null);
+    let body = file
+        .as_ref()
+        .map(FileRecord::to_json)
+        .unwrap_or(Value::Null);
     Ok((status, state_headers(state, up), Json(body)).into_response())
 }
 
@@ -276,7 +279,7 @@ async fn replay_form(
         Err(e) if e.status.is_server_error() => return Err(e.into_response()),
         Err(e) => e.into_response(),
     };
-    if let Err(e) = state.engine.discard_upload(&up).await {
+    if let Err(e) = state.engine.discard_upload(&up, None).await {
         tracing::warn!(error = %e, upload = %up.id, "could not remove a replayed form upload");
     }
     let h = res.headers_mut();

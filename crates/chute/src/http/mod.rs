@@ -24,6 +24,7 @@ pub mod body;
 pub mod chunked;
 pub mod error;
 pub mod error_code;
+pub mod events;
 pub mod files;
 pub mod form;
 pub mod headers;
@@ -237,6 +238,7 @@ pub fn router(state: AppState) -> Router {
             get(files::download).delete(files::delete),
         )
         .route("/api/progress/{id}", get(progress::report))
+        .route("/api/events", get(events::feed))
         .route(
             "/api/chunked_upload",
             get(chunked::status).post(chunked::chunk),

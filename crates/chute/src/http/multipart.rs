@@ -19,7 +19,6 @@ use super::error_code;
 use super::form::receive_request;
 use super::headers::{content_length, multipart_boundary};
 use super::progress::progress_id;
-use super::serve::file_json;
 use crate::meta::FileRecord;
 use crate::upload::UploadError;
 use crate::upload::handlers::ChainContext;
@@ -122,7 +121,7 @@ async fn respond(
         by_name.entry(k).or_default().push(v);
     }
     let mut body = json!({
-        "files": saved.iter().map(file_json).collect::<Vec<Value>>(),
+        "files": saved.iter().map(FileRecord::to_json).collect::<Vec<Value>>(),
         "fields": by_name,
     });
     if outcome.stopped.is_some() {

@@ -20,6 +20,7 @@ use super::body::{BodyFailure, BodyLimits, GuardedBody, with_trailers};
 use super::error::{ApiError, ApiResult};
 use super::error_code;
 use super::headers::{announces_checksum_trailer, parse_checksum};
+use crate::events::EventType;
 use crate::meta::{Protocol, UploadRecord, UploadState, User, now_unix};
 use crate::upload::handler::{FileInfo, UploadHandler};
 use crate::upload::handlers::progress::ProgressHandler;
@@ -340,7 +341,10 @@ pub(crate) async fn terminate(
     if let Some(fid) = &up.file_id {
         state.engine.delete_file(user.id, fid).await?;
     }
-    state.engine.discard_upload(up).await?;
+    // A finished upload's termination deleted its file (`file.deleted`); an open one's is
+    // `upload.terminated`.
+    let why = (up.state == UploadState::Active).then_some(EventType::UploadTerminated);
+    state.engine.discard_upload(up, why).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -1,12 +1,10 @@
-//! What every protocol answers about a stored file: its JSON (`file_json`, the shape of
-//! `/api/files`), and its bytes (`serve_file`: Range, ETag / If-None-Match, a safe
-//! Content-Disposition), from whichever store holds it.
+//! What every protocol answers about a stored file's bytes (`serve_file`: Range, ETag / If-None-Match, a safe
+//! Content-Disposition), from whichever store holds it. (Its JSON is `FileRecord::to_json`.)
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 use tokio_util::io::{ReaderStream, StreamReader};
 
@@ -15,38 +13,6 @@ use super::error::{ApiError, ApiResult};
 use super::error_code;
 use crate::meta::FileRecord;
 use crate::names::content_disposition;
-
-/// The JSON of one file, as every protocol returns it.
-pub fn file_json(f: &FileRecord) -> Value {
-    let mut checksums = serde_json::Map::new();
-    for (name, value) in [
-        ("md5", &f.md5),
-        ("sha1", &f.sha1),
-        ("sha256", &f.sha256),
-        ("blake3", &f.blake3),
-    ] {
-        if let Some(v) = value {
-            checksums.insert(name.into(), Value::String(v.clone()));
-        }
-    }
-    let created = time::OffsetDateTime::from_unix_timestamp(f.created_at)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        });
-    json!({
-        "id": f.id,
-        "name": f.name,
-        "size": f.size,
-        "content_type": f.content_type,
-        "detected_type": f.detected_type,
-        "checksums": checksums,
-        "compressed": f.encoding.is_some(),
-        "url": format!("/api/files/{}", f.id),
-        "created_at": created,
-    })
-}
 
 /// Serves a catalog file's bytes: conditional requests, one byte range, transparent zstd.
 pub async fn serve_file(

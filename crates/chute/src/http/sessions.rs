@@ -288,17 +288,7 @@ pub async fn upload(
         max_count: settings.max_total_upload_count,
         max_total: settings.max_total_upload_size.bytes(),
     };
-    let added = state
-        .engine
-        .meta
-        .add_session_file(
-            &token,
-            &record,
-            limits,
-            now_unix(),
-            state.engine.quota_of(user.id),
-        )
-        .await;
+    let added = state.engine.add_session_file(&token, &record, limits).await;
     let refusal = match added {
         Ok(Ok(())) => None,
         Ok(Err(r)) => Some(r),
@@ -462,6 +452,7 @@ pub async fn store(
             &token,
             &[SessionStatus::Uploading],
             SessionStatus::CopyingInProgress,
+            &[],
         )
         .await?
     {
@@ -474,12 +465,13 @@ pub async fn store(
             other => not_writable(&token, other),
         });
     }
-    if let Err(e) = meta.store_session(&token).await {
+    if let Err(e) = state.engine.store_session(&token, user.id).await {
         let _ = meta
             .set_session_status(
                 &token,
                 &[SessionStatus::CopyingInProgress],
                 SessionStatus::CopyingFailed,
+                &[],
             )
             .await;
         return Err(e.into());

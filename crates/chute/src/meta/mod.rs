@@ -14,6 +14,8 @@ use async_trait::async_trait;
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::events::{DeliveryState, EventRecord, NewEvent};
+
 #[derive(Debug, Error)]
 pub enum MetaError {
     #[error("{0} already exists")]
@@ -71,6 +73,39 @@ pub struct FileRecord {
 }
 
 impl FileRecord {
+    /// The JSON of one file, as every protocol and event shows it.
+    pub fn to_json(&self) -> serde_json::Value {
+        let f = self;
+        let mut checksums = serde_json::Map::new();
+        for (name, value) in [
+            ("md5", &f.md5),
+            ("sha1", &f.sha1),
+            ("sha256", &f.sha256),
+            ("blake3", &f.blake3),
+        ] {
+            if let Some(v) = value {
+                checksums.insert(name.into(), serde_json::Value::String(v.clone()));
+            }
+        }
+        let created = time::OffsetDateTime::from_unix_timestamp(f.created_at)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            });
+        serde_json::json!({
+            "id": f.id,
+            "name": f.name,
+            "size": f.size,
+            "content_type": f.content_type,
+            "detected_type": f.detected_type,
+            "checksums": checksums,
+            "compressed": f.encoding.is_some(),
+            "url": format!("/api/files/{}", f.id),
+            "created_at": created,
+        })
+    }
+
     /// Fills the checksum columns from (algorithm, hex) pairs.
     pub fn set_checksums<'a>(
         &mut self,
@@ -321,6 +356,7 @@ pub trait ClusterLocks: Send + Sync + 'static {
 pub trait UserStore: Send + Sync {
     async fn create_user(&self, name: &str, is_staff: bool) -> Result<User, MetaError>;
     async fn user_by_name(&self, name: &str) -> Result<Option<User>, MetaError>;
+    async fn user_by_id(&self, id: i64) -> Result<Option<User>, MetaError>;
     async fn count_users(&self) -> Result<u64, MetaError>;
     /// Stores a token by its hash; the token itself is never stored.
     async fn add_token(&self, user_id: i64, token_hash: &str, label: &str)
@@ -332,7 +368,13 @@ pub trait UserStore: Send + Sync {
 #[async_trait]
 pub trait FileStore: Send + Sync {
     /// Adds a file to the catalog; with a quota, refused when the owner would pass it.
-    async fn insert_file(&self, file: &FileRecord, quota: Option<Quota>) -> Result<(), MetaError>;
+    /// `events` are written in the same transaction (as with every method that takes them).
+    async fn insert_file(
+        &self,
+        file: &FileRecord,
+        quota: Option<Quota>,
+        events: &[NewEvent],
+    ) -> Result<(), MetaError>;
     async fn get_file(&self, id: &str) -> Result<Option<FileRecord>, MetaError>;
     /// The owner's files in id (creation) order, after `after` when given.
     async fn list_files(
@@ -341,8 +383,14 @@ pub trait FileStore: Send + Sync {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<FileRecord>, MetaError>;
-    /// Removes the owner's file from the catalog and returns it; None when there is none.
-    async fn delete_file(&self, owner_id: i64, id: &str) -> Result<Option<FileRecord>, MetaError>;
+    /// Removes the owner's file from the catalog and returns it; None when there is none (and
+    /// then `events` are not written either).
+    async fn delete_file(
+        &self,
+        owner_id: i64,
+        id: &str,
+        events: &[NewEvent],
+    ) -> Result<Option<FileRecord>, MetaError>;
     /// Bytes the owner uses, for quotas: their files (as uploaded, session files included),
     /// plus, for each open upload, its declared length or, while that is deferred, what it
     /// holds. A final upload of a concatenation counts nothing while open (its partials do).
@@ -360,6 +408,7 @@ pub trait UploadStore: Send + Sync {
         upload: &UploadRecord,
         parts: &[String],
         limits: UploadLimits,
+        events: &[NewEvent],
     ) -> Result<(), MetaError>;
     /// Records the id an active upload's file will have, before its bytes are placed (so that
     /// a completion cut short by a crash is finished under the same id). False when the upload
@@ -387,9 +436,10 @@ pub trait UploadStore: Send + Sync {
         id: &str,
         file: &FileRecord,
         quota: Option<Quota>,
+        events: &[NewEvent],
     ) -> Result<(), MetaError>;
     /// Deletes an upload; the open partials of a final upload are released with it.
-    async fn delete_upload(&self, id: &str) -> Result<(), MetaError>;
+    async fn delete_upload(&self, id: &str, events: &[NewEvent]) -> Result<(), MetaError>;
     /// Sets a deferred length, once: false when it was already set. With a quota, refused
     /// when the owner would pass it.
     async fn set_upload_length(
@@ -422,6 +472,7 @@ pub trait SessionStore: Send + Sync {
         token: &str,
         from: &[SessionStatus],
         to: SessionStatus,
+        events: &[NewEvent],
     ) -> Result<bool, MetaError>;
     /// The session's files in upload order (temporary or stored).
     async fn session_files(&self, token: &str) -> Result<Vec<FileRecord>, MetaError>;
@@ -436,6 +487,7 @@ pub trait SessionStore: Send + Sync {
         limits: SessionLimits,
         now: i64,
         quota: Option<Quota>,
+        events: &[NewEvent],
     ) -> Result<Result<(), SessionAddRefused>, MetaError>;
     /// Removes one file of a session that takes changes; the last one out returns the session
     /// to CREATED. Ok(None) when there is no such file; Err(status) when the session is not
@@ -448,7 +500,11 @@ pub trait SessionStore: Send + Sync {
     ) -> Result<Result<Option<FileRecord>, SessionStatus>, MetaError>;
     /// Makes a session's files permanent (visible in the file catalog) and the session STORED;
     /// the session must be COPYING_IN_PROGRESS. Returns the number of files.
-    async fn store_session(&self, token: &str) -> Result<Option<u64>, MetaError>;
+    async fn store_session(
+        &self,
+        token: &str,
+        events: &[NewEvent],
+    ) -> Result<Option<u64>, MetaError>;
     /// Sessions that take files and whose last activity is before `before`.
     async fn stale_sessions(&self, before: i64, limit: u32) -> Result<Vec<String>, MetaError>;
     /// Removes the temporary files of a session from the catalog and returns them, so that
@@ -456,13 +512,61 @@ pub trait SessionStore: Send + Sync {
     async fn take_temporary_files(&self, token: &str) -> Result<Vec<FileRecord>, MetaError>;
 }
 
+/// How one delivery of an event ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    Delivered,
+    /// Try again at `at` (unix ms).
+    Retry {
+        at: i64,
+        error: String,
+    },
+    /// Given up: kept as failed.
+    Failed {
+        error: String,
+    },
+}
+
+/// The outbox: durable events, in commit order, and their delivery. Events are written by the
+/// changes they report (the methods above that take `events`), or by `record_events` for
+/// those that report no catalog change.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    async fn record_events(&self, events: &[NewEvent]) -> Result<(), MetaError>;
+    /// Events after `after` (a `seq`) in commit order, at most `limit`.
+    async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<EventRecord>, MetaError>;
+    /// Leases up to `limit` pending events that are due at `now` (unix ms) until
+    /// `lease_until`, for this node to deliver: of each subject only its oldest pending event,
+    /// so that one subject's events go out in order. An event another node leased is skipped
+    /// until its lease runs out (the node may have died).
+    async fn claim_events(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, MetaError>;
+    /// Records how a delivery of a claimed event ended (the lease goes).
+    async fn settle_event(&self, seq: i64, outcome: Delivery) -> Result<(), MetaError>;
+    /// The newest events, newest first; only those in `state` when given.
+    async fn list_events(
+        &self,
+        state: Option<DeliveryState>,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, MetaError>;
+    /// Makes failed events pending again, due now: the one with `id`, or every failed one.
+    /// Returns how many.
+    async fn retry_events(&self, id: Option<&str>, now: i64) -> Result<u64, MetaError>;
+    /// Removes delivered and feed-only events created before `before` (unix ms).
+    async fn prune_events(&self, before: i64) -> Result<u64, MetaError>;
+}
+
 /// Metadata storage. Implementations must be safe to share between requests and nodes:
 /// every method is one atomic operation.
 /// It is every table's store at once (`UserStore`, `FileStore`, `UploadStore`,
-/// `SessionStore`), so that one `Arc<dyn MetaStore>` serves the whole engine.
+/// `SessionStore`, `EventStore`), so that one `Arc<dyn MetaStore>` serves the whole engine.
 #[async_trait]
 pub trait MetaStore:
-    UserStore + FileStore + UploadStore + SessionStore + Send + Sync + 'static
+    UserStore + FileStore + UploadStore + SessionStore + EventStore + Send + Sync + 'static
 {
     /// Readiness probe.
     async fn ping(&self) -> Result<(), MetaError>;

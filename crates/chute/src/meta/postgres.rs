@@ -77,6 +77,10 @@ impl PgMeta {
     /// An owner's quota checks are serialised by a lock on their row: two uploads that commit
     /// at once cannot both see the usage without the other.
     const OWNER_FOR_CHANGE: &'static str = "SELECT id FROM users WHERE id = $1 FOR UPDATE";
+    /// Events commit in the order of their `seq`: the lock is taken just before they are
+    /// inserted and held to the commit (by then nothing else is waited for), so a reader of
+    /// the feed never sees a later `seq` before an earlier one.
+    const EVENTS_IN_ORDER: &'static str = "SELECT pg_advisory_xact_lock(5786334201906931)";
 }
 
 impl_meta_store!(PgMeta, sqlx::Postgres);

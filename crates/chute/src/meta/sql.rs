@@ -1,6 +1,7 @@
 //! The queries of the catalog, written once for both SQL backends, one macro per table:
 //! `impl_users_store!` (users and tokens), `impl_files_store!`, `impl_uploads_store!` and
-//! `impl_sessions_store!` each expand to that table's store trait; `impl_meta_store!` expands
+//! `impl_sessions_store!` and `impl_events_store!` (the outbox) each expand to that table's
+//! store trait; `impl_meta_store!` expands
 //! to the row readers and transaction helpers they share, all four, and `MetaStore` itself,
 //! for a backend type that has a `pool` field and provides what the backends do differently:
 //!
@@ -11,6 +12,9 @@
 //! - `OWNER_FOR_CHANGE`: the query that serialises an owner's quota checks (PostgreSQL locks
 //!   the user's row; SQLite's write lock already does);
 //! - `shared_locks(&self)`: the upload locks across nodes, if several nodes can share it;
+//! - `EVENTS_IN_ORDER`: run just before a transaction writes events, so that events commit in
+//!   the order of their `seq` (PostgreSQL: one advisory lock held to the commit; SQLite's
+//!   writers already take turns);
 //! - `reads(&self)` and `writes(&self)`: the pools for reading and for changing (SQLite has
 //!   one writer at a time: a pool of one connection queues its writers, where several
 //!   connections would make them sleep in SQLite's busy handler).
@@ -87,6 +91,14 @@ macro_rules! impl_users_store {
                 Ok(row.as_ref().map(user_from_row).transpose()?)
             }
 
+            async fn user_by_id(&self, id: i64) -> Result<Option<User>, MetaError> {
+                let row = sqlx::query("SELECT id, name, is_staff, created_at FROM users WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(self.reads())
+                    .await?;
+                Ok(row.as_ref().map(user_from_row).transpose()?)
+            }
+
             async fn count_users(&self) -> Result<u64, MetaError> {
                 let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
                     .fetch_one(self.reads())
@@ -138,15 +150,19 @@ macro_rules! impl_files_store {
                 &self,
                 f: &FileRecord,
                 quota: Option<$crate::meta::Quota>,
+                events: &[$crate::events::NewEvent],
             ) -> Result<(), MetaError> {
-                if quota.is_none() {
+                if quota.is_none() && events.is_empty() {
                     insert_file_with(self.writes(), f).await?;
                     return Ok(());
                 }
                 let mut tx = self.begin_change().await?;
-                lock_owner(&mut tx, f.owner_id).await?;
+                if quota.is_some() {
+                    lock_owner(&mut tx, f.owner_id).await?;
+                }
                 insert_file_with(&mut *tx, f).await?;
                 check_quota(&mut tx, quota, f.size).await?;
+                insert_events(&mut tx, events).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -188,19 +204,30 @@ macro_rules! impl_files_store {
                 Ok(rows.iter().map(file_from_row).collect::<Result<_, _>>()?)
             }
 
-            async fn delete_file(&self, owner_id: i64, id: &str) -> Result<Option<FileRecord>, MetaError> {
+            async fn delete_file(
+                &self,
+                owner_id: i64,
+                id: &str,
+                events: &[$crate::events::NewEvent],
+            ) -> Result<Option<FileRecord>, MetaError> {
                 if !$crate::meta::sql::storable(id) {
                     return Ok(None);
                 }
+                let mut tx = self.writes().begin().await?;
                 let row = sqlx::query(concat!(
                     "DELETE FROM files WHERE id = $1 AND owner_id = $2 AND temporary = 0 RETURNING ",
                     file_columns!()
                 ))
                 .bind(id)
                 .bind(owner_id)
-                .fetch_optional(self.writes())
+                .fetch_optional(&mut *tx)
                 .await?;
-                Ok(row.as_ref().map(file_from_row).transpose()?)
+                let rec = row.as_ref().map(file_from_row).transpose()?;
+                if rec.is_some() {
+                    insert_events(&mut tx, events).await?;
+                }
+                tx.commit().await?;
+                Ok(rec)
             }
 
             async fn usage_bytes(&self, owner_id: i64) -> Result<u64, MetaError> {
@@ -220,6 +247,7 @@ macro_rules! impl_uploads_store {
                 u: &UploadRecord,
                 parts: &[String],
                 limits: $crate::meta::UploadLimits,
+                events: &[$crate::events::NewEvent],
             ) -> Result<(), MetaError> {
                 let mut tx = self.begin_change().await?;
                 let quota = limits.quota.map(|bytes| $crate::meta::Quota {
@@ -282,6 +310,7 @@ macro_rules! impl_uploads_store {
                     }
                 }
                 check_quota(&mut tx, quota, u.length.unwrap_or(0)).await?;
+                insert_events(&mut tx, events).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -355,6 +384,7 @@ macro_rules! impl_uploads_store {
                 id: &str,
                 file: &FileRecord,
                 quota: Option<$crate::meta::Quota>,
+                events: &[$crate::events::NewEvent],
             ) -> Result<(), MetaError> {
                 let mut tx = self.begin_change().await?;
                 if let Some(q) = quota {
@@ -379,6 +409,7 @@ macro_rules! impl_uploads_store {
                     .await?;
                 insert_file_with(&mut *tx, file).await?;
                 check_quota(&mut tx, quota, 0).await?;
+                insert_events(&mut tx, events).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -434,7 +465,11 @@ macro_rules! impl_uploads_store {
                 Ok(true)
             }
 
-            async fn delete_upload(&self, id: &str) -> Result<(), MetaError> {
+            async fn delete_upload(
+                &self,
+                id: &str,
+                events: &[$crate::events::NewEvent],
+            ) -> Result<(), MetaError> {
                 // A final upload that goes unassembled lets its partials go: they may join
                 // another final.
                 let mut tx = self.writes().begin().await?;
@@ -442,10 +477,14 @@ macro_rules! impl_uploads_store {
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query("DELETE FROM uploads WHERE id = $1")
+                let gone = sqlx::query("DELETE FROM uploads WHERE id = $1")
                     .bind(id)
                     .execute(&mut *tx)
-                    .await?;
+                    .await?
+                    .rows_affected();
+                if gone == 1 {
+                    insert_events(&mut tx, events).await?;
+                }
                 tx.commit().await?;
                 Ok(())
             }
@@ -525,6 +564,7 @@ macro_rules! impl_sessions_store {
                 token: &str,
                 from: &[SessionStatus],
                 to: SessionStatus,
+                events: &[$crate::events::NewEvent],
             ) -> Result<bool, MetaError> {
                 // A fixed IN list as long as the set of statuses, padded with the first one,
                 // keeps the statement static.
@@ -540,7 +580,12 @@ macro_rules! impl_sessions_store {
                 for i in 0..SessionStatus::ALL.len() {
                     q = q.bind(from.get(i).unwrap_or(first).as_str());
                 }
-                let n = q.execute(self.writes()).await?.rows_affected();
+                let mut tx = self.writes().begin().await?;
+                let n = q.execute(&mut *tx).await?.rows_affected();
+                if n == 1 {
+                    insert_events(&mut tx, events).await?;
+                }
+                tx.commit().await?;
                 Ok(n == 1)
             }
 
@@ -579,6 +624,7 @@ macro_rules! impl_sessions_store {
                 limits: SessionLimits,
                 now: i64,
                 quota: Option<$crate::meta::Quota>,
+                events: &[$crate::events::NewEvent],
             ) -> Result<Result<(), SessionAddRefused>, MetaError> {
                 // The checks and the insert see no other writer of the session (or, with a
                 // quota, of the owner) in between (see `begin_change`). A dropped transaction
@@ -590,6 +636,7 @@ macro_rules! impl_sessions_store {
                         lock_owner(&mut tx, q.owner_id).await?;
                     }
                     check_quota(&mut tx, quota, f.size).await?;
+                    insert_events(&mut tx, events).await?;
                     tx.commit().await?;
                 }
                 Ok(res)
@@ -640,7 +687,11 @@ macro_rules! impl_sessions_store {
                 Ok(Ok(removed))
             }
 
-            async fn store_session(&self, token: &str) -> Result<Option<u64>, MetaError> {
+            async fn store_session(
+                &self,
+                token: &str,
+                events: &[$crate::events::NewEvent],
+            ) -> Result<Option<u64>, MetaError> {
                 let mut tx = self.writes().begin().await?;
                 let moved = sqlx::query(
                     "UPDATE upload_sessions SET status = 'STORED' \
@@ -658,6 +709,7 @@ macro_rules! impl_sessions_store {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
+                insert_events(&mut tx, events).await?;
                 tx.commit().await?;
                 Ok(Some(n))
             }
@@ -682,6 +734,134 @@ macro_rules! impl_sessions_store {
                 .fetch_all(self.writes())
                 .await?;
                 Ok(rows.iter().map(file_from_row).collect::<Result<_, _>>()?)
+            }
+        }
+    };
+}
+
+/// `EventStore` for `$meta`: the outbox.
+macro_rules! impl_events_store {
+    ($meta:ty, $db:ty) => {
+        #[async_trait]
+        impl $crate::meta::EventStore for $meta {
+            async fn record_events(
+                &self,
+                events: &[$crate::events::NewEvent],
+            ) -> Result<(), MetaError> {
+                if events.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.writes().begin().await?;
+                insert_events(&mut tx, events).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn events_after(
+                &self,
+                after: i64,
+                limit: u32,
+            ) -> Result<Vec<$crate::events::EventRecord>, MetaError> {
+                let rows = sqlx::query("SELECT * FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
+                    .bind(after)
+                    .bind(limit as i64)
+                    .fetch_all(self.reads())
+                    .await?;
+                Ok(rows.iter().map(event_from_row).collect::<Result<_, _>>()?)
+            }
+
+            async fn claim_events(
+                &self,
+                now: i64,
+                lease_until: i64,
+                limit: u32,
+            ) -> Result<Vec<$crate::events::EventRecord>, MetaError> {
+                // The outer conditions are checked again on each row as it is updated, so of
+                // two nodes that pick the same event one leases it.
+                let rows = sqlx::query(
+                    "UPDATE events SET lease_until = $2, attempts = attempts + 1 \
+                     WHERE seq IN (SELECT e.seq FROM events e WHERE e.state = 'pending' \
+                       AND e.next_attempt_at <= $1 \
+                       AND (e.lease_until IS NULL OR e.lease_until < $1) \
+                       AND NOT EXISTS (SELECT 1 FROM events p WHERE p.subject = e.subject \
+                         AND p.seq < e.seq AND p.state = 'pending') \
+                       ORDER BY e.seq LIMIT $3) \
+                     AND state = 'pending' AND (lease_until IS NULL OR lease_until < $1) \
+                     RETURNING *",
+                )
+                .bind(now)
+                .bind(lease_until)
+                .bind(limit as i64)
+                .fetch_all(self.writes())
+                .await?;
+                let mut out: Vec<_> = rows.iter().map(event_from_row).collect::<Result<_, _>>()?;
+                out.sort_by_key(|e| e.seq);
+                Ok(out)
+            }
+
+            async fn settle_event(
+                &self,
+                seq: i64,
+                outcome: $crate::meta::Delivery,
+            ) -> Result<(), MetaError> {
+                use $crate::meta::Delivery;
+                let (state, at, error) = match outcome {
+                    Delivery::Delivered => ("delivered", 0, None),
+                    Delivery::Retry { at, error } => ("pending", at, Some(error)),
+                    Delivery::Failed { error } => ("failed", 0, Some(error)),
+                };
+                sqlx::query(
+                    "UPDATE events SET state = $2, lease_until = NULL, last_error = $4, \
+                     next_attempt_at = CASE WHEN $3 > 0 THEN $3 ELSE next_attempt_at END \
+                     WHERE seq = $1 AND state = 'pending'",
+                )
+                .bind(seq)
+                .bind(state)
+                .bind(at)
+                .bind(error)
+                .execute(self.writes())
+                .await?;
+                Ok(())
+            }
+
+            async fn list_events(
+                &self,
+                state: Option<$crate::events::DeliveryState>,
+                limit: u32,
+            ) -> Result<Vec<$crate::events::EventRecord>, MetaError> {
+                let rows = sqlx::query(
+                    "SELECT * FROM events WHERE ($1 = '' OR state = $1) ORDER BY seq DESC LIMIT $2",
+                )
+                .bind(state.map(|s| s.as_str()).unwrap_or(""))
+                .bind(limit as i64)
+                .fetch_all(self.reads())
+                .await?;
+                Ok(rows.iter().map(event_from_row).collect::<Result<_, _>>()?)
+            }
+
+            async fn retry_events(&self, id: Option<&str>, now: i64) -> Result<u64, MetaError> {
+                if id.is_some_and(|i| !$crate::meta::sql::storable(i)) {
+                    return Ok(0);
+                }
+                let r = sqlx::query(
+                    "UPDATE events SET state = 'pending', next_attempt_at = $2, retry_since = $2, \
+                     lease_until = NULL WHERE state = 'failed' AND ($1 = '' OR id = $1)",
+                )
+                .bind(id.unwrap_or(""))
+                .bind(now)
+                .execute(self.writes())
+                .await?;
+                Ok(r.rows_affected())
+            }
+
+            async fn prune_events(&self, before: i64) -> Result<u64, MetaError> {
+                let r = sqlx::query(
+                    "DELETE FROM events WHERE state IN ('delivered', 'kept') AND created_at < $1",
+                )
+                .bind(before)
+                .execute(self.writes())
+                .await?;
+                Ok(r.rows_affected())
             }
         }
     };
@@ -808,6 +988,54 @@ macro_rules! impl_meta_store {
             Ok(())
         }
 
+        /// Writes `events` in the caller's transaction, in commit order (`EVENTS_IN_ORDER`).
+        async fn insert_events(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            events: &[$crate::events::NewEvent],
+        ) -> Result<(), sqlx::Error> {
+            use $crate::events::DeliveryState;
+            if events.is_empty() {
+                return Ok(());
+            }
+            sqlx::query(<$meta>::EVENTS_IN_ORDER).execute(&mut *conn).await?;
+            for e in events {
+                let state = if e.deliver { DeliveryState::Pending } else { DeliveryState::Kept };
+                sqlx::query(
+                    "INSERT INTO events (id, type, subject, body, created_at, state, \
+                     next_attempt_at, retry_since) VALUES ($1, $2, $3, $4, $5, $6, $5, $5)",
+                )
+                .bind(&e.id)
+                .bind(e.kind.as_str())
+                .bind(&e.subject)
+                .bind(&e.body)
+                .bind(e.created_at)
+                .bind(state.as_str())
+                .execute(&mut *conn)
+                .await?;
+            }
+            Ok(())
+        }
+
+        fn event_from_row(
+            r: &<$db as sqlx::Database>::Row,
+        ) -> Result<$crate::events::EventRecord, sqlx::Error> {
+            let state: String = r.try_get("state")?;
+            Ok($crate::events::EventRecord {
+                seq: r.try_get("seq")?,
+                id: r.try_get("id")?,
+                kind: r.try_get("type")?,
+                subject: r.try_get("subject")?,
+                body: r.try_get("body")?,
+                created_at: r.try_get("created_at")?,
+                state: $crate::events::DeliveryState::parse(&state).ok_or_else(|| {
+                    sqlx::Error::Decode(format!("unknown event state `{state}`").into())
+                })?,
+                attempts: r.try_get("attempts")?,
+                retry_since: r.try_get("retry_since")?,
+                last_error: r.try_get("last_error")?,
+            })
+        }
+
         #[async_trait]
         impl $crate::meta::MetaStore for $meta {
             fn cluster_locks(
@@ -826,6 +1054,7 @@ macro_rules! impl_meta_store {
         impl_files_store!($meta, $db);
         impl_uploads_store!($meta, $db);
         impl_sessions_store!($meta, $db);
+        impl_events_store!($meta, $db);
 
         async fn add_session_file_in(
             conn: &mut <$db as sqlx::Database>::Connection,

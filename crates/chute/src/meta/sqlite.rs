@@ -83,6 +83,8 @@ impl SqliteMeta {
 
     /// The write lock taken by `begin_change` already serialises an owner's changes.
     const OWNER_FOR_CHANGE: &'static str = "SELECT id FROM users WHERE id = $1";
+    /// Writers already take turns (one writing connection).
+    const EVENTS_IN_ORDER: &'static str = "SELECT 1";
 }
 
 impl_meta_store!(SqliteMeta, sqlx::Sqlite);

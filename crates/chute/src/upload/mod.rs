@@ -7,6 +7,7 @@
 //! - [`resumable`]: append-at-offset uploads that survive restarts (for the chunked and tus
 //!   protocols).
 
+pub mod events;
 pub mod handler;
 pub mod handlers;
 pub mod hashing;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use crate::config::Settings;
+use crate::events::EventType;
 use crate::meta::{FileRecord, MetaError, MetaStore, now_unix};
 use crate::storage::{Source, Storage, StorageError};
 use handler::{CompletedFile, FileBody};
@@ -71,6 +73,8 @@ pub struct Engine {
     pub settings: Arc<Settings>,
     /// Locks and running digests of resumable uploads on this node.
     pub uploads: Arc<resumable::UploadRegistry>,
+    /// Which events are recorded, and news of committed ones.
+    pub events: Arc<events::Events>,
 }
 
 pub fn new_file_id() -> String {
@@ -90,6 +94,7 @@ impl Engine {
         Self {
             storage,
             meta,
+            events: Arc::new(events::Events::new(&settings)),
             settings,
             uploads,
         }
@@ -112,16 +117,22 @@ impl Engine {
         done: CompletedFile,
     ) -> Result<FileRecord, UploadError> {
         let record = self.place(owner_id, done).await?;
+        let events = self
+            .event(EventType::UploadFinished, &record.id, owner_id, |user| {
+                events::finished_data(&record, events::MULTIPART, None, user, None)
+            })
+            .await;
         // The quota is checked again as the file joins the catalog, atomically: uploads that
         // streamed side by side cannot all pass it.
         if let Err(e) = self
             .meta
-            .insert_file(&record, self.quota_of(owner_id))
+            .insert_file(&record, self.quota_of(owner_id), &events)
             .await
         {
             self.delete_object(record.storage_key.clone()).await;
             return Err(e.into());
         }
+        self.events.announce(&events);
         Ok(record)
     }
 
@@ -179,9 +190,22 @@ impl Engine {
         owner_id: i64,
         id: &str,
     ) -> Result<Option<FileRecord>, UploadError> {
-        let Some(rec) = self.meta.delete_file(owner_id, id).await? else {
+        let events = match self.events.records(EventType::FileDeleted) {
+            true => match self.meta.get_file(id).await? {
+                Some(f) if f.owner_id == owner_id => {
+                    self.event(EventType::FileDeleted, id, owner_id, |user| {
+                        events::deleted_data(&f, user)
+                    })
+                    .await
+                }
+                _ => Vec::new(),
+            },
+            false => Vec::new(),
+        };
+        let Some(rec) = self.meta.delete_file(owner_id, id, &events).await? else {
             return Ok(None);
         };
+        self.events.announce(&events);
         self.delete_object(rec.storage_key.clone()).await;
         Ok(Some(rec))
     }

@@ -2,8 +2,12 @@
 //! catalog rows marked temporary until the session is stored; an idle session expires and
 //! its temporary files are removed.
 
+use super::events::{self, SESSION};
 use super::{Engine, UploadError};
-use crate::meta::{SessionRecord, SessionStatus, now_unix};
+use crate::events::EventType;
+use crate::meta::{
+    FileRecord, SessionAddRefused, SessionLimits, SessionRecord, SessionStatus, now_unix,
+};
 
 /// 32 random characters from [A-Za-z0-9], as the model's token.
 pub fn new_session_token() -> Result<String, getrandom::Error> {
@@ -50,22 +54,90 @@ impl Engine {
         let from = [SessionStatus::Created, SessionStatus::Uploading];
         if !self
             .meta
-            .set_session_status(token, &from, SessionStatus::RemovingInProgress)
+            .set_session_status(token, &from, SessionStatus::RemovingInProgress, &[])
             .await?
         {
             return Ok(false);
         }
-        for f in self.meta.take_temporary_files(token).await? {
-            self.delete_object(f.storage_key).await;
+        let files = self.meta.take_temporary_files(token).await?;
+        for f in &files {
+            self.delete_object(f.storage_key.clone()).await;
         }
+        let events = match self.meta.get_session(token).await? {
+            Some(s) => {
+                self.event(EventType::SessionExpired, token, s.owner_id, |user| {
+                    events::session_data(token, user, &files)
+                })
+                .await
+            }
+            None => Vec::new(),
+        };
         self.meta
             .set_session_status(
                 token,
                 &[SessionStatus::RemovingInProgress],
                 SessionStatus::Expired,
+                &events,
             )
             .await?;
+        self.events.announce(&events);
         Ok(true)
+    }
+
+    /// Adds a placed file to a session (see `SessionStore::add_session_file`), with its
+    /// `upload.finished`.
+    pub async fn add_session_file(
+        &self,
+        token: &str,
+        record: &FileRecord,
+        limits: SessionLimits,
+    ) -> Result<Result<(), SessionAddRefused>, UploadError> {
+        let owner = record.owner_id;
+        let events = self
+            .event(EventType::UploadFinished, token, owner, |user| {
+                events::finished_data(record, SESSION, None, user, Some(token))
+            })
+            .await;
+        let added = self
+            .meta
+            .add_session_file(
+                token,
+                record,
+                limits,
+                now_unix(),
+                self.quota_of(owner),
+                &events,
+            )
+            .await?;
+        if added.is_ok() {
+            self.events.announce(&events);
+        }
+        Ok(added)
+    }
+
+    /// Keeps a session's files for good (the session must be COPYING_IN_PROGRESS), with its
+    /// `session.stored`. The number of files; None when the session was not being stored.
+    pub async fn store_session(
+        &self,
+        token: &str,
+        owner_id: i64,
+    ) -> Result<Option<u64>, UploadError> {
+        let events = match self.events.records(EventType::SessionStored) {
+            true => {
+                // COPYING_IN_PROGRESS takes no changes: these are the files being stored.
+                let files = self.meta.session_files(token).await?;
+                self.event(EventType::SessionStored, token, owner_id, |user| {
+                    events::session_data(token, user, &files)
+                })
+                .await
+            }
+            false => Vec::new(),
+        };
+        let n = self.meta.store_session(token, &events).await?;
+        if n.is_some() {
+            self.events.announce(&events);
+        }
+        Ok(n)
     }
 
     /// Sessions idle past their expiry; with `dry_run` false they are expired. Also finishes

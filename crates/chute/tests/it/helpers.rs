@@ -552,3 +552,8 @@ pub async fn read_only_twin(app: &TestApp) -> (SocketAddr, tokio::sync::oneshot:
     }));
     (addr, tx)
 }
+
+/// The folder of the third-party clients and tools the tests drive (scripts/setup-e2e.sh).
+pub fn e2e_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e")
+}

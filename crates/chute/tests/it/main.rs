@@ -10,6 +10,7 @@ mod files_api;
 mod handlers;
 mod hardening;
 mod helpers;
+mod hooks;
 mod ietf;
 mod limits;
 mod malformed;

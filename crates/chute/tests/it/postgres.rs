@@ -124,12 +124,12 @@ async fn quota_scenario(meta: &dyn MetaStore, user: &chute::meta::User) {
         owner_id: user.id,
         bytes: base + 100,
     });
-    meta.create_upload(&upload("q1", Some(60)), &[], limits)
+    meta.create_upload(&upload("q1", Some(60)), &[], limits, &[])
         .await
         .expect("q1");
     assert_eq!(meta.usage_bytes(user.id).await.expect("usage"), base + 60);
     assert!(matches!(
-        meta.create_upload(&upload("q2", Some(41)), &[], limits)
+        meta.create_upload(&upload("q2", Some(41)), &[], limits, &[])
             .await,
         Err(MetaError::QuotaExceeded { .. })
     ));
@@ -138,7 +138,7 @@ async fn quota_scenario(meta: &dyn MetaStore, user: &chute::meta::User) {
         None,
         "not created"
     );
-    meta.create_upload(&upload("q3", None), &[], limits)
+    meta.create_upload(&upload("q3", None), &[], limits, &[])
         .await
         .expect("deferred");
     assert!(matches!(
@@ -156,22 +156,27 @@ async fn quota_scenario(meta: &dyn MetaStore, user: &chute::meta::User) {
         Err(MetaError::QuotaExceeded { .. })
     ));
     assert!(meta.set_upload_length("q3", 40, quota).await.expect("fits"));
-    meta.create_upload(&upload("q4", Some(0)), &[], limits)
+    meta.create_upload(&upload("q4", Some(0)), &[], limits, &[])
         .await
         .expect("third open upload");
     assert!(matches!(
-        meta.create_upload(&upload("q5", Some(0)), &[], limits)
+        meta.create_upload(&upload("q5", Some(0)), &[], limits, &[])
             .await,
         Err(MetaError::TooManyOpenUploads { max: 3 })
     ));
     // A final claims its partials once; while open it holds nothing of its own.
     let roomy = UploadLimits::default();
-    meta.create_upload(&upload("fin", None), &["q1".into(), "q3".into()], roomy)
-        .await
-        .expect("final");
+    meta.create_upload(
+        &upload("fin", None),
+        &["q1".into(), "q3".into()],
+        roomy,
+        &[],
+    )
+    .await
+    .expect("final");
     assert_eq!(meta.usage_bytes(user.id).await.expect("usage"), base + 100);
     assert!(matches!(
-        meta.create_upload(&upload("fin2", None), &["q3".into()], roomy)
+        meta.create_upload(&upload("fin2", None), &["q3".into()], roomy, &[])
             .await,
         Err(MetaError::Conflict(_))
     ));
@@ -183,7 +188,7 @@ async fn quota_scenario(meta: &dyn MetaStore, user: &chute::meta::User) {
         ["q1", "q3"]
     );
     assert!(meta.set_upload_file("fin", "qf").await.expect("intent"));
-    meta.complete_upload("fin", &file("qf", user.id, "joined", 100), quota)
+    meta.complete_upload("fin", &file("qf", user.id, "joined", 100), quota, &[])
         .await
         .expect("complete the final");
     assert_eq!(meta.usage_bytes(user.id).await.expect("usage"), base + 100);
@@ -201,7 +206,7 @@ async fn quota_scenario(meta: &dyn MetaStore, user: &chute::meta::User) {
     let files: Vec<FileRecord> = (0..10)
         .map(|i| file(&format!("qc{i}"), user.id, "c", 10))
         .collect();
-    let adds = files.iter().map(|f| meta.insert_file(f, quota));
+    let adds = files.iter().map(|f| meta.insert_file(f, quota, &[]));
     let ok = futures::future::join_all(adds)
         .await
         .into_iter()
@@ -237,12 +242,12 @@ async fn meta_scenario(meta: Arc<dyn MetaStore>) {
 
     // The file catalog: ordered pages, usage, another owner's file untouchable.
     for (i, size) in [10u64, 20, 30].into_iter().enumerate() {
-        meta.insert_file(&file(&format!("f{i}"), ann.id, "a.txt", size), None)
+        meta.insert_file(&file(&format!("f{i}"), ann.id, "a.txt", size), None, &[])
             .await
             .expect("insert");
     }
     assert!(
-        meta.insert_file(&file("f0", ann.id, "x", 1), None)
+        meta.insert_file(&file("f0", ann.id, "x", 1), None, &[])
             .await
             .is_err()
     );
@@ -250,9 +255,12 @@ async fn meta_scenario(meta: Arc<dyn MetaStore>) {
     assert_eq!(page.len(), 1);
     assert_eq!(page[0], file("f1", ann.id, "a.txt", 20));
     assert_eq!(meta.usage_bytes(ann.id).await.expect("usage"), 60);
-    assert_eq!(meta.delete_file(bob.id, "f2").await.expect("del"), None);
     assert_eq!(
-        meta.delete_file(ann.id, "f2")
+        meta.delete_file(bob.id, "f2", &[]).await.expect("del"),
+        None
+    );
+    assert_eq!(
+        meta.delete_file(ann.id, "f2", &[])
             .await
             .expect("del")
             .map(|f| f.size),
@@ -283,7 +291,7 @@ async fn meta_scenario(meta: Arc<dyn MetaStore>) {
         created_at: 5,
         final_id: None,
     };
-    meta.create_upload(&up, &[], UploadLimits::default())
+    meta.create_upload(&up, &[], UploadLimits::default(), &[])
         .await
         .expect("upload");
     assert_eq!(meta.get_upload("u1").await.expect("get"), Some(up.clone()));
@@ -300,20 +308,20 @@ async fn meta_scenario(meta: Arc<dyn MetaStore>) {
     );
     assert_eq!(meta.expired_uploads(101, 10).await.expect("exp").len(), 1);
     assert!(meta.expired_uploads(99, 10).await.expect("exp").is_empty());
-    meta.complete_upload("u1", &file("f9", ann.id, "n", 7), None)
+    meta.complete_upload("u1", &file("f9", ann.id, "n", 7), None, &[])
         .await
         .expect("complete");
     let done = meta.get_upload("u1").await.expect("get").expect("u1");
     assert_eq!((done.state.as_str(), done.offset), ("complete", 7));
     assert_eq!(done.file_id.as_deref(), Some("f9"));
     assert!(
-        meta.complete_upload("u1", &file("f10", ann.id, "n", 7), None)
+        meta.complete_upload("u1", &file("f10", ann.id, "n", 7), None, &[])
             .await
             .is_err(),
         "an upload completes once"
     );
     assert!(!meta.advance_upload("u1", 7, 8, None).await.expect("cas"));
-    meta.delete_upload("u1").await.expect("delete");
+    meta.delete_upload("u1", &[]).await.expect("delete");
     assert_eq!(meta.get_upload("u1").await.expect("get"), None);
 
     quota_scenario(meta.as_ref(), &bob).await;
@@ -335,6 +343,7 @@ async fn meta_scenario(meta: Arc<dyn MetaStore>) {
                 limits,
                 1001,
                 None,
+                &[],
             )
             .await
             .expect("add")
@@ -349,9 +358,16 @@ async fn meta_scenario(meta: Arc<dyn MetaStore>) {
     let taken = meta.session_files("s1").await.expect("files");
     let name = taken[0].name.clone();
     assert_eq!(
-        meta.add_session_file("s1", &file("dup", ann.id, &name, 1), limits, 1002, None)
-            .await
-            .expect("dup"),
+        meta.add_session_file(
+            "s1",
+            &file("dup", ann.id, &name, 1),
+            limits,
+            1002,
+            None,
+            &[]
+        )
+        .await
+        .expect("dup"),
         Err(SessionAddRefused::Duplicate)
     );
     let big = SessionLimits {
@@ -359,7 +375,7 @@ async fn meta_scenario(meta: Arc<dyn MetaStore>) {
         max_total: 35,
     };
     assert!(matches!(
-        meta.add_session_file("s1", &file("big", ann.id, "big", 6), big, 1002, None)
+        meta.add_session_file("s1", &file("big", ann.id, "big", 6), big, 1002, None, &[])
             .await
             .expect("big"),
         Err(SessionAddRefused::TooLarge { max: 35, total: 30 })
@@ -406,13 +422,14 @@ async fn meta_scenario(meta: Arc<dyn MetaStore>) {
         limits,
         1004,
         None,
+        &[],
     )
     .await
     .expect("add")
     .expect("accepted");
     assert!(
         !meta
-            .set_session_status("s1", &[SessionStatus::Stored], SessionStatus::Expired)
+            .set_session_status("s1", &[SessionStatus::Stored], SessionStatus::Expired, &[])
             .await
             .expect("status")
     );
@@ -420,13 +437,14 @@ async fn meta_scenario(meta: Arc<dyn MetaStore>) {
         meta.set_session_status(
             "s1",
             &[SessionStatus::Created, SessionStatus::Uploading],
-            SessionStatus::CopyingInProgress
+            SessionStatus::CopyingInProgress,
+            &[]
         )
         .await
         .expect("status")
     );
-    assert_eq!(meta.store_session("s1").await.expect("store"), Some(1));
-    assert_eq!(meta.store_session("s1").await.expect("store"), None);
+    assert_eq!(meta.store_session("s1", &[]).await.expect("store"), Some(1));
+    assert_eq!(meta.store_session("s1", &[]).await.expect("store"), None);
     assert!(meta.get_file("keep").await.expect("get").is_some());
     assert_eq!(
         meta.remove_session_file("s1", "keep.txt", 1005)
@@ -438,10 +456,17 @@ async fn meta_scenario(meta: Arc<dyn MetaStore>) {
     meta.create_session("s2", bob.id, 10)
         .await
         .expect("session");
-    meta.add_session_file("s2", &file("tmp", bob.id, "t.txt", 3), limits, 11, None)
-        .await
-        .expect("add")
-        .expect("accepted");
+    meta.add_session_file(
+        "s2",
+        &file("tmp", bob.id, "t.txt", 3),
+        limits,
+        11,
+        None,
+        &[],
+    )
+    .await
+    .expect("add")
+    .expect("accepted");
     let gone = meta.take_temporary_files("s2").await.expect("take");
     assert_eq!(gone.len(), 1);
     assert!(

@@ -7,10 +7,12 @@ use std::io::Read;
 use super::append::pump_staged;
 use super::locks::Locked;
 use crate::checksum::{Algorithm, Hasher};
+use crate::events::EventType;
 use crate::meta::{
     FileRecord, Protocol, Quota, UploadLimits, UploadMeta, UploadRecord, UploadState, now_unix,
 };
 use crate::storage::storage_key_for;
+use crate::upload::events;
 use crate::upload::hashing::HashSet;
 use crate::upload::{Engine, UploadError, new_file_id};
 
@@ -51,14 +53,23 @@ impl Engine {
         tokio::task::spawn_blocking(move || storage.begin(&key).map(drop))
             .await
             .map_err(|e| UploadError::Internal(e.to_string()))??;
+        let events = self
+            .event(
+                EventType::UploadCreated,
+                &record.id,
+                record.owner_id,
+                |user| events::upload_data(&record, user),
+            )
+            .await;
         if let Err(e) = self
             .meta
-            .create_upload(&record, n.parts, self.upload_limits())
+            .create_upload(&record, n.parts, self.upload_limits(), &events)
             .await
         {
             self.abort_staged(record.staging_key.clone()).await;
             return Err(e.into());
         }
+        self.events.announce(&events);
         Ok(record)
     }
 
@@ -199,7 +210,7 @@ impl Engine {
             Ok(d) => d,
             Err(e @ UploadError::Invalid { .. }) => {
                 // Malware (or unscannable): the upload is refused for good, its bytes go.
-                self.discard_upload(up).await?;
+                self.discard_upload(up, None).await?;
                 return Err(e);
             }
             Err(e) => return Err(self.lost_stage(up, e).await),
@@ -221,9 +232,15 @@ impl Engine {
             created_at: now_unix(),
         };
         record.set_checksums(digests.iter().map(|(a, h)| (*a, h)));
+        let events = self
+            .event(EventType::UploadFinished, &up.id, up.owner_id, |user| {
+                let protocol = up.protocol.as_str();
+                events::finished_data(&record, protocol, Some(&up.id), user, None)
+            })
+            .await;
         if let Err(e) = self
             .meta
-            .complete_upload(&up.id, &record, self.quota_of(up.owner_id))
+            .complete_upload(&up.id, &record, self.quota_of(up.owner_id), &events)
             .await
         {
             // The upload stays active with its staged bytes (over the quota, it completes once
@@ -231,6 +248,7 @@ impl Engine {
             self.delete_object(key).await;
             return Err(e.into());
         }
+        self.events.announce(&events);
         self.abort_staged(up.staging_key.clone()).await;
         self.uploads.forget(&up.id);
         Ok(record)
@@ -296,8 +314,13 @@ impl Engine {
         Ok((total, digests))
     }
 
-    /// Deletes an upload: its staged bytes, then its record and running digests.
-    pub async fn discard_upload(&self, up: &UploadRecord) -> Result<(), UploadError> {
+    /// Deletes an upload: its staged bytes, then its record and running digests. `why`: the
+    /// event that reports it (`upload.terminated` or `upload.expired`), if any.
+    pub async fn discard_upload(
+        &self,
+        up: &UploadRecord,
+        why: Option<EventType>,
+    ) -> Result<(), UploadError> {
         let storage = self.storage.clone();
         let key = up.staging_key.clone();
         // An active upload with a file id crashed while completing: a copy of its bytes may
@@ -314,7 +337,17 @@ impl Engine {
         })
         .await
         .map_err(|e| UploadError::Internal(e.to_string()))??;
-        self.meta.delete_upload(&up.id).await?;
+        let events = match why {
+            Some(kind) => {
+                self.event(kind, &up.id, up.owner_id, |user| {
+                    events::upload_data(up, user)
+                })
+                .await
+            }
+            None => Vec::new(),
+        };
+        self.meta.delete_upload(&up.id, &events).await?;
+        self.events.announce(&events);
         self.uploads.forget(&up.id);
         Ok(())
     }
@@ -346,7 +379,9 @@ impl Engine {
                 let Some(_lock) = self.uploads.try_lock(&up.id).await else {
                     continue;
                 };
-                self.discard_upload(&up).await?;
+                // A finished upload's record only outlived its file's creation: nothing expired.
+                let why = (up.state == UploadState::Active).then_some(EventType::UploadExpired);
+                self.discard_upload(&up, why).await?;
                 done.push(up);
             }
             if !full || done.len() == before {

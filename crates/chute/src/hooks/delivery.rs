@@ -1,0 +1,159 @@
+//! The deliverer: one task per node that sends the outbox's events to `hooks_url`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use super::signing::Signer;
+use crate::config::Settings;
+use crate::events::EventRecord;
+use crate::meta::{Delivery, MetaStore};
+
+/// Most events leased at once (of distinct subjects: one subject's events go one by one).
+const BATCH: u32 = 32;
+/// How often the outbox is looked at when nothing woke the deliverer: other nodes' events and
+/// retries that fall due are found this way.
+const POLL: Duration = Duration::from_secs(1);
+/// A lease outlives the delivery's timeout by this much before another node may send the event.
+const LEASE_MARGIN: Duration = Duration::from_secs(30);
+/// The longest a receiver's answer is recorded (in `last_error`).
+const ERROR_MAX: usize = 300;
+
+pub struct Deliverer {
+    meta: Arc<dyn MetaStore>,
+    client: reqwest::Client,
+    url: String,
+    signer: Signer,
+    timeout: Duration,
+    max_interval: Duration,
+    retry_for: Duration,
+}
+
+impl Deliverer {
+    /// None when hooks are off (no `hooks_url`).
+    pub fn new(meta: Arc<dyn MetaStore>, settings: &Settings) -> anyhow::Result<Option<Self>> {
+        if settings.hooks_url.is_empty() {
+            return Ok(None);
+        }
+        let signer = Signer::new(&settings.hooks_secret)
+            .ok_or_else(|| anyhow::anyhow!("hooks_secret is not a whsec_ secret"))?;
+        let client = reqwest::Client::builder()
+            .timeout(settings.hooks_timeout.0)
+            .connect_timeout(settings.hooks_timeout.0)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("chute/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Some(Self {
+            meta,
+            client,
+            url: settings.hooks_url.clone(),
+            signer,
+            timeout: settings.hooks_timeout.0,
+            max_interval: settings.hooks_retry_max_interval.0,
+            retry_for: settings.hooks_retry_for.0,
+        }))
+    }
+
+    /// Delivers until the process ends. `wake` moves when this node commits events.
+    pub async fn run(self, mut wake: tokio::sync::watch::Receiver<u64>) {
+        loop {
+            let sent = match self.round().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the event outbox");
+                    0
+                }
+            };
+            if sent == 0 {
+                // Nothing due: wait for news of this node's events, or poll.
+                let _ = tokio::time::timeout(POLL, wake.changed()).await;
+            }
+        }
+    }
+
+    /// One lease of due events, delivered side by side. Returns how many were tried.
+    pub async fn round(&self) -> Result<usize, crate::meta::MetaError> {
+        let now = now_ms();
+        let lease = now + (self.timeout + LEASE_MARGIN).as_millis() as i64;
+        let due = self.meta.claim_events(now, lease, BATCH).await?;
+        let n = due.len();
+        let outcomes: Vec<(i64, Delivery)> = futures::stream::iter(due)
+            .map(|e| async move {
+                let outcome = self.deliver(&e).await;
+                (e.seq, outcome)
+            })
+            .buffer_unordered(BATCH as usize)
+            .collect()
+            .await;
+        for (seq, outcome) in outcomes {
+            if let Delivery::Failed { error } | Delivery::Retry { error, .. } = &outcome {
+                tracing::warn!(seq, error = %error, "webhook delivery failed");
+            }
+            self.meta.settle_event(seq, outcome).await?;
+        }
+        Ok(n)
+    }
+
+    /// One POST of one event, and what to do next.
+    async fn deliver(&self, e: &EventRecord) -> Delivery {
+        let timestamp = now_ms() / 1000;
+        let res = self
+            .client
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &e.id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header(
+                "webhook-signature",
+                self.signer.sign(&e.id, timestamp, &e.body),
+            )
+            .body(e.body.clone())
+            .send()
+            .await;
+        let error = match res {
+            Ok(r) if r.status().is_success() => return Delivery::Delivered,
+            Ok(r) => {
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                let mut msg = format!("{status}: {text}");
+                msg.truncate(floor_char_boundary(&msg, ERROR_MAX));
+                msg
+            }
+            Err(err) => format!("{err}"),
+        };
+        self.next_try(e, error)
+    }
+
+    /// Retry after a wait that doubles with each attempt (1 s, 2 s, 4 s, ...) up to
+    /// `hooks_retry_max_interval`, less a random tenth so that many failures spread out;
+    /// failed once the next try would be past `hooks_retry_for`.
+    fn next_try(&self, e: &EventRecord, error: String) -> Delivery {
+        let doubling = 1u64 << e.attempts.clamp(1, 40).saturating_sub(1);
+        let wait = Duration::from_secs(doubling).min(self.max_interval);
+        let jitter = wait.as_millis() as u64 / 10 * u64::from(random_byte()) / 255;
+        let at = now_ms() + wait.as_millis() as i64 - jitter as i64;
+        if at - e.retry_since > self.retry_for.as_millis() as i64 {
+            return Delivery::Failed { error };
+        }
+        Delivery::Retry { at, error }
+    }
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn random_byte() -> u8 {
+    let mut b = [0u8; 1];
+    let _ = getrandom::fill(&mut b);
+    b[0]
+}
+
+/// The largest index at most `max` that is on a character boundary of `s`.
+fn floor_char_boundary(s: &str, max: usize) -> usize {
+    (0..=max.min(s.len()))
+        .rev()
+        .find(|i| s.is_char_boundary(*i))
+        .unwrap_or(0)
+}

@@ -1,0 +1,167 @@
+//! The engine's side of events (`crate::events`): which ones are recorded, what each carries,
+//! and telling this node's deliverer and feed readers that new ones committed. The engine
+//! builds an event where the change happens and hands it to the catalog method that makes the
+//! change, so both commit together; the protocol adapters emit nothing themselves.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde_json::{Value, json};
+
+use super::Engine;
+use crate::config::{EventTypes, Settings};
+use crate::events::{EventType, NewEvent};
+use crate::meta::{FileRecord, UploadRecord};
+
+/// What the engine needs to emit events: the settings that decide which are recorded, the
+/// names of users seen (names never change), and a counter that moves when events commit.
+pub struct Events {
+    /// Events are recorded at all: there is a `hooks_url` or the feed is on.
+    record: bool,
+    /// Recorded events go to `hooks_url`.
+    deliver: bool,
+    types: EventTypes,
+    names: Mutex<HashMap<i64, String>>,
+    committed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Events {
+    pub fn new(settings: &Settings) -> Self {
+        let deliver = !settings.hooks_url.is_empty();
+        Self {
+            record: deliver || settings.events_feed,
+            deliver,
+            types: settings.hooks_events.clone(),
+            names: Mutex::default(),
+            committed: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    /// Whether events of `kind` are written to the outbox.
+    pub fn records(&self, kind: EventType) -> bool {
+        self.record && kind.is_durable() && self.types.contains(kind)
+    }
+
+    /// Moves when this node commits events (the deliverer and long polls wait on it; other
+    /// nodes' events are found by polling).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.committed.subscribe()
+    }
+
+    /// Called once events are committed.
+    pub fn announce(&self, events: &[NewEvent]) {
+        if !events.is_empty() {
+            self.committed.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+/// The protocol name events carry for a form upload (`POST /api/files`).
+pub const MULTIPART: &str = "multipart";
+/// The protocol name events carry for a file of an upload session.
+pub const SESSION: &str = "session";
+
+impl Engine {
+    /// The event of `kind` about `subject`, when such events are recorded (else none: the
+    /// payload is not even built). `data` gets the owner's name.
+    pub async fn event(
+        &self,
+        kind: EventType,
+        subject: &str,
+        owner_id: i64,
+        data: impl FnOnce(&str) -> Value,
+    ) -> Vec<NewEvent> {
+        if !self.events.records(kind) {
+            return Vec::new();
+        }
+        let user = self.user_name(owner_id).await;
+        let mut e = NewEvent::new(kind, subject, data(&user));
+        e.deliver = self.events.deliver;
+        vec![e]
+    }
+
+    /// Removes delivered and feed-only events older than `events_retention`.
+    pub async fn prune_events(&self) -> Result<u64, crate::meta::MetaError> {
+        let keep = self.settings.events_retention.0.as_millis() as i64;
+        let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        self.meta.prune_events(now - keep).await
+    }
+
+    /// A user's name, for events (cached: names never change). A user the catalog cannot find
+    /// right now is named by id.
+    async fn user_name(&self, owner_id: i64) -> String {
+        if let Some(n) = self
+            .events
+            .names
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&owner_id).cloned())
+        {
+            return n;
+        }
+        match self.meta.user_by_id(owner_id).await {
+            Ok(Some(u)) => {
+                if let Ok(mut m) = self.events.names.lock() {
+                    m.insert(owner_id, u.name.clone());
+                }
+                u.name
+            }
+            _ => format!("#{owner_id}"),
+        }
+    }
+}
+
+/// What `upload.created`, `upload.terminated` and `upload.expired` carry about an upload.
+pub fn upload_data(up: &UploadRecord, user: &str) -> Value {
+    json!({
+        "upload_id": up.id,
+        "protocol": up.protocol.as_str(),
+        "user": user,
+        "name": up.name,
+        "content_type": up.content_type,
+        "length": up.length,
+        "offset": up.offset,
+        "metadata": up.metadata.upload_metadata,
+        "session": Value::Null,
+    })
+}
+
+/// What `upload.finished` carries: the file's JSON as `/api/files` shows it, plus the
+/// protocol, the upload's id (none for a form upload or a session file), the user and the
+/// session's token where there is one.
+pub fn finished_data(
+    file: &FileRecord,
+    protocol: &str,
+    upload_id: Option<&str>,
+    user: &str,
+    session: Option<&str>,
+) -> Value {
+    let mut v = file.to_json();
+    if let Value::Object(m) = &mut v {
+        m.insert("protocol".into(), json!(protocol));
+        m.insert("upload_id".into(), json!(upload_id));
+        m.insert("user".into(), json!(user));
+        m.insert("session".into(), json!(session));
+    }
+    v
+}
+
+/// What `file.deleted` carries: the file's JSON and its owner.
+pub fn deleted_data(file: &FileRecord, user: &str) -> Value {
+    let mut v = file.to_json();
+    if let Value::Object(m) = &mut v {
+        m.insert("user".into(), json!(user));
+    }
+    v
+}
+
+/// What `session.stored` and `session.expired` carry.
+pub fn session_data(token: &str, user: &str, files: &[FileRecord]) -> Value {
+    json!({
+        "session": token,
+        "user": user,
+        "file_count": files.len(),
+        "total_size": files.iter().map(|f| f.size).sum::<u64>(),
+        "files": files.iter().map(FileRecord::to_json).collect::<Vec<_>>(),
+    })
+}

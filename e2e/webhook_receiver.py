@@ -1,0 +1,79 @@
+"""A webhook receiver for chute's tests: every delivery's signature is checked by the
+`standardwebhooks` package (the reference implementation), never by chute's code.
+
+Usage: webhook_receiver.py SECRET [PORT]
+Prints the port it listens on, then serves:
+  POST /hook        a delivery: verified, recorded, answered 204 (or 500 while told to fail)
+  GET /deliveries   {"deliveries": [{"id", "type", "timestamp", "data", "status"}...],
+                     "invalid": [reasons of deliveries that failed verification]}
+  POST /fail        body: a number N; the next N valid deliveries are answered 500
+"""
+
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+SECRET = sys.argv[1]
+PORT = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+HOOK = Webhook(SECRET)
+LOCK = threading.Lock()
+DELIVERIES = []
+INVALID = []
+FAIL = [0]
+
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def reply(self, status, body=b""):
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        if self.path != "/deliveries":
+            return self.reply(404)
+        with LOCK:
+            body = json.dumps({"deliveries": DELIVERIES, "invalid": INVALID}).encode()
+        self.reply(200, body)
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        if self.path == "/fail":
+            with LOCK:
+                FAIL[0] = int(body.decode() or "0")
+            return self.reply(204)
+        if self.path != "/hook":
+            return self.reply(404)
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        try:
+            payload = HOOK.verify(body, headers)
+        except WebhookVerificationError as e:
+            with LOCK:
+                INVALID.append(str(e))
+            return self.reply(400)
+        with LOCK:
+            status = 500 if FAIL[0] > 0 else 204
+            if FAIL[0] > 0:
+                FAIL[0] -= 1
+            DELIVERIES.append(
+                {
+                    "id": headers["webhook-id"],
+                    "type": payload["type"],
+                    "timestamp": payload["timestamp"],
+                    "data": payload["data"],
+                    "status": status,
+                }
+            )
+        self.reply(status)
+
+
+server = ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
