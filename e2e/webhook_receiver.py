@@ -1,23 +1,26 @@
 """A webhook receiver for chute's tests: every delivery's signature is checked by the
 `standardwebhooks` package (the reference implementation), never by chute's code.
 
-Usage: webhook_receiver.py SECRET [PORT]
+Usage: webhook_receiver.py SECRET [PORT [DELAY_MS]]
 Prints the port it listens on, then serves:
   POST /hook        a delivery: verified, recorded, answered 204 (or 500 while told to fail)
   GET /deliveries   {"deliveries": [{"id", "type", "timestamp", "data", "status"}...],
                      "invalid": [reasons of deliveries that failed verification]}
   POST /fail        body: a number N; the next N valid deliveries are answered 500
+DELAY_MS: each delivery is answered that long after it arrived (a slow receiver).
 """
 
 import json
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 SECRET = sys.argv[1]
 PORT = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+DELAY = int(sys.argv[3]) / 1000 if len(sys.argv) > 3 else 0
 HOOK = Webhook(SECRET)
 LOCK = threading.Lock()
 DELIVERIES = []
@@ -26,6 +29,9 @@ FAIL = [0]
 
 
 class Handler(BaseHTTPRequestHandler):
+    # Keep-alive, as real receivers do (every reply has a Content-Length).
+    protocol_version = "HTTP/1.1"
+
     def log_message(self, *args):
         pass
 
@@ -52,6 +58,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.path != "/hook":
             return self.reply(404)
         headers = {k.lower(): v for k, v in self.headers.items()}
+        time.sleep(DELAY)
         try:
             payload = HOOK.verify(body, headers)
         except WebhookVerificationError as e:
@@ -74,6 +81,13 @@ class Handler(BaseHTTPRequestHandler):
         self.reply(status)
 
 
-server = ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
+class Server(ThreadingHTTPServer):
+    # socketserver's backlog of 5 drops the SYNs of a sender's concurrent deliveries, each
+    # then waiting a second for its retransmission.
+    request_queue_size = 128
+    daemon_threads = True
+
+
+server = Server(("127.0.0.1", PORT), Handler)
 print(server.server_address[1], flush=True)
 server.serve_forever()

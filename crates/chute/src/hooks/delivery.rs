@@ -15,8 +15,10 @@ const BATCH: u32 = 32;
 /// How often the outbox is looked at when nothing woke the deliverer: other nodes' events and
 /// retries that fall due are found this way.
 const POLL: Duration = Duration::from_secs(1);
-/// A lease outlives the delivery's timeout by this much before another node may send the event.
-const LEASE_MARGIN: Duration = Duration::from_secs(30);
+/// A lease outlives the delivery's timeout (which bounds the POST) by this much, for recording
+/// the outcome, before another node may send the event: a node that died mid-delivery delays
+/// its events by `hooks_timeout` + this at most.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// The longest a receiver's answer is recorded (in `last_error`).
 const ERROR_MAX: usize = 300;
 

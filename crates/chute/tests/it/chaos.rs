@@ -33,7 +33,7 @@ const RATE: f64 = 4.0 * 1024.0 * 1024.0;
 const CLIENT_LIMIT_SECS: u64 = 300;
 
 /// A `chute serve` process of the deployment, restarted on the same port and data folder.
-struct Node {
+pub(crate) struct Node {
     name: &'static str,
     port: u16,
     data: PathBuf,
@@ -43,16 +43,21 @@ struct Node {
 
 impl Node {
     fn new(name: &'static str, root: &Path, env: &[(String, String)]) -> Node {
+        Self::at(name, root.join(name), env)
+    }
+
+    /// A node on the data folder `data`, with settings in `env` (`CHUTE_*`).
+    pub(crate) fn at(name: &'static str, data: PathBuf, env: &[(String, String)]) -> Node {
         Node {
             name,
             port: free_port(),
-            data: root.join(name),
+            data,
             env: env.to_vec(),
             child: None,
         }
     }
 
-    fn addr(&self) -> std::net::SocketAddr {
+    pub(crate) fn addr(&self) -> std::net::SocketAddr {
         ([127, 0, 0, 1], self.port).into()
     }
 
@@ -60,13 +65,13 @@ impl Node {
         self.data.with_extension("log")
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     /// Starts the node and waits until it listens. Returns the token it printed, if it
     /// created the first user.
-    async fn start(&mut self) -> Option<String> {
+    pub(crate) async fn start(&mut self) -> Option<String> {
         let before = self.log().matches("chute listening on").count();
         let log = std::fs::File::options()
             .create(true)
@@ -105,7 +110,7 @@ impl Node {
     }
 
     /// SIGKILL: no shutdown of any kind.
-    fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();

@@ -60,6 +60,21 @@ impl TestApp {
         args
     }
 
+    /// `cli_args` as `CHUTE_*` variables, with the data folder left out (for `chute serve`
+    /// processes on this app's catalog and storage).
+    pub fn cli_env(&self) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        if let Some(url) = &self.database_url {
+            env.push(("CHUTE_DATABASE_URL".to_string(), url.clone()));
+        }
+        if let Some((endpoint, prefix)) = &self.s3 {
+            for (name, value) in s3_settings(endpoint, prefix) {
+                env.push((format!("CHUTE_{}", name.to_ascii_uppercase()), value));
+            }
+        }
+        env
+    }
+
     /// Creates another user and returns a token of theirs.
     pub async fn user(&self, name: &str) -> String {
         let meta = self.state.engine.meta.as_ref();

@@ -25,11 +25,17 @@ struct Receiver {
 
 impl Receiver {
     fn start(port: u16) -> Self {
+        Self::start_slow(port, 0)
+    }
+
+    /// A receiver that answers each delivery `delay_ms` after it arrived.
+    fn start_slow(port: u16, delay_ms: u64) -> Self {
         let python = e2e_dir().join(".venv/bin/python");
         let mut child = std::process::Command::new(&python)
             .arg(e2e_dir().join("webhook_receiver.py"))
             .arg(SECRET)
             .arg(port.to_string())
+            .arg(delay_ms.to_string())
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| {
@@ -578,4 +584,187 @@ async fn events_given_up_on_are_kept_as_failed_and_sent_again_by_the_cli() {
         .expect("base64");
     assert_eq!(raw.len(), 32);
     assert_ne!(out, events_cli(&app, &["secret"]).1);
+}
+
+/// One tus upload in one PATCH: the upload's id once the PATCH was acknowledged (204), else
+/// None (the server was down or went down mid-way).
+async fn acknowledged_upload(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    data: &[u8],
+) -> Option<String> {
+    let res = client
+        .post(format!("{base}/tus/"))
+        .bearer_auth(token)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", data.len().to_string())
+        .header("Upload-Metadata", "filename Y3Jhc2guYmlu")
+        .send()
+        .await
+        .ok()?;
+    let loc = res.headers().get("location")?.to_str().ok()?.to_string();
+    let res = client
+        .patch(format!("{base}{loc}"))
+        .bearer_auth(token)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", "0")
+        .body(data.to_vec())
+        .send()
+        .await
+        .ok()?;
+    (res.status() == 204).then(|| id_of(&loc))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_upload_is_reported_through_six_kill_9s() {
+    // A slow receiver (300 ms an answer: about the rate the clients make events at), so that
+    // the deliverer is always busy and kills land mid-delivery.
+    let rcv = Receiver::start_slow(0, 300);
+    // The in-process app sets up the catalog and storage of this pass (SQLite, PostgreSQL,
+    // S3) and its first token; it has no hooks. The node under test is a `chute serve`
+    // process on the same catalog, killed with SIGKILL six times while 20 clients upload.
+    let app = spawn_app(&[]).await;
+    let mut env = app.cli_env();
+    env.extend([
+        ("CHUTE_HOOKS_URL".to_string(), rcv.hook_url()),
+        ("CHUTE_HOOKS_SECRET".to_string(), SECRET.to_string()),
+        (
+            "CHUTE_HOOKS_RETRY_MAX_INTERVAL".to_string(),
+            "1s".to_string(),
+        ),
+        (
+            "CHUTE_HOOKS_EVENTS".to_string(),
+            "upload.finished".to_string(),
+        ),
+    ]);
+    let mut node = crate::chaos::Node::at("hooked", app.data_dir(), &env);
+    node.start().await;
+    let mut bases = vec![format!("http://{}", node.addr())];
+    // On PostgreSQL, a second node shares the catalog and the outbox, and is never killed:
+    // it takes over what the killed node had leased once the leases run out. (Each node keeps
+    // its own data folder: a client's upload stays on one node.)
+    let mut twin = None;
+    if app.database_url.is_some() {
+        let mut b = crate::chaos::Node::at("twin", app.data_dir().join("twin"), &env);
+        b.start().await;
+        bases.push(format!("http://{}", b.addr()));
+        twin = Some(b);
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..20u64)
+        .map(|i| {
+            let base = bases[i as usize % bases.len()].clone();
+            let (token, stop) = (app.token.clone(), stop.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .expect("client");
+                let mut acked = Vec::new();
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    let data = bytes(64 << 10, i * 1000 + n);
+                    match acknowledged_upload(&client, &base, &token, &data).await {
+                        Some(id) => acked.push(id),
+                        None => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        node.kill9();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        node.start().await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked = BTreeSet::new();
+    for c in clients {
+        acked.extend(c.await.expect("client"));
+    }
+    assert!(
+        acked.len() >= 40,
+        "only {} uploads were acknowledged",
+        acked.len()
+    );
+    let missing = |delivered: &[Value]| -> Vec<String> {
+        let got: BTreeSet<&str> = delivered
+            .iter()
+            .filter_map(|d| d["data"]["upload_id"].as_str())
+            .collect();
+        acked
+            .iter()
+            .filter(|id| !got.contains(id.as_str()))
+            .cloned()
+            .collect()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (all, invalid) = rcv.deliveries().await;
+        assert!(invalid.is_empty(), "{invalid:?}");
+        let acked_deliveries: Vec<Value> =
+            all.iter().filter(|d| d["status"] == 204).cloned().collect();
+        let left = missing(&acked_deliveries);
+        if left.is_empty() {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let (_, listed, _) = events_cli(&app, &["list", "--limit", "100000"]);
+            let rows: Vec<&str> = listed
+                .lines()
+                .filter(|l| left.iter().any(|id| l.contains(id.as_str())))
+                .collect();
+            panic!(
+                "{} of {} acknowledged uploads were not reported: {left:?}; their events: {rows:#?}\nnode log: {}",
+                left.len(),
+                acked.len(),
+                node.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Deliveries a kill cut short are sent again once their lease runs out: wait until none
+    // is pending.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, listed, err) = events_cli(&app, &["list", "--limit", "100000"]);
+        assert!(ok, "{err}");
+        if !listed.contains("\tpending\t") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "events still pending"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (all, _) = rcv.deliveries().await;
+    // A delivery cut short by a kill is sent again with the same webhook-id, and one upload
+    // has one event whatever the number of tries.
+    let mut ids: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for d in &all {
+        let upload = d["data"]["upload_id"].as_str().expect("upload id");
+        ids.entry(upload)
+            .or_default()
+            .insert(d["id"].as_str().expect("id"));
+    }
+    assert!(ids.values().all(|s| s.len() == 1), "{ids:?}");
+    drop(twin);
+    let repeats = all.len() - ids.len();
+    assert!(
+        repeats > 0,
+        "no kill landed mid-delivery: the test proved less than it says"
+    );
+    eprintln!(
+        "{} uploads acknowledged, {} events delivered, {} of them more than once",
+        acked.len(),
+        ids.len(),
+        repeats
+    );
 }

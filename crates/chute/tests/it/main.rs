@@ -1,7 +1,7 @@
 //! Integration tests: one binary, each test with its own server on port 0 and its own data dir.
 
 mod browser;
-mod chaos;
+pub(crate) mod chaos;
 mod chunked;
 mod clamav;
 mod cli;
