@@ -7,6 +7,10 @@ Prints the port it listens on, then serves:
   GET /deliveries   {"deliveries": [{"id", "type", "timestamp", "data", "status"}...],
                      "invalid": [reasons of deliveries that failed verification]}
   POST /fail        body: a number N; the next N valid deliveries are answered 500
+  POST /rules       body: a JSON list of {"type", "match", "status", "body", "delay_ms"}: a
+                    verified delivery of that type whose body contains `match` (a substring,
+                    "" for any) is answered `status` with `body` after `delay_ms`; the first
+                    rule that matches wins; with none, 204
 DELAY_MS: each delivery is answered that long after it arrived (a slow receiver).
 """
 
@@ -26,6 +30,7 @@ LOCK = threading.Lock()
 DELIVERIES = []
 INVALID = []
 FAIL = [0]
+RULES = []
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -55,6 +60,10 @@ class Handler(BaseHTTPRequestHandler):
             with LOCK:
                 FAIL[0] = int(body.decode() or "0")
             return self.reply(204)
+        if self.path == "/rules":
+            with LOCK:
+                RULES[:] = json.loads(body)
+            return self.reply(204)
         if self.path != "/hook":
             return self.reply(404)
         headers = {k.lower(): v for k, v in self.headers.items()}
@@ -65,10 +74,19 @@ class Handler(BaseHTTPRequestHandler):
             with LOCK:
                 INVALID.append(str(e))
             return self.reply(400)
+        text = body.decode()
         with LOCK:
+            rule = next(
+                (r for r in RULES if r["type"] == payload["type"] and r.get("match", "") in text),
+                None,
+            )
             status = 500 if FAIL[0] > 0 else 204
             if FAIL[0] > 0:
                 FAIL[0] -= 1
+            answer = b""
+            if rule is not None:
+                status = rule.get("status", 200)
+                answer = rule.get("body", "").encode()
             DELIVERIES.append(
                 {
                     "id": headers["webhook-id"],
@@ -78,7 +96,9 @@ class Handler(BaseHTTPRequestHandler):
                     "status": status,
                 }
             )
-        self.reply(status)
+        if rule is not None and rule.get("delay_ms"):
+            time.sleep(rule["delay_ms"] / 1000)
+        self.reply(status, answer)
 
 
 class Server(ThreadingHTTPServer):

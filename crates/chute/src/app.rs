@@ -2,7 +2,6 @@
 //! the router over hyper with the connection-level limits (header size and time, graceful
 //! shutdown) that axum's own `serve` does not expose.
 
-use crate::hooks::Deliverer;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +11,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tower::ServiceExt as _;
 
 use crate::config::Settings;
+use crate::hooks::Deliverer;
 use crate::http::{AppState, router};
 use crate::meta::MetaStore;
 use crate::meta::postgres::PgMeta;
@@ -154,7 +155,12 @@ pub async fn serve_app(
     let settings = state.engine.settings.clone();
     let sweeper = spawn_sweeper(state.engine.clone());
     let deliverer = match Deliverer::new(state.engine.meta.clone(), &settings) {
-        Ok(Some(d)) => Some(tokio::spawn(d.run(state.engine.events.subscribe()))),
+        Ok(Some(d)) => {
+            let events = &state.engine.events;
+            Some(tokio::spawn(
+                d.run(events.subscribe(), events.take_progress()),
+            ))
+        }
         Ok(None) => None,
         Err(e) => return Err(std::io::Error::other(format!("hooks: {e}"))),
     };
@@ -181,7 +187,16 @@ pub async fn serve_app(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let svc = TowerToHyperService::new(app.clone());
+                // The peer's address, for handlers that report it (the blocking hooks).
+                let peer = stream.peer_addr().ok();
+                let svc = TowerToHyperService::new(app.clone().map_request(
+                    move |mut r: hyper::Request<hyper::body::Incoming>| {
+                        if let Some(p) = peer {
+                            r.extensions_mut().insert(axum::extract::ConnectInfo(p));
+                        }
+                        r
+                    },
+                ));
                 let conn = http.serve_connection(TokioIo::new(stream), svc);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {

@@ -216,6 +216,9 @@ settings! {
     hooks_retry_max_interval: Dur = "1h";
     /// How long an event is retried before it is kept as failed (`chute events retry`).
     hooks_retry_for: Dur = "3d";
+    /// Request headers passed to the pre-create and pre-finish hooks in `data.headers` (names,
+    /// case-insensitive; e.g. "cookie,x-request-id").
+    hooks_forward_headers: Vec<String> = "";
     /// How often upload.progress may be sent for one upload.
     hooks_progress_interval: Dur = "1s";
     /// Record events for the pull feed `GET /api/events` even without `hooks_url`.

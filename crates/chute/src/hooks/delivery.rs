@@ -7,7 +7,7 @@ use futures::StreamExt;
 
 use super::signing::Signer;
 use crate::config::Settings;
-use crate::events::EventRecord;
+use crate::events::{EventRecord, NewEvent};
 use crate::meta::{Delivery, MetaStore};
 
 /// Most events leased at once (of distinct subjects: one subject's events go one by one).
@@ -57,10 +57,19 @@ impl Deliverer {
         }))
     }
 
-    /// Delivers until the process ends. `wake` moves when this node commits events.
-    pub async fn run(self, mut wake: tokio::sync::watch::Receiver<u64>) {
+    /// Delivers until the process ends. `wake` moves when this node commits events;
+    /// `progress` brings the best-effort events (sent once each, never stored).
+    pub async fn run(
+        self,
+        mut wake: tokio::sync::watch::Receiver<u64>,
+        progress: Option<tokio::sync::mpsc::Receiver<NewEvent>>,
+    ) {
+        let this = std::sync::Arc::new(self);
+        if let Some(rx) = progress {
+            tokio::spawn(this.clone().send_progress(rx));
+        }
         loop {
-            let sent = match self.round().await {
+            let sent = match this.round().await {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::warn!(error = %e, "could not read the event outbox");
@@ -97,32 +106,48 @@ impl Deliverer {
         Ok(n)
     }
 
-    /// One POST of one event, and what to do next.
-    async fn deliver(&self, e: &EventRecord) -> Delivery {
+    /// Sends best-effort events as they come, a few at a time; a failure is logged and
+    /// forgotten.
+    async fn send_progress(self: std::sync::Arc<Self>, rx: tokio::sync::mpsc::Receiver<NewEvent>) {
+        const AT_ONCE: usize = 8;
+        tokio_stream_of(rx)
+            .for_each_concurrent(AT_ONCE, |e| {
+                let this = self.clone();
+                async move {
+                    if let Err(err) = this.post(&e.id, &e.body).await {
+                        tracing::debug!(error = %err, "a progress event was not delivered");
+                    }
+                }
+            })
+            .await;
+    }
+
+    /// One signed POST.
+    async fn post(&self, id: &str, body: &str) -> reqwest::Result<reqwest::Response> {
         let timestamp = now_ms() / 1000;
         let res = self
             .client
             .post(&self.url)
             .header("content-type", "application/json")
-            .header("webhook-id", &e.id)
+            .header("webhook-id", id)
             .header("webhook-timestamp", timestamp.to_string())
-            .header(
-                "webhook-signature",
-                self.signer.sign(&e.id, timestamp, &e.body),
-            )
-            .body(e.body.clone())
+            .header("webhook-signature", self.signer.sign(id, timestamp, body))
+            .body(body.to_string())
             .send()
-            .await;
+            .await?;
+        res.error_for_status()
+    }
+
+    /// One POST of one event, and what to do next.
+    async fn deliver(&self, e: &EventRecord) -> Delivery {
+        let res = self.post(&e.id, &e.body).await;
         let error = match res {
-            Ok(r) if r.status().is_success() => return Delivery::Delivered,
-            Ok(r) => {
-                let status = r.status();
-                let text = r.text().await.unwrap_or_default();
-                let mut msg = format!("{status}: {text}");
+            Ok(_) => return Delivery::Delivered,
+            Err(err) => {
+                let mut msg = err.to_string();
                 msg.truncate(floor_char_boundary(&msg, ERROR_MAX));
                 msg
             }
-            Err(err) => format!("{err}"),
         };
         self.next_try(e, error)
     }
@@ -158,4 +183,11 @@ fn floor_char_boundary(s: &str, max: usize) -> usize {
         .rev()
         .find(|i| s.is_char_boundary(*i))
         .unwrap_or(0)
+}
+
+/// A channel's receiver as a stream.
+fn tokio_stream_of<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }

@@ -2,6 +2,8 @@
 //!
 //! - [`signing`]: the wire format's signature (`webhook-id`, `webhook-timestamp`,
 //!   `webhook-signature`), HMAC-SHA256 with the `whsec_` secret.
+//! - [`blocking`]: `pre-create` and `pre-finish`, asked synchronously; their answers refuse
+//!   or reshape an upload, and a receiver that fails them fails the upload (closed).
 //! - [`delivery`]: the outbox's deliverer. Each node runs one: it leases due events from the
 //!   catalog (`meta::EventStore::claim_events`: one node per event, one subject's events in
 //!   order), POSTs them, and records the outcome; a failure is retried with doubling waits up
@@ -12,7 +14,9 @@
 //! Events are built by the engine (`upload::events`) and committed with the change they report
 //! (`meta`); this layer only sends them.
 
+pub mod blocking;
 pub mod delivery;
 pub mod signing;
 
+pub use blocking::{Gate, Shape, Verdict};
 pub use delivery::Deliverer;

@@ -150,6 +150,20 @@ impl From<UploadError> for ApiError {
                 msg,
             ),
             UploadError::Rejected(_) => ApiError::bad_request(error_code::REJECTED, msg),
+            UploadError::HookRejected { status, message } => ApiError::new(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                error_code::REJECTED,
+                message,
+            ),
+            UploadError::HookFailed(why) => {
+                // The receiver's address and error go to the log, not to the client.
+                tracing::error!(error = %why, "a blocking hook failed; the upload is refused");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    error_code::HOOK_FAILED,
+                    "the application's hook did not answer; nothing was stored, try again later",
+                )
+            }
             UploadError::Stopped => ApiError::bad_request(error_code::STOPPED, msg),
             UploadError::Interrupted => ApiError::bad_request(error_code::INTERRUPTED, msg),
             UploadError::OffsetMismatch { current } => {

@@ -43,6 +43,7 @@ codes! {
     FINAL_UPLOAD = "final_upload",
     FORBIDDEN = "forbidden",
     HEADERS_TOO_LARGE = "headers_too_large",
+    HOOK_FAILED = "hook_failed",
     INCOMPLETE = "incomplete",
     INSUFFICIENT_STORAGE = "insufficient_storage",
     INTERNAL = "internal",

@@ -31,33 +31,8 @@ pub(crate) fn header_u64(h: &HeaderMap, name: &str) -> ApiResult<Option<u64>> {
     }
 }
 
-/// Parses `Upload-Metadata: key base64,key2 base64`: keys unique, ASCII, no spaces or commas;
-/// values base64 and possibly empty. Returns (key, decoded value) pairs.
-pub fn parse_metadata(v: &str) -> Option<Vec<(String, Vec<u8>)>> {
-    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
-    if v.trim().is_empty() {
-        return Some(out);
-    }
-    // Repeated keys are found in one pass (a header of thousands of keys costs linear time).
-    let mut seen = std::collections::HashSet::new();
-    for pair in v.split(',') {
-        let mut it = pair.trim().split(' ');
-        let key = it.next()?;
-        let value = it.next().unwrap_or("");
-        if it.next().is_some()
-            || key.is_empty()
-            || !key.bytes().all(|b| b.is_ascii_graphic())
-            || !seen.insert(key)
-        {
-            return None;
-        }
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(value)
-            .ok()?;
-        out.push((key.to_string(), decoded));
-    }
-    Some(out)
-}
+/// tus `Upload-Metadata` (see [`crate::meta::parse_tus_metadata`]).
+pub use crate::meta::parse_tus_metadata as parse_metadata;
 
 /// A Unix time as an HTTP-date (`Sun, 06 Dec 2026 22:10:34 GMT`).
 pub(crate) fn http_date(t: i64) -> Option<HeaderValue> {

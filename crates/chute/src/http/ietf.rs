@@ -35,6 +35,7 @@ use super::auth::AuthUser;
 use super::error::{ApiError, ApiResult};
 use super::error_code;
 use super::headers::{file_name, media_type, sf_integer, upload_complete};
+use super::origin::origin;
 use super::resumable::{AppendError, append_stream, live, lock_upload};
 use super::serve::serve_file;
 use crate::meta::{FileRecord, Protocol, UploadMeta, UploadRecord, UploadState, User, now_unix};
@@ -372,6 +373,7 @@ async fn create_inner(
             length,
             expires_at: Some(now_unix() + expiry),
             metadata,
+            origin: origin(&state.engine, &h, req.extensions()),
         })
         .await
         .map_err(|e| api(e.into()))?;

@@ -31,6 +31,7 @@ pub mod headers;
 pub mod health;
 pub mod ietf;
 pub mod multipart;
+pub mod origin;
 pub mod progress;
 pub mod resumable;
 pub mod serve;

@@ -18,10 +18,15 @@ use super::error::{ApiError, ApiResult};
 use super::error_code;
 use super::form::receive_request;
 use super::headers::{content_length, multipart_boundary};
+use super::origin::origin;
 use super::progress::progress_id;
+use crate::events::EventType;
 use crate::meta::FileRecord;
 use crate::upload::UploadError;
+use crate::upload::events::MULTIPART;
 use crate::upload::handlers::ChainContext;
+use crate::upload::handlers::gate::GateContext;
+use crate::upload::handlers::progress_events::ProgressEvents;
 use crate::upload::pipeline::Outcome;
 
 pub async fn upload(
@@ -81,6 +86,22 @@ pub(super) async fn upload_form(
         progress: progress.clone(),
         extra_checksums: Vec::new(),
         request_length: content_length,
+        gate: state
+            .engine
+            .asks(EventType::PreCreate)
+            .then(|| GateContext {
+                engine: state.engine.clone(),
+                owner_id: user.id,
+                protocol: MULTIPART,
+                session: None,
+                origin: origin(&state.engine, &headers, req.extensions()),
+            }),
+        progress_events: ProgressEvents::for_request(
+            &state.engine.events,
+            MULTIPART,
+            &user.name,
+            None,
+        ),
     };
     let chain = (state.files_chain)(&ctx);
     let result = match receive_request(&state, req, chain, content_type, boundary).await {

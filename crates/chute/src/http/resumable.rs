@@ -24,6 +24,7 @@ use crate::events::EventType;
 use crate::meta::{Protocol, UploadRecord, UploadState, User, now_unix};
 use crate::upload::handler::{FileInfo, UploadHandler};
 use crate::upload::handlers::progress::ProgressHandler;
+use crate::upload::handlers::progress_events::{ProgressEventHandler, ProgressEvents};
 use crate::upload::handlers::verify::{TrailerDigest, VerifyHandler};
 use crate::upload::resumable::{PREEMPT_WAIT, UploadLock};
 
@@ -135,6 +136,14 @@ pub(crate) fn settings_max(state: &AppState) -> Option<u64> {
     state.engine.settings.max_upload_size.map(|m| m.bytes())
 }
 
+/// The most bytes `up` may hold: the server's maximum, or the pre-create hook's lower one.
+pub(crate) fn upload_max(state: &AppState, up: &UploadRecord) -> Option<u64> {
+    match (settings_max(state), up.metadata.max_size) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// The most bytes `up` may still take from its offset: up to its declared length, else up
 /// to the maximum upload size, less what the other partials of its final upload hold or
 /// declared. None: no bound.
@@ -142,7 +151,7 @@ pub(crate) async fn room(state: &AppState, up: &UploadRecord) -> ApiResult<Optio
     if let Some(l) = up.length {
         return Ok(Some(l.saturating_sub(up.offset)));
     }
-    let Some(max) = settings_max(state) else {
+    let Some(max) = upload_max(state, up) else {
         return Ok(None);
     };
     let others = siblings_size(state, up).await?;
@@ -184,6 +193,19 @@ pub(crate) async fn append_stream(
     let mut handlers: Vec<Box<dyn UploadHandler>> = Vec::new();
     if let Some(p) = &progress {
         handlers.push(Box::new(ProgressHandler::new(p.clone())));
+    }
+    let events = &state.engine.events;
+    if events.reports_progress() {
+        handlers.push(Box::new(ProgressEventHandler::new(ProgressEvents {
+            events: events.clone(),
+            subject: up.id.clone(),
+            upload_id: Some(up.id.clone()),
+            protocol: up.protocol.as_str(),
+            user: state.engine.user_name(up.owner_id).await,
+            start: offset,
+            length: up.length,
+            session: None,
+        })));
     }
     let result = append_body(state, held, up, offset, h, body, handlers).await;
     let failed = result.as_ref().err().map(|e| e.status().as_u16());

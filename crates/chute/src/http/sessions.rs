@@ -25,16 +25,21 @@ use super::error::{ApiError, ApiResult};
 use super::error_code;
 use super::form::receive_request;
 use super::headers::{multipart_boundary, rfc3339};
+use super::origin::origin;
 use super::serve::serve_file;
 use crate::config::{HandlerName, ServeMode};
+use crate::events::EventType;
 use crate::meta::{
     FileRecord, SessionAddRefused, SessionLimits, SessionRecord, SessionStatus, User, now_unix,
 };
 use crate::names::content_disposition;
 use crate::upload::UploadError;
-use crate::upload::handler::{Chain, UploadHandler};
+use crate::upload::events::SESSION;
+use crate::upload::handler::Chain;
+use crate::upload::handlers::gate::GateContext;
+use crate::upload::handlers::progress_events::ProgressEvents;
 use crate::upload::handlers::validate::{SessionUsage, ValidateHandler};
-use crate::upload::handlers::{ChainContext, build_handlers, scanner};
+use crate::upload::handlers::{ChainContext, build_handlers, integrations, scanner};
 use crate::upload::sessions::{new_session_token, valid_session_token};
 
 fn session_json(state: &AppState, s: &SessionRecord) -> Value {
@@ -187,7 +192,9 @@ fn session_chain(
     name_slot: Arc<Mutex<Option<String>>>,
 ) -> Chain {
     let s = &state.engine.settings;
-    let mut handlers: Vec<Box<dyn UploadHandler>> = vec![Box::new(
+    // The pre-create hook first: its renaming is what validation then checks.
+    let mut handlers = integrations(ctx);
+    handlers.push(Box::new(
         ValidateHandler::new(
             s.accepted_file_formats.clone(),
             s.max_single_upload_size.bytes(),
@@ -195,7 +202,7 @@ fn session_chain(
         )
         .only_field("file")
         .with_name_slot(name_slot),
-    )];
+    ));
     handlers.extend(scanner(s));
     // Session files are served by nginx in x-accel-redirect mode, which cannot undo zstd.
     let names: Vec<HandlerName> = s
@@ -248,6 +255,22 @@ pub async fn upload(
         progress: None,
         extra_checksums: Vec::new(),
         request_length: None,
+        gate: state
+            .engine
+            .asks(EventType::PreCreate)
+            .then(|| GateContext {
+                engine: state.engine.clone(),
+                owner_id: user.id,
+                protocol: SESSION,
+                session: Some(token.clone()),
+                origin: origin(&state.engine, req.headers(), req.extensions()),
+            }),
+        progress_events: ProgressEvents::for_request(
+            &state.engine.events,
+            SESSION,
+            &user.name,
+            Some(token.clone()),
+        ),
     };
     let name_slot = Arc::new(Mutex::new(None));
     let chain = session_chain(&state, &ctx, usage, name_slot.clone());
@@ -279,6 +302,11 @@ pub async fn upload(
         )
         .with("uploadSessionToken", token.clone()));
     };
+    state
+        .engine
+        .pre_finish_file(user.id, &done, SESSION, Some(&token))
+        .await
+        .map_err(|e| ApiError::from(e).with("uploadSessionToken", token.clone()))?;
     let mut record = state.engine.place(user.id, done).await?;
     // The validated name is the session's name for the file (unique within the session).
     if let Ok(Some(n)) = name_slot.lock().map(|n| n.clone()) {

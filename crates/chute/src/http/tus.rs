@@ -24,6 +24,7 @@ use super::auth::AuthUser;
 use super::error::{ApiError, ApiResult};
 use super::error_code;
 use super::headers::{header_u64, http_date, parse_metadata};
+use super::origin::origin;
 use super::resumable::{
     append_stream, finished_file, live, load_protocol, lock_upload, settings_max, settled,
     siblings_size, terminate,
@@ -33,6 +34,7 @@ use crate::checksum::Algorithm;
 use crate::meta::{Protocol, UploadMeta, UploadRecord, UploadState, User, now_unix};
 use crate::names::sanitize_file_name;
 use crate::upload::UploadError;
+use crate::upload::hooks::Origin;
 use crate::upload::resumable::{Locked, NewUpload, UploadLock};
 
 mod concat;
@@ -202,6 +204,7 @@ pub async fn create(
         name: &name,
         content_type: content_type.as_deref(),
         concat: concat.as_deref(),
+        origin: origin(&state.engine, &h, req.extensions()),
     };
     let up = new_upload(&state, &user, length, meta, &[]).await?;
     let location = format!("/tus/{}", up.id);
@@ -226,6 +229,8 @@ struct TusMeta<'a> {
     name: &'a str,
     content_type: Option<&'a str>,
     concat: Option<&'a str>,
+    /// Where the creation came from (for the pre-create hook).
+    origin: Origin,
 }
 
 /// Creates a tus upload expiring `tus_upload_expiration` from now.
@@ -252,6 +257,7 @@ async fn new_upload(
                 concat: m.concat.map(str::to_string),
                 ..Default::default()
             },
+            origin: m.origin,
         })
         .await
 }

@@ -140,6 +140,9 @@ pub struct UploadMeta {
     /// The draft's upgrade of `POST /api/files`: the form's multipart Content-Type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub form_content_type: Option<String>,
+    /// A size limit for this upload below the server's, set by the pre-create hook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u64>,
 }
 
 impl UploadMeta {
@@ -150,6 +153,35 @@ impl UploadMeta {
     pub fn from_json(s: &str) -> Result<Self, sqlx::Error> {
         serde_json::from_str(s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
     }
+}
+
+/// Parses `Upload-Metadata: key base64,key2 base64`: keys unique, ASCII, no spaces or commas;
+/// values base64 and possibly empty. Returns (key, decoded value) pairs.
+pub fn parse_tus_metadata(v: &str) -> Option<Vec<(String, Vec<u8>)>> {
+    use base64::Engine as _;
+    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+    if v.trim().is_empty() {
+        return Some(out);
+    }
+    // Repeated keys are found in one pass (a header of thousands of keys costs linear time).
+    let mut seen = std::collections::HashSet::new();
+    for pair in v.split(',') {
+        let mut it = pair.trim().split(' ');
+        let key = it.next()?;
+        let value = it.next().unwrap_or("");
+        if it.next().is_some()
+            || key.is_empty()
+            || !key.bytes().all(|b| b.is_ascii_graphic())
+            || !seen.insert(key)
+        {
+            return None;
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .ok()?;
+        out.push((key.to_string(), decoded));
+    }
+    Some(out)
 }
 
 /// Where a resumable upload stands; stored as `active` / `complete`.

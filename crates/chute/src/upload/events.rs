@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -23,17 +24,81 @@ pub struct Events {
     types: EventTypes,
     names: Mutex<HashMap<i64, String>>,
     committed: tokio::sync::watch::Sender<u64>,
+    progress: Option<ProgressFeed>,
 }
+
+/// `upload.progress`: best effort, never stored. Events go to the deliverer through a bounded
+/// channel (dropped when it is full), at most one per `hooks_progress_interval` per upload.
+struct ProgressFeed {
+    tx: tokio::sync::mpsc::Sender<NewEvent>,
+    rx: Mutex<Option<tokio::sync::mpsc::Receiver<NewEvent>>>,
+    interval: Duration,
+    /// When each upload last reported (entries go when the upload ends).
+    last: Mutex<HashMap<String, Instant>>,
+}
+
+/// Progress events waiting for the deliverer, at most.
+const PROGRESS_QUEUE: usize = 1024;
 
 impl Events {
     pub fn new(settings: &Settings) -> Self {
         let deliver = !settings.hooks_url.is_empty();
+        let progress =
+            (deliver && settings.hooks_events.contains(EventType::UploadProgress)).then(|| {
+                let (tx, rx) = tokio::sync::mpsc::channel(PROGRESS_QUEUE);
+                ProgressFeed {
+                    tx,
+                    rx: Mutex::new(Some(rx)),
+                    interval: settings.hooks_progress_interval.0,
+                    last: Mutex::default(),
+                }
+            });
         Self {
             record: deliver || settings.events_feed,
             deliver,
             types: settings.hooks_events.clone(),
             names: Mutex::default(),
             committed: tokio::sync::watch::channel(0).0,
+            progress,
+        }
+    }
+
+    /// Whether `upload.progress` is sent.
+    pub fn reports_progress(&self) -> bool {
+        self.progress.is_some()
+    }
+
+    /// The progress events for the deliverer to send (once).
+    pub fn take_progress(&self) -> Option<tokio::sync::mpsc::Receiver<NewEvent>> {
+        self.progress.as_ref()?.rx.lock().ok()?.take()
+    }
+
+    /// Sends `upload.progress` about `subject` if none went out within the interval; `data`
+    /// is built only then.
+    pub fn progress(&self, subject: &str, data: impl FnOnce() -> Value) {
+        let Some(p) = &self.progress else { return };
+        let now = Instant::now();
+        {
+            let Ok(mut last) = p.last.lock() else { return };
+            match last.get_mut(subject) {
+                Some(t) if now.duration_since(*t) < p.interval => return,
+                Some(t) => *t = now,
+                None => {
+                    last.insert(subject.to_string(), now);
+                }
+            }
+        }
+        // Best effort: a full queue drops the event (the next one says more anyway).
+        let _ =
+            p.tx.try_send(NewEvent::new(EventType::UploadProgress, subject, data()));
+    }
+
+    /// An upload ended: its progress clock goes.
+    pub fn forget_progress(&self, subject: &str) {
+        if let Some(p) = &self.progress
+            && let Ok(mut last) = p.last.lock()
+        {
+            last.remove(subject);
         }
     }
 
@@ -89,7 +154,7 @@ impl Engine {
 
     /// A user's name, for events (cached: names never change). A user the catalog cannot find
     /// right now is named by id.
-    async fn user_name(&self, owner_id: i64) -> String {
+    pub(crate) async fn user_name(&self, owner_id: i64) -> String {
         if let Some(n) = self
             .events
             .names

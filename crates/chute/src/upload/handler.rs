@@ -166,6 +166,12 @@ pub trait UploadHandler: Send {
         ))))
     }
 
+    /// A new file is about to start: the handler may change what the chain records about it
+    /// (its name, say), before any handler's `new_file`.
+    fn shape_file(&mut self, _file: &mut FileInfo) -> Result<(), HandlerError> {
+        Ok(())
+    }
+
     /// A new file starts. May skip it, stop the upload, or hide it from later handlers.
     fn new_file(&mut self, _file: &FileInfo) -> Result<NewFile, HandlerError> {
         Ok(NewFile::Continue)
@@ -289,10 +295,13 @@ impl Chain {
     }
 
     /// Starts a file. `Ok(FileState::Skipped)` when a handler skipped it.
-    pub fn new_file(&mut self, info: FileInfo) -> Result<FileState, HandlerError> {
+    pub fn new_file(&mut self, mut info: FileInfo) -> Result<FileState, HandlerError> {
         self.counters.iter_mut().for_each(|c| *c = 0);
         self.active = self.handlers.len();
         self.current = None;
+        for h in self.handlers.iter_mut() {
+            h.shape_file(&mut info)?;
+        }
         for i in 0..self.handlers.len() {
             match self.handlers[i].new_file(&info) {
                 Ok(NewFile::Continue) => {}

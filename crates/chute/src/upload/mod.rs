@@ -11,6 +11,7 @@ pub mod events;
 pub mod handler;
 pub mod handlers;
 pub mod hashing;
+pub mod hooks;
 pub mod pipeline;
 pub mod progress;
 pub mod resumable;
@@ -37,6 +38,12 @@ pub enum UploadError {
     TypeMismatch { name: String, detected: String },
     #[error("{0}")]
     Rejected(String),
+    /// The application's pre-create or pre-finish hook refused the file, with this status.
+    #[error("{message}")]
+    HookRejected { status: u16, message: String },
+    /// A blocking hook could not be asked or gave no usable answer (fail closed).
+    #[error("the application's hook failed: {0}")]
+    HookFailed(String),
     /// A file refused by validation, with a short reason and a sentence for people.
     #[error("{error}: {verbose}")]
     Invalid { error: String, verbose: String },
@@ -75,6 +82,8 @@ pub struct Engine {
     pub uploads: Arc<resumable::UploadRegistry>,
     /// Which events are recorded, and news of committed ones.
     pub events: Arc<events::Events>,
+    /// The blocking hooks, when pre-create or pre-finish is on.
+    pub gate: Option<Arc<crate::hooks::Gate>>,
 }
 
 pub fn new_file_id() -> String {
@@ -95,6 +104,7 @@ impl Engine {
             storage,
             meta,
             events: Arc::new(events::Events::new(&settings)),
+            gate: crate::hooks::Gate::new(&settings).map(Arc::new),
             settings,
             uploads,
         }
@@ -116,6 +126,8 @@ impl Engine {
         owner_id: i64,
         done: CompletedFile,
     ) -> Result<FileRecord, UploadError> {
+        self.pre_finish_file(owner_id, &done, events::MULTIPART, None)
+            .await?;
         let record = self.place(owner_id, done).await?;
         let events = self
             .event(EventType::UploadFinished, &record.id, owner_id, |user| {

@@ -116,11 +116,16 @@ impl Drop for Receiver {
     }
 }
 
+/// Every durable event (upload.progress is tested on its own: it would change the counts).
+const DURABLE: &str = "upload.created,upload.finished,upload.terminated,upload.expired,\
+                       file.deleted,session.stored,session.expired";
+
 fn hook_settings(r: &Receiver) -> Vec<(&'static str, String)> {
     vec![
         ("hooks_url", r.hook_url()),
         ("hooks_secret", SECRET.to_string()),
         ("hooks_retry_max_interval", "1s".to_string()),
+        ("hooks_events", DURABLE.to_string()),
     ]
 }
 
@@ -767,4 +772,389 @@ async fn every_acknowledged_upload_is_reported_through_six_kill_9s() {
         ids.len(),
         repeats
     );
+}
+
+impl Receiver {
+    /// How the receiver answers blocking hooks (see e2e/webhook_receiver.py).
+    async fn rules(&self, rules: Value) {
+        let res = self
+            .client
+            .post(format!("http://127.0.0.1:{}/rules", self.port))
+            .body(rules.to_string())
+            .send()
+            .await
+            .expect("rules");
+        assert_eq!(res.status(), 204);
+    }
+
+    /// The blocking hooks asked so far, of `kind`, in order.
+    async fn asked(&self, kind: &str) -> Vec<Value> {
+        let (all, invalid) = self.deliveries().await;
+        assert!(invalid.is_empty(), "signatures that failed: {invalid:?}");
+        all.into_iter().filter(|d| d["type"] == kind).collect()
+    }
+}
+
+async fn gated_app(rcv: &Receiver, extra: &[(&'static str, &str)]) -> TestApp {
+    let mut s = hook_settings(rcv);
+    s.retain(|(k, _)| *k != "hooks_events");
+    s.push(("hooks_events", "all,pre-create,pre-finish".into()));
+    s.push(("hooks_forward_headers", "X-Request-Id".into()));
+    s.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    spawn_with(&s).await
+}
+
+async fn post_form(app: &TestApp, parts: &[(String, Vec<u8>)]) -> (u16, Value) {
+    let res = app
+        .auth(app.client.post(app.url("/api/files")))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .header("x-request-id", "req-42")
+        .body(multipart_body(parts))
+        .send()
+        .await
+        .expect("form upload");
+    let status = res.status().as_u16();
+    (status, res.json().await.expect("json"))
+}
+
+async fn tus_create(app: &TestApp, length: Option<u64>, meta: &str) -> reqwest::Response {
+    let rb = req(app, Method::POST, "/tus/")
+        .header("Upload-Metadata", meta)
+        .header("x-request-id", "req-43");
+    let rb = match length {
+        Some(l) => rb.header("Upload-Length", l.to_string()),
+        None => rb.header("Upload-Defer-Length", "1"),
+    };
+    rb.send().await.expect("create")
+}
+
+/// Nothing of a refused upload is anywhere: no file, no staged or temporary bytes.
+async fn nothing_kept(app: &TestApp) {
+    assert_eq!(app.list(&app.token).await, Vec::<Value>::new());
+    assert_eq!(app.leftovers(), Vec::<std::path::PathBuf>::new());
+    assert_eq!(app.stored_objects(), Vec::<std::path::PathBuf>::new());
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+#[tokio::test]
+async fn pre_create_refuses_or_reshapes_a_file_before_any_byte_is_stored_on_every_protocol() {
+    let rcv = Receiver::start(0);
+    rcv.rules(json!([
+        {"type": "pre-create", "match": "forbidden", "status": 200,
+         "body": r#"{"reject": {"status": 403, "message": "not here"}}"#},
+        {"type": "pre-create", "match": "\"protocol\":\"chunked\"", "status": 200,
+         "body": r#"{"reject": {"status": 451, "message": "no chunks"}}"#},
+        {"type": "pre-create", "match": "rename-me", "status": 200,
+         "body": r#"{"filename": "../renamed.txt", "metadata": {"filename": "renamed.txt", "owner": "app"}}"#},
+        {"type": "pre-create", "match": "small-", "status": 200, "body": r#"{"max_size": 10}"#},
+    ]))
+    .await;
+    let app = gated_app(&rcv, &[]).await;
+    let refused = |st: u16, v: &Value, status: u16, message: &str| {
+        assert_eq!((st, v["code"].as_str()), (status, Some("rejected")), "{v}");
+        assert_eq!(v["error"], message);
+    };
+    // Form uploads: one refused file refuses the request, files before it included.
+    let (st, v) = post_form(&app, &[file_part("file", "forbidden.bin", b"x")]).await;
+    refused(st, &v, 403, "not here");
+    let (st, v) = post_form(
+        &app,
+        &[
+            file_part("file", "fine.bin", &bytes(3000, 1)),
+            file_part("file", "forbidden.bin", &bytes(3000, 2)),
+        ],
+    )
+    .await;
+    refused(st, &v, 403, "not here");
+    let (st, v) = post_form(&app, &[file_part("file", "small-form.bin", &bytes(11, 3))]).await;
+    assert_eq!((st, v["code"].as_str()), (413, Some("too_large")), "{v}");
+    // tus, the draft, chunked and sessions.
+    let res = tus_create(&app, Some(5), &format!("filename {}", b64("forbidden.bin"))).await;
+    assert_eq!(res.status(), 403);
+    let res = tus_create(
+        &app,
+        Some(100),
+        &format!("filename {}", b64("small-tus.bin")),
+    )
+    .await;
+    assert_eq!(res.status(), 413);
+    let res = app
+        .auth(app.client.post(app.url("/resumable/")))
+        .header("Upload-Complete", "?1")
+        .header(
+            "Content-Disposition",
+            "attachment; filename=\"forbidden.bin\"",
+        )
+        .body(bytes(100, 4))
+        .send()
+        .await
+        .expect("draft");
+    assert_eq!(res.status(), 403);
+    let (st, v) = crate::chunked::chunk(&app, &app.token, None, 0, 10, &bytes(10, 5)).await;
+    assert_eq!((st, v["code"].as_str()), (451, Some("rejected")), "{v}");
+    let session = crate::sessions::open_session(&app, &app.token).await;
+    let (st, v) = crate::sessions::post_file(&app, &session, "forbidden.txt", b"no").await;
+    assert_eq!((st, v["code"].as_str()), (403, Some("rejected")), "{v}");
+    nothing_kept(&app).await;
+
+    // A deferred-length upload under the hook's limit stops at it as it streams.
+    let res = tus_create(
+        &app,
+        None,
+        &format!("filename {}", b64("small-deferred.bin")),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    let loc = res.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_string();
+    assert_eq!(patch(&app, &loc, 0, &bytes(20, 6)).await.status(), 413);
+
+    // Renamed: the file's name and the tus metadata are the application's.
+    let data = bytes(5000, 7);
+    let (st, v) = post_form(&app, &[file_part("file", "rename-me.bin", &data)]).await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["files"][0]["name"], "renamed.txt");
+    let res = tus_create(
+        &app,
+        Some(data.len() as u64),
+        &format!("filename {}", b64("rename-me.bin")),
+    )
+    .await;
+    let loc = res.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_string();
+    assert_eq!(patch(&app, &loc, 0, &data).await.status(), 204);
+    let res = req(&app, Method::HEAD, &loc).send().await.expect("head");
+    let meta = res.headers()["upload-metadata"]
+        .to_str()
+        .expect("meta")
+        .to_string();
+    assert!(meta.contains(&format!("owner {}", b64("app"))), "{meta}");
+    let names: Vec<Value> = app
+        .list(&app.token)
+        .await
+        .iter()
+        .map(|f| f["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("renamed.txt"), json!("renamed.txt")]);
+
+    // What the application was told.
+    let asked = rcv.asked("pre-create").await;
+    let tus_ask = asked
+        .iter()
+        .find(|d| d["data"]["protocol"] == "tus" && d["data"]["filename"] == "rename-me.bin")
+        .expect("tus pre-create");
+    let d = &tus_ask["data"];
+    assert_eq!(d["user"], "admin");
+    assert_eq!(d["length"], data.len());
+    assert_eq!(d["metadata"]["filename"], "rename-me.bin");
+    assert_eq!(d["client"], "127.0.0.1");
+    assert_eq!(d["headers"], json!({"x-request-id": "req-43"}));
+    let form_ask = asked
+        .iter()
+        .find(|d| d["data"]["protocol"] == "multipart" && d["data"]["filename"] == "fine.bin")
+        .expect("form pre-create");
+    assert_eq!(
+        form_ask["data"]["headers"],
+        json!({"x-request-id": "req-42"})
+    );
+    let session_ask = asked
+        .iter()
+        .find(|d| d["data"]["protocol"] == "session")
+        .expect("session pre-create");
+    assert_eq!(session_ask["data"]["session"], session.as_str());
+}
+
+#[tokio::test]
+async fn pre_finish_refusals_discard_the_bytes_on_every_protocol() {
+    let rcv = Receiver::start(0);
+    rcv.rules(json!([
+        {"type": "pre-finish", "match": "reject-at-end", "status": 200,
+         "body": r#"{"reject": {"status": 422, "message": "checked and refused"}}"#},
+        {"type": "pre-finish", "match": "\"protocol\":\"chunked\"", "status": 200,
+         "body": r#"{"reject": {"status": 422, "message": "checked and refused"}}"#},
+    ]))
+    .await;
+    let app = gated_app(&rcv, &[]).await;
+    let data = bytes(40_000, 8);
+    let (st, v) = post_form(&app, &[file_part("file", "reject-at-end.bin", &data)]).await;
+    assert_eq!((st, v["code"].as_str()), (422, Some("rejected")), "{v}");
+    let res = tus_create(
+        &app,
+        Some(data.len() as u64),
+        &format!("filename {}", b64("reject-at-end.bin")),
+    )
+    .await;
+    let loc = res.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_string();
+    let res = patch(&app, &loc, 0, &data).await;
+    assert_eq!(res.status(), 422);
+    assert_eq!(
+        req(&app, Method::HEAD, &loc)
+            .send()
+            .await
+            .expect("head")
+            .status(),
+        404
+    );
+    let res = app
+        .auth(app.client.post(app.url("/resumable/")))
+        .header("Upload-Complete", "?1")
+        .header(
+            "Content-Disposition",
+            "attachment; filename=\"reject-at-end.bin\"",
+        )
+        .body(data.clone())
+        .send()
+        .await
+        .expect("draft");
+    assert_eq!(res.status(), 422);
+    let (st, v) = crate::chunked::chunk(&app, &app.token, None, 0, data.len() as u64, &data).await;
+    assert_eq!(st, 200, "{v}");
+    let id = v["upload_id"].as_str().expect("id").to_string();
+    let md5 = crate::chunked::md5_hex(&data);
+    let (st, v) = crate::chunked::complete(&app, &app.token, &id, Some(&md5)).await;
+    assert_eq!((st, v["code"].as_str()), (422, Some("rejected")), "{v}");
+    let session = crate::sessions::open_session(&app, &app.token).await;
+    let (st, v) = crate::sessions::post_file(&app, &session, "reject-at-end.txt", b"bytes").await;
+    assert_eq!((st, v["code"].as_str()), (422, Some("rejected")), "{v}");
+    nothing_kept(&app).await;
+    // The application saw each file whole: its size and the checksum of what was sent.
+    let asked = rcv.asked("pre-finish").await;
+    assert_eq!(asked.len(), 5, "{asked:#?}");
+    for a in asked
+        .iter()
+        .filter(|a| a["data"]["name"] == "reject-at-end.bin")
+    {
+        assert_eq!(a["data"]["size"], data.len());
+        assert_eq!(a["data"]["checksums"]["sha256"], sha256_hex(&data));
+        assert_eq!(a["data"]["user"], "admin");
+    }
+    // Files it accepts are stored as ever.
+    let (st, _) = post_form(&app, &[file_part("file", "welcome.bin", &data)]).await;
+    assert_eq!(st, 201);
+}
+
+#[tokio::test]
+async fn a_hook_that_fails_or_answers_nonsense_fails_closed() {
+    let rcv = Receiver::start(0);
+    let app = gated_app(&rcv, &[("hooks_timeout", "1s")]).await;
+    for (rule, what) in [
+        (json!({"type": "pre-create", "status": 500}), "a 500"),
+        (
+            json!({"type": "pre-create", "status": 200, "body": "<html>oops</html>"}),
+            "garbage",
+        ),
+        (
+            json!({"type": "pre-create", "status": 200, "body": r#"{"reject": {"status": 302}}"#}),
+            "a reject outside 4xx",
+        ),
+        (
+            json!({"type": "pre-create", "status": 200, "delay_ms": 2500}),
+            "a timeout",
+        ),
+        (
+            json!({"type": "pre-finish", "status": 503}),
+            "a pre-finish 503",
+        ),
+    ] {
+        rcv.rules(json!([rule])).await;
+        let (st, v) = post_form(&app, &[file_part("file", "a.bin", &bytes(1000, 9))]).await;
+        assert_eq!(
+            (st, v["code"].as_str()),
+            (503, Some("hook_failed")),
+            "{what}: {v}"
+        );
+        let res = tus_create(&app, Some(3), &format!("filename {}", b64("b.bin"))).await;
+        if what.starts_with("a pre-finish") {
+            // Created; the bytes stay staged and unfinished, for the client's next try.
+            let loc = res.headers()["location"]
+                .to_str()
+                .expect("location")
+                .to_string();
+            assert_eq!(patch(&app, &loc, 0, b"abc").await.status(), 503, "{what}");
+            rcv.rules(json!([])).await;
+            let res = req(&app, Method::HEAD, &loc).send().await.expect("head");
+            assert_eq!(res.status(), 200, "the next try finishes it");
+            assert_eq!(res.headers()["upload-offset"], "3");
+            assert_eq!(app.list(&app.token).await.len(), 1);
+        } else {
+            assert_eq!(res.status(), 503, "{what}");
+            nothing_kept(&app).await;
+        }
+    }
+    // A receiver that is not there at all.
+    drop(rcv);
+    let (st, v) = post_form(&app, &[file_part("file", "c.bin", b"c")]).await;
+    assert_eq!((st, v["code"].as_str()), (503, Some("hook_failed")), "{v}");
+}
+
+#[tokio::test]
+async fn progress_is_reported_as_bytes_arrive_and_never_stored() {
+    let rcv = Receiver::start(0);
+    let mut s = hook_settings(&rcv);
+    s.retain(|(k, _)| *k != "hooks_events");
+    s.push(("hooks_progress_interval", "100ms".into()));
+    let app = spawn_with(&s).await;
+    // One PATCH whose body comes in 16 pieces over ~1.6 s.
+    let data = bytes(16 << 16, 10);
+    let loc = create(&app, data.len() as u64, "filename cHJvZ3Jlc3MuYmlu").await;
+    let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
+        data.chunks(1 << 16).map(|c| Ok(c.to_vec())).collect();
+    let body = futures::StreamExt::then(futures::stream::iter(pieces), |p| async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        p
+    });
+    let res = req(&app, Method::PATCH, &loc)
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", "0")
+        .header("Content-Length", data.len().to_string())
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(res.status(), 204);
+    let id = id_of(&loc);
+    let all = rcv
+        .wait_for("upload.finished", |acked| {
+            about(acked, "upload.finished", "upload_id", &id).len() == 1
+        })
+        .await;
+    let offsets: Vec<u64> = all
+        .iter()
+        .filter(|d| d["type"] == "upload.progress" && d["data"]["upload_id"] == id.as_str())
+        .map(|d| d["data"]["offset"].as_u64().expect("offset"))
+        .collect();
+    assert!(offsets.len() >= 3, "{offsets:?}");
+    assert!(offsets.len() <= 17, "at most one per interval: {offsets:?}");
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
+    assert!(offsets.iter().all(|o| *o <= data.len() as u64));
+    let p = all
+        .iter()
+        .find(|d| d["type"] == "upload.progress")
+        .expect("progress");
+    assert_eq!(p["data"]["length"], data.len());
+    assert_eq!(p["data"]["protocol"], "tus");
+    assert_eq!(p["data"]["user"], "admin");
+    // Progress is best effort: not in the outbox, so not in the feed.
+    let (_, v) = feed(&app, &app.token, "?limit=1000").await;
+    let types: Vec<&str> = v["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert_eq!(types, ["upload.created", "upload.finished"]);
 }

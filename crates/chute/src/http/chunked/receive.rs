@@ -3,6 +3,8 @@
 //! upload is not known yet is spooled to a temporary file until the form says which upload it
 //! belongs to; otherwise it streams straight into the upload at its offset.
 
+use crate::http::origin::origin;
+use crate::upload::hooks::Origin;
 use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::header;
@@ -37,6 +39,7 @@ pub async fn chunk(
     let _admitted = state.in_flight.admit(user.id)?;
     let settings = state.engine.settings.clone();
     let headers = req.headers().clone();
+    let origin = origin(&state.engine, &headers, req.extensions());
     let (_, boundary) = multipart_boundary(&headers, "send each chunk as multipart/form-data")?;
     let range = match headers.get(header::CONTENT_RANGE) {
         None => {
@@ -125,7 +128,16 @@ pub async fn chunk(
             let chunk = field
                 .map(move |r| r.map_err(|e| body_or(&bs, multer_error(e))))
                 .boxed();
-            let res = receive_chunk(&state, &user, upload_id.as_deref(), range, info, chunk).await;
+            let res = receive_chunk(
+                &state,
+                &user,
+                upload_id.as_deref(),
+                range,
+                info,
+                chunk,
+                &origin,
+            )
+            .await;
             // What follows the chunk (other fields) does not matter; let the body finish.
             drain(multipart).await;
             return res;
@@ -157,7 +169,16 @@ pub async fn chunk(
         let chunk = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024)
             .map(|r| r.map_err(ApiError::internal))
             .boxed();
-        let res = receive_chunk(&state, &user, upload_id.as_deref(), range, info, chunk).await;
+        let res = receive_chunk(
+            &state,
+            &user,
+            upload_id.as_deref(),
+            range,
+            info,
+            chunk,
+            &origin,
+        )
+        .await;
         drop(file);
         return res;
     }
@@ -238,6 +259,7 @@ async fn receive_chunk(
     range: ContentRange,
     info: FileInfo,
     field: ChunkStream,
+    origin: &Origin,
 ) -> ApiResult<Response> {
     let engine = &state.engine;
     let (lock, up) = match upload_id.filter(|s| !s.is_empty()) {
@@ -297,6 +319,7 @@ async fn receive_chunk(
                     length: Some(range.total),
                     expires_at: Some(expires),
                     metadata: Default::default(),
+                    origin: origin.clone(),
                 })
                 .await?;
             let lock = engine

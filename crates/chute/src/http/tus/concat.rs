@@ -111,6 +111,8 @@ pub(super) async fn create_final(
         name: &name,
         content_type: content_type.as_deref(),
         concat: Some(concat),
+        // A final upload stores nothing new; its partials were asked at their creation.
+        origin: Default::default(),
     };
     // concatenation-unfinished: the final upload may name partials still in progress; it is
     // assembled when the last of them finishes (or when it is next asked about). The partials

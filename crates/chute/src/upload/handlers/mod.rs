@@ -4,7 +4,9 @@
 pub mod checksum;
 pub mod clamav;
 pub mod compress;
+pub mod gate;
 pub mod progress;
+pub mod progress_events;
 pub mod quota;
 pub mod sniff;
 pub mod spill;
@@ -31,6 +33,10 @@ pub struct ChainContext {
     pub extra_checksums: Vec<Algorithm>,
     /// The request's Content-Length, when known.
     pub request_length: Option<u64>,
+    /// The application's pre-create hook, when it is on.
+    pub gate: Option<gate::GateContext>,
+    /// `upload.progress` events, when they are on.
+    pub progress_events: Option<progress_events::ProgressEvents>,
 }
 
 /// The malware scanner when `clamav_enabled` (put it before anything that transforms bytes).
@@ -43,9 +49,28 @@ pub fn scanner(settings: &Settings) -> Option<Box<dyn UploadHandler>> {
     })
 }
 
+/// The pre-create hook's handler, when the hook is on (it goes first: nothing is stored
+/// before the application agreed).
+pub fn gate_of(ctx: &ChainContext) -> Option<Box<dyn UploadHandler>> {
+    ctx.gate
+        .clone()
+        .map(|g| Box::new(gate::GateHandler::new(g)) as Box<dyn UploadHandler>)
+}
+
+/// The handlers every form chain starts with, when they are on: the pre-create hook, then
+/// `upload.progress` events.
+pub fn integrations(ctx: &ChainContext) -> Vec<Box<dyn UploadHandler>> {
+    let mut handlers: Vec<Box<dyn UploadHandler>> = gate_of(ctx).into_iter().collect();
+    if let Some(p) = ctx.progress_events.clone() {
+        handlers.push(Box::new(progress_events::ProgressEventHandler::new(p)));
+    }
+    handlers
+}
+
 /// Builds the chain named by `names` (already validated), after the scanner when enabled.
 pub fn build_chain(names: &[HandlerName], ctx: &ChainContext) -> Chain {
-    let mut handlers: Vec<Box<dyn UploadHandler>> = scanner(&ctx.settings).into_iter().collect();
+    let mut handlers = integrations(ctx);
+    handlers.extend(scanner(&ctx.settings));
     handlers.extend(build_handlers(names, ctx));
     Chain::new(
         handlers,

@@ -2,6 +2,7 @@
 //! owner and locked, its length declared, completed into a catalog file (crash-safe),
 //! concatenated, discarded, or swept once expired.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 
 use super::append::pump_staged;
@@ -14,6 +15,7 @@ use crate::meta::{
 use crate::storage::storage_key_for;
 use crate::upload::events;
 use crate::upload::hashing::HashSet;
+use crate::upload::hooks::{Creating, Origin, encode_tus_metadata, valid_tus_key};
 use crate::upload::{Engine, UploadError, new_file_id};
 
 pub struct NewUpload<'a> {
@@ -26,23 +28,65 @@ pub struct NewUpload<'a> {
     pub length: Option<u64>,
     pub expires_at: Option<i64>,
     pub metadata: UploadMeta,
+    /// Where the request came from (for the pre-create hook).
+    pub origin: Origin,
 }
 
 impl Engine {
     pub async fn create_upload(&self, n: NewUpload<'_>) -> Result<UploadRecord, UploadError> {
+        let mut metadata = n.metadata;
+        let mut name = n.name.to_string();
+        // The application agrees (and may reshape the upload) before anything is staged. A
+        // final upload of a concatenation stores nothing new: its partials were asked.
+        if n.parts.is_empty() && self.asks(EventType::PreCreate) {
+            let tus: Option<BTreeMap<String, String>> = metadata
+                .upload_metadata
+                .as_deref()
+                .and_then(crate::meta::parse_tus_metadata)
+                .map(|pairs| {
+                    pairs
+                        .into_iter()
+                        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                        .collect()
+                });
+            let shape = self
+                .pre_create(&Creating {
+                    owner_id: n.owner_id,
+                    protocol: n.protocol.as_str(),
+                    filename: &name,
+                    content_type: n.content_type,
+                    length: n.length,
+                    metadata: tus.as_ref(),
+                    session: None,
+                    origin: &n.origin,
+                })
+                .await?;
+            if let Some(f) = shape.filename {
+                name = crate::names::sanitize_file_name(&f);
+            }
+            if let Some(m) = shape.metadata {
+                if !m.keys().all(|k| valid_tus_key(k)) {
+                    return Err(UploadError::HookFailed(
+                        "pre-create hook: a metadata key that tus cannot carry".into(),
+                    ));
+                }
+                metadata.upload_metadata = Some(encode_tus_metadata(&m));
+            }
+            metadata.max_size = shape.max_size;
+        }
         let id = uuid::Uuid::new_v4().simple().to_string();
         let record = UploadRecord {
             staging_key: format!("uploads/{id}"),
             id,
             owner_id: n.owner_id,
             protocol: n.protocol,
-            name: n.name.to_string(),
+            name,
             content_type: n.content_type.map(str::to_string),
             offset: 0,
             length: n.length,
             state: UploadState::Active,
             expires_at: n.expires_at,
-            metadata: n.metadata,
+            metadata,
             hash_state: None,
             file_id: None,
             created_at: now_unix(),
@@ -172,6 +216,28 @@ impl Engine {
         {
             return Err(UploadError::OffsetMismatch { current: up.offset });
         }
+        // The application's last word: a refusal discards the upload; a hook that fails
+        // leaves it whole and unfinished, for the client's next try.
+        if self.asks(EventType::PreFinish) {
+            let checksums: BTreeMap<&str, &String> =
+                digests.iter().map(|(a, h)| (a.name(), h)).collect();
+            let data = serde_json::json!({
+                "protocol": up.protocol.as_str(),
+                "upload_id": up.id,
+                "session": serde_json::Value::Null,
+                "name": up.name,
+                "size": up.offset,
+                "content_type": up.content_type,
+                "checksums": checksums,
+                "metadata": up.metadata.upload_metadata,
+            });
+            if let Err(e) = self.pre_finish(up.owner_id, data).await {
+                if matches!(e, UploadError::HookRejected { .. }) {
+                    self.discard_upload(up, None).await?;
+                }
+                return Err(e);
+            }
+        }
         let file_id = match &up.file_id {
             Some(id) => id.clone(),
             None => {
@@ -251,6 +317,7 @@ impl Engine {
         self.events.announce(&events);
         self.abort_staged(up.staging_key.clone()).await;
         self.uploads.forget(&up.id);
+        self.events.forget_progress(&up.id);
         Ok(record)
     }
 
@@ -349,6 +416,7 @@ impl Engine {
         self.meta.delete_upload(&up.id, &events).await?;
         self.events.announce(&events);
         self.uploads.forget(&up.id);
+        self.events.forget_progress(&up.id);
         Ok(())
     }
 

@@ -70,6 +70,7 @@ mod tests {
             length: Some(len as u64),
             expires_at: None,
             metadata: Default::default(),
+            origin: Default::default(),
         })
         .await
         .expect("create")
@@ -193,6 +194,7 @@ mod tests {
                 length: Some(1),
                 expires_at: Some(now_unix() - 5),
                 metadata: Default::default(),
+                origin: Default::default(),
             })
             .await
             .expect("an expired upload holds no place");
@@ -410,6 +412,7 @@ mod tests {
             length: Some(10),
             expires_at,
             metadata: Default::default(),
+            origin: Default::default(),
         };
         let old = e
             .create_upload(new(Some(now_unix() - 10)))
