@@ -13,6 +13,9 @@
 # client: tus-sink (answers tus, throws the bytes away: what loopback HTTP carries with this
 # client) and store-sink (answers tus and appends each upload's bytes to a file of its own with
 # plain writes, no catalog, no fsync: the ceiling of any tus server that keeps the bytes).
+# chute-hooks is the default with hooks on (upload.finished to a receiver that verifies each
+# signature, e2e/webhook_receiver.py: scripts/setup-e2e.sh installs it); chute-hooks-all sends
+# every notification (upload.created, upload.progress every second, upload.finished).
 # BASELINE=REV also builds chute at git revision REV (a worktree under bench/out, a target
 # folder of its own) and runs it beside the current code as `base` (default) and `base-bare`:
 # a regression check in the same run. SERVERS="..." runs only the servers named.
@@ -48,6 +51,12 @@ if [[ " $SERVERS " == *" tusnode "* && ! -d bench/tus_node/node_modules/@tus/ser
   (cd bench/tus_node && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+if [[ " $SERVERS " == *" chute-hooks"* ]]; then
+  HOOK_SECRET=whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=
+  HOOK_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  e2e/.venv/bin/python e2e/webhook_receiver.py "$HOOK_SECRET" "$HOOK_PORT" > "$WORK/receiver.out" 2>&1 &
+  PIDS+=($!)
+fi
 make_data "$SIZE_MIB"
 measure_limits
 
@@ -57,7 +66,7 @@ wait_port() { for _ in $(seq 200); do curl -s -o /dev/null -X OPTIONS "$1" && re
 start() { # $1: chute | chute-blake3 | rustus | tusnode -> sets SPID, ENDPOINT, TOK
   local p; p=$(port); rm -rf "$WORK/data"; mkdir -p "$WORK/data"
   case $1 in
-    chute|chute-blake3|chute-nofsync|chute-bare|base|base-bare)
+    chute|chute-blake3|chute-nofsync|chute-bare|chute-hooks|chute-hooks-all|base|base-bare)
       local extra=() bin=$BIN
       [[ $1 == base* ]] && bin=$BASE_BIN
       [ "$1" = base-bare ] && extra=(--file-upload-checksums "" --upload-fsync false)
@@ -66,6 +75,11 @@ start() { # $1: chute | chute-blake3 | rustus | tusnode -> sets SPID, ENDPOINT, 
       [ "$1" = chute-nofsync ] && extra=(--file-upload-checksums blake3 --upload-fsync false)
       # Exactly the peers' work: no digest of the file, no fsync.
       [ "$1" = chute-bare ] && extra=(--file-upload-checksums "" --upload-fsync false)
+      if [[ $1 == chute-hooks* ]]; then
+        local events=upload.finished; [ "$1" = chute-hooks-all ] && events=all
+        extra=(--hooks-url "http://127.0.0.1:$HOOK_PORT/hook" --hooks-secret "$HOOK_SECRET" \
+          --hooks-events "$events")
+      fi
       # One token sends the 64 concurrent uploads: admission per user is raised past them.
       "$bin" serve --listen "127.0.0.1:$p" --data-dir "$WORK/data" --log warn \
         --max-concurrent-uploads-per-user 1000 "${extra[@]}" > "$WORK/server.out" 2>&1 & SPID=$!

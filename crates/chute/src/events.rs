@@ -129,6 +129,21 @@ impl NewEvent {
     }
 }
 
+impl NewEvent {
+    /// Dates the event at `at` instead of its creation (for events reported later than
+    /// they happened).
+    pub fn restamp(&mut self, at: time::OffsetDateTime) {
+        if let Ok(mut v) = serde_json::from_str::<Value>(&self.body) {
+            let stamp = at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            v["timestamp"] = Value::String(stamp);
+            self.body = v.to_string();
+            self.created_at = (at.unix_timestamp_nanos() / 1_000_000) as i64;
+        }
+    }
+}
+
 /// A stored event: a [`NewEvent`] with its place in commit order (`seq`, the feed's cursor)
 /// and its delivery state.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -223,6 +223,7 @@ pub async fn upload(
     req: Request,
 ) -> ApiResult<Response> {
     let _admitted = state.in_flight.admit(user.id)?;
+    let began = time::OffsetDateTime::now_utc();
     let settings = state.engine.settings.clone();
     let session = match visible_session(&state, &user, &token).await? {
         Some((s, Access::Owner)) => s,
@@ -316,7 +317,10 @@ pub async fn upload(
         max_count: settings.max_total_upload_count,
         max_total: settings.max_total_upload_size.bytes(),
     };
-    let added = state.engine.add_session_file(&token, &record, limits).await;
+    let added = state
+        .engine
+        .add_session_file(&token, &record, limits, began)
+        .await;
     let refusal = match added {
         Ok(Ok(())) => None,
         Ok(Err(r)) => Some(r),

@@ -191,6 +191,22 @@ pub fn upload_data(up: &UploadRecord, user: &str) -> Value {
     })
 }
 
+/// What `upload.created` carries for a session file (as for a resumable upload, without an
+/// upload id).
+pub fn session_file_data(file: &FileRecord, user: &str, session: &str) -> Value {
+    json!({
+        "upload_id": Value::Null,
+        "protocol": SESSION,
+        "user": user,
+        "name": file.name,
+        "content_type": file.content_type,
+        "length": Value::Null,
+        "offset": 0,
+        "metadata": Value::Null,
+        "session": session,
+    })
+}
+
 /// What `upload.finished` carries: the file's JSON as `/api/files` shows it, plus the
 /// protocol, the upload's id (none for a form upload or a session file), the user and the
 /// session's token where there is one.

@@ -85,19 +85,30 @@ impl Engine {
     }
 
     /// Adds a placed file to a session (see `SessionStore::add_session_file`), with its
-    /// `upload.finished`.
+    /// `upload.created` (stamped `began`, when the request started) and `upload.finished`: a
+    /// session file that is refused never began as far as the application is told.
     pub async fn add_session_file(
         &self,
         token: &str,
         record: &FileRecord,
         limits: SessionLimits,
+        began: time::OffsetDateTime,
     ) -> Result<Result<(), SessionAddRefused>, UploadError> {
         let owner = record.owner_id;
-        let events = self
-            .event(EventType::UploadFinished, token, owner, |user| {
-                events::finished_data(record, SESSION, None, user, Some(token))
+        let mut events = self
+            .event(EventType::UploadCreated, token, owner, |user| {
+                events::session_file_data(record, user, token)
             })
             .await;
+        for e in &mut events {
+            e.restamp(began);
+        }
+        events.extend(
+            self.event(EventType::UploadFinished, token, owner, |user| {
+                events::finished_data(record, SESSION, None, user, Some(token))
+            })
+            .await,
+        );
         let added = self
             .meta
             .add_session_file(

@@ -250,7 +250,7 @@ async fn every_protocol_reports_its_uploads_to_a_verified_webhook() {
     assert!(swept.iter().any(|u| u.id == id_of(&expiring)), "{swept:?}");
 
     let (tus_id, cancelled_id, expiring_id) = (id_of(&tus), id_of(&cancelled), id_of(&expiring));
-    let all = rcv.wait_for("every event", |acked| acked.len() >= 16).await;
+    let all = rcv.wait_for("every event", |acked| acked.len() >= 18).await;
     let acked: Vec<Value> = all.iter().filter(|d| d["status"] == 204).cloned().collect();
     let types: BTreeMap<String, usize> = acked.iter().fold(BTreeMap::new(), |mut m, d| {
         *m.entry(d["type"].as_str().unwrap_or("?").to_string())
@@ -263,7 +263,7 @@ async fn every_protocol_reports_its_uploads_to_a_verified_webhook() {
             ("file.deleted".to_string(), 1),
             ("session.expired".to_string(), 1),
             ("session.stored".to_string(), 1),
-            ("upload.created".to_string(), 5),
+            ("upload.created".to_string(), 7),
             ("upload.expired".to_string(), 1),
             ("upload.finished".to_string(), 6),
             ("upload.terminated".to_string(), 1),
@@ -336,6 +336,19 @@ async fn every_protocol_reports_its_uploads_to_a_verified_webhook() {
     let session_done = about(&acked, "upload.finished", "session", &kept);
     assert_eq!(session_done[0]["data"]["protocol"], "session");
     assert_eq!(session_done[0]["data"]["name"], "kept.txt");
+    let session_began = about(&acked, "upload.created", "session", &kept);
+    assert_eq!(session_began[0]["data"]["name"], "kept.txt");
+    assert!(session_began[0]["timestamp"].as_str() <= session_done[0]["timestamp"].as_str());
+    // One session's events arrive in order: created, finished, stored.
+    let of_kept: Vec<&str> = all
+        .iter()
+        .filter(|d| d["data"]["session"] == kept.as_str())
+        .filter_map(|d| d["type"].as_str())
+        .collect();
+    assert_eq!(
+        of_kept,
+        ["upload.created", "upload.finished", "session.stored"]
+    );
     let stored = about(&acked, "session.stored", "session", &kept);
     assert_eq!(stored[0]["data"]["file_count"], 1);
     assert_eq!(stored[0]["data"]["files"][0]["name"], "kept.txt");
