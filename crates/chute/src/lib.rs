@@ -19,11 +19,12 @@
 //!   headers.rs       header parsing; serve.rs: a stored file as JSON and as bytes
 //!   body.rs          guarded request bodies (sizes, idle and slow clients, total time)
 //!   auth.rs, admission.rs, progress.rs, health.rs, error.rs + error_code.rs
+//!   origin.rs        a request's client address and forwarded headers (blocking hooks)
 //! upload/          the engine, protocol-free
 //!   mod.rs           Engine: storage + catalog + settings
 //!   handler.rs       the upload-handler chain (Django's contract); handlers/: the built-ins
 //!                    (progress, quota, sniff, checksum, compress, spill, store, validate,
-//!                    clamav, verify)
+//!                    clamav, verify; gate: the pre-create hook; progress_events)
 //!   pipeline.rs      runs a chain on the blocking pool, fed by the request
 //!   resumable/       locks.rs (one writer per upload, across nodes), append.rs (bytes at an
 //!                    offset, committed only once durable), lifecycle.rs (create, complete,
@@ -31,8 +32,10 @@
 //!   sessions.rs      upload-session states; progress.rs: X-Progress-ID's registry
 //!   events.rs        which events are recorded and what each carries (built where the
 //!                    change happens, committed with it by the catalog)
-//! hooks/           delivering events to hooks_url: signing.rs (Standard Webhooks),
-//!                  delivery.rs (the outbox's deliverer: leases, retries, order per subject)
+//!   hooks.rs         what pre-create and pre-finish are asked, and what their answers do
+//! hooks/           talking to hooks_url: signing.rs (Standard Webhooks), delivery.rs (the
+//!                  outbox's deliverer: leases, retries, order per subject), blocking.rs
+//!                  (pre-create and pre-finish: asking, and reading the answer)
 //! storage/         where bytes live: Storage (mod.rs, with the key scheme)
 //!   local.rs         a folder (the default)
 //!   s3.rs            an S3-compatible bucket (AWS S3, Garage, MinIO)

@@ -15,6 +15,8 @@ const BATCH: u32 = 32;
 /// How often the outbox is looked at when nothing woke the deliverer: other nodes' events and
 /// retries that fall due are found this way.
 const POLL: Duration = Duration::from_secs(1);
+/// How long the deliverer gathers news of committed events before it leases them.
+const GATHER: Duration = Duration::from_millis(20);
 /// A lease outlives the delivery's timeout (which bounds the POST) by this much, for recording
 /// the outcome, before another node may send the event: a node that died mid-delivery delays
 /// its events by `hooks_timeout` + this at most.
@@ -77,8 +79,12 @@ impl Deliverer {
                 }
             };
             if sent == 0 {
-                // Nothing due: wait for news of this node's events, or poll.
-                let _ = tokio::time::timeout(POLL, wake.changed()).await;
+                // Nothing due: wait for news of this node's events, or poll. News is taken in
+                // after a short pause, so that uploads finishing together share one lease
+                // and one settling commit instead of two commits each.
+                if let Ok(Ok(())) = tokio::time::timeout(POLL, wake.changed()).await {
+                    tokio::time::sleep(GATHER).await;
+                }
             }
         }
     }
@@ -97,12 +103,12 @@ impl Deliverer {
             .buffer_unordered(BATCH as usize)
             .collect()
             .await;
-        for (seq, outcome) in outcomes {
-            if let Delivery::Failed { error } | Delivery::Retry { error, .. } = &outcome {
+        for (seq, outcome) in &outcomes {
+            if let Delivery::Failed { error } | Delivery::Retry { error, .. } = outcome {
                 tracing::warn!(seq, error = %error, "webhook delivery failed");
             }
-            self.meta.settle_event(seq, outcome).await?;
         }
+        self.meta.settle_events(&outcomes).await?;
         Ok(n)
     }
 

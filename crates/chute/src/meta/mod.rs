@@ -577,8 +577,9 @@ pub trait EventStore: Send + Sync {
         lease_until: i64,
         limit: u32,
     ) -> Result<Vec<EventRecord>, MetaError>;
-    /// Records how a delivery of a claimed event ended (the lease goes).
-    async fn settle_event(&self, seq: i64, outcome: Delivery) -> Result<(), MetaError>;
+    /// Records how the deliveries of claimed events ended (their leases go), in one
+    /// transaction: a round of deliveries costs one commit, not one per event.
+    async fn settle_events(&self, outcomes: &[(i64, Delivery)]) -> Result<(), MetaError>;
     /// The newest events, newest first; only those in `state` when given.
     async fn list_events(
         &self,

@@ -799,28 +799,34 @@ macro_rules! impl_events_store {
                 Ok(out)
             }
 
-            async fn settle_event(
+            async fn settle_events(
                 &self,
-                seq: i64,
-                outcome: $crate::meta::Delivery,
+                outcomes: &[(i64, $crate::meta::Delivery)],
             ) -> Result<(), MetaError> {
                 use $crate::meta::Delivery;
-                let (state, at, error) = match outcome {
-                    Delivery::Delivered => ("delivered", 0, None),
-                    Delivery::Retry { at, error } => ("pending", at, Some(error)),
-                    Delivery::Failed { error } => ("failed", 0, Some(error)),
-                };
-                sqlx::query(
-                    "UPDATE events SET state = $2, lease_until = NULL, last_error = $4, \
-                     next_attempt_at = CASE WHEN $3 > 0 THEN $3 ELSE next_attempt_at END \
-                     WHERE seq = $1 AND state = 'pending'",
-                )
-                .bind(seq)
-                .bind(state)
-                .bind(at)
-                .bind(error)
-                .execute(self.writes())
-                .await?;
+                if outcomes.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.writes().begin().await?;
+                for (seq, outcome) in outcomes {
+                    let (state, at, error) = match outcome {
+                        Delivery::Delivered => ("delivered", 0, None),
+                        Delivery::Retry { at, error } => ("pending", *at, Some(error.as_str())),
+                        Delivery::Failed { error } => ("failed", 0, Some(error.as_str())),
+                    };
+                    sqlx::query(
+                        "UPDATE events SET state = $2, lease_until = NULL, last_error = $4, \
+                         next_attempt_at = CASE WHEN $3 > 0 THEN $3 ELSE next_attempt_at END \
+                         WHERE seq = $1 AND state = 'pending'",
+                    )
+                    .bind(seq)
+                    .bind(state)
+                    .bind(at)
+                    .bind(error)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
                 Ok(())
             }
 

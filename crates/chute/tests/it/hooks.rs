@@ -637,9 +637,9 @@ async fn acknowledged_upload(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_upload_is_reported_through_six_kill_9s() {
-    // A slow receiver (300 ms an answer: about the rate the clients make events at), so that
-    // the deliverer is always busy and kills land mid-delivery.
-    let rcv = Receiver::start_slow(0, 300);
+    // A slow receiver (1 s an answer: 32 deliveries a second at most, fewer than the clients
+    // make on any backend), so that the deliverer is always busy and kills land mid-delivery.
+    let rcv = Receiver::start_slow(0, 1000);
     // The in-process app sets up the catalog and storage of this pass (SQLite, PostgreSQL,
     // S3) and its first token; it has no hooks. The node under test is a `chute serve`
     // process on the same catalog, killed with SIGKILL six times while 20 clients upload.
@@ -656,6 +656,7 @@ async fn every_acknowledged_upload_is_reported_through_six_kill_9s() {
             "CHUTE_HOOKS_EVENTS".to_string(),
             "upload.finished".to_string(),
         ),
+        ("CHUTE_HOOKS_TIMEOUT".to_string(), "3s".to_string()),
     ]);
     let mut node = crate::chaos::Node::at("hooked", app.data_dir(), &env);
     node.start().await;
@@ -722,7 +723,7 @@ async fn every_acknowledged_upload_is_reported_through_six_kill_9s() {
             .cloned()
             .collect()
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     loop {
         let (all, invalid) = rcv.deliveries().await;
         assert!(invalid.is_empty(), "{invalid:?}");
@@ -749,7 +750,7 @@ async fn every_acknowledged_upload_is_reported_through_six_kill_9s() {
     }
     // Deliveries a kill cut short are sent again once their lease runs out: wait until none
     // is pending.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let (ok, listed, err) = events_cli(&app, &["list", "--limit", "100000"]);
         assert!(ok, "{err}");
