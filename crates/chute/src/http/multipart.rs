@@ -18,15 +18,12 @@ use super::error::{ApiError, ApiResult};
 use super::error_code;
 use super::form::receive_request;
 use super::headers::{content_length, multipart_boundary};
-use super::origin::origin;
+use super::origin::form_hooks;
 use super::progress::progress_id;
-use crate::events::EventType;
 use crate::meta::FileRecord;
 use crate::upload::UploadError;
 use crate::upload::events::MULTIPART;
 use crate::upload::handlers::ChainContext;
-use crate::upload::handlers::gate::GateContext;
-use crate::upload::handlers::progress_events::ProgressEvents;
 use crate::upload::pipeline::Outcome;
 
 pub async fn upload(
@@ -79,6 +76,14 @@ pub(super) async fn upload_form(
         .as_deref()
         .map(|id| state.progress.start(user.id, id, content_length));
 
+    let (gate, progress_events) = form_hooks(
+        &state.engine,
+        user,
+        MULTIPART,
+        None,
+        &headers,
+        req.extensions(),
+    );
     let ctx = ChainContext {
         storage: state.engine.storage.clone(),
         settings: settings.clone(),
@@ -86,22 +91,8 @@ pub(super) async fn upload_form(
         progress: progress.clone(),
         extra_checksums: Vec::new(),
         request_length: content_length,
-        gate: state
-            .engine
-            .asks(EventType::PreCreate)
-            .then(|| GateContext {
-                engine: state.engine.clone(),
-                owner_id: user.id,
-                protocol: MULTIPART,
-                session: None,
-                origin: origin(&state.engine, &headers, req.extensions()),
-            }),
-        progress_events: ProgressEvents::for_request(
-            &state.engine.events,
-            MULTIPART,
-            &user.name,
-            None,
-        ),
+        gate,
+        progress_events,
     };
     let chain = (state.files_chain)(&ctx);
     let result = match receive_request(&state, req, chain, content_type, boundary).await {

@@ -25,10 +25,9 @@ use super::error::{ApiError, ApiResult};
 use super::error_code;
 use super::form::receive_request;
 use super::headers::{multipart_boundary, rfc3339};
-use super::origin::origin;
+use super::origin::form_hooks;
 use super::serve::serve_file;
 use crate::config::{HandlerName, ServeMode};
-use crate::events::EventType;
 use crate::meta::{
     FileRecord, SessionAddRefused, SessionLimits, SessionRecord, SessionStatus, User, now_unix,
 };
@@ -36,8 +35,6 @@ use crate::names::content_disposition;
 use crate::upload::UploadError;
 use crate::upload::events::SESSION;
 use crate::upload::handler::Chain;
-use crate::upload::handlers::gate::GateContext;
-use crate::upload::handlers::progress_events::ProgressEvents;
 use crate::upload::handlers::validate::{SessionUsage, ValidateHandler};
 use crate::upload::handlers::{ChainContext, build_handlers, integrations, scanner};
 use crate::upload::sessions::{new_session_token, valid_session_token};
@@ -249,6 +246,14 @@ pub async fn upload(
         Some(_) => state.engine.meta.usage_bytes(user.id).await?,
         None => 0,
     };
+    let (gate, progress_events) = form_hooks(
+        &state.engine,
+        &user,
+        SESSION,
+        Some(&token),
+        req.headers(),
+        req.extensions(),
+    );
     let ctx = ChainContext {
         storage: state.engine.storage.clone(),
         settings: settings.clone(),
@@ -256,22 +261,8 @@ pub async fn upload(
         progress: None,
         extra_checksums: Vec::new(),
         request_length: None,
-        gate: state
-            .engine
-            .asks(EventType::PreCreate)
-            .then(|| GateContext {
-                engine: state.engine.clone(),
-                owner_id: user.id,
-                protocol: SESSION,
-                session: Some(token.clone()),
-                origin: origin(&state.engine, req.headers(), req.extensions()),
-            }),
-        progress_events: ProgressEvents::for_request(
-            &state.engine.events,
-            SESSION,
-            &user.name,
-            Some(token.clone()),
-        ),
+        gate,
+        progress_events,
     };
     let name_slot = Arc::new(Mutex::new(None));
     let chain = session_chain(&state, &ctx, usage, name_slot.clone());
