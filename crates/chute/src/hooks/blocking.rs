@@ -157,8 +157,14 @@ pub fn parse_answer(body: &[u8]) -> Result<Verdict, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Verdict::Proceed(Shape::default()));
     }
+    // An object only: serde would also read a struct from a JSON array.
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("an answer that is not JSON: {e}"))?;
+    if !v.is_object() {
+        return Err("an answer that is not a JSON object".into());
+    }
     let a: Answer =
-        serde_json::from_slice(body).map_err(|e| format!("an answer that is not valid: {e}"))?;
+        serde_json::from_value(v).map_err(|e| format!("an answer that is not valid: {e}"))?;
     if let Some(r) = a.reject {
         if !(400..=499).contains(&r.status) {
             return Err(format!("a reject status {} outside 400-499", r.status));
