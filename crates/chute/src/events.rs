@@ -94,6 +94,15 @@ impl EventType {
     }
 }
 
+/// Now, in unix milliseconds (the unit of the outbox's times).
+pub fn now_ms() -> i64 {
+    unix_ms(time::OffsetDateTime::now_utc())
+}
+
+fn unix_ms(t: time::OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
 /// An event as it happened: its id (stable across retries), type, what it is about (the
 /// upload, file or session: events about one subject are delivered in order), and the JSON
 /// body every delivery sends.
@@ -123,7 +132,7 @@ impl NewEvent {
             kind,
             subject: subject.into(),
             body: body.to_string(),
-            created_at: (now.unix_timestamp_nanos() / 1_000_000) as i64,
+            created_at: unix_ms(now),
             deliver: true,
         }
     }
@@ -139,7 +148,7 @@ impl NewEvent {
                 .unwrap_or_default();
             v["timestamp"] = Value::String(stamp);
             self.body = v.to_string();
-            self.created_at = (at.unix_timestamp_nanos() / 1_000_000) as i64;
+            self.created_at = unix_ms(at);
         }
     }
 }

@@ -285,8 +285,9 @@ async fn events(settings: &Settings, cmd: EventsCmd) -> anyhow::Result<()> {
             if id.is_none() && !failed {
                 bail!("name an event id, or give --failed for every failed event");
             }
-            let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
-            let n = meta.retry_events(id.as_deref(), now).await?;
+            let n = meta
+                .retry_events(id.as_deref(), chute::events::now_ms())
+                .await?;
             if n == 0 && id.is_some() {
                 bail!("no failed event with that id");
             }

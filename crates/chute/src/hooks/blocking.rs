@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::signing::Signer;
+use super::signing::{self, Signer};
 use crate::config::Settings;
 use crate::events::{EventType, NewEvent};
 
@@ -78,13 +78,7 @@ impl Gate {
         let timeout: Duration = settings.hooks_timeout.0;
         // A client that cannot be built (no TLS roots, say) leaves `client` empty: every
         // question then fails, closed.
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("chute/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .ok();
+        let client = signing::client(timeout).ok();
         Some(Self {
             client,
             url: settings.hooks_url.clone(),
@@ -119,17 +113,9 @@ impl Gate {
             return Err("the hooks client could not start".into());
         };
         let e = NewEvent::new(kind, "", data);
-        let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
-        let res = client
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .header("webhook-id", &e.id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signer.sign(&e.id, timestamp, &e.body))
-            .body(e.body)
-            .send()
+        let res = signing::post_signed(client, &self.url, signer, &e.id, e.body)
             .await
-            .map_err(|err| format!("{kind:?} hook: {err}"))?;
+            .map_err(|err| format!("{} hook: {err}", kind.as_str()))?;
         let status = res.status();
         if !status.is_success() {
             return Err(format!("{} hook answered {status}", kind.as_str()));

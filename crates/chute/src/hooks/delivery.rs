@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use super::signing::Signer;
+use super::signing::{self, Signer};
 use crate::config::Settings;
-use crate::events::{EventRecord, NewEvent};
+use crate::events::{EventRecord, NewEvent, now_ms};
 use crate::meta::{Delivery, MetaStore};
 
 /// Most events leased at once (of distinct subjects: one subject's events go one by one).
@@ -42,12 +42,7 @@ impl Deliverer {
         }
         let signer = Signer::new(&settings.hooks_secret)
             .ok_or_else(|| anyhow::anyhow!("hooks_secret is not a whsec_ secret"))?;
-        let client = reqwest::Client::builder()
-            .timeout(settings.hooks_timeout.0)
-            .connect_timeout(settings.hooks_timeout.0)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("chute/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client = signing::client(settings.hooks_timeout.0)?;
         Ok(Some(Self {
             meta,
             client,
@@ -130,18 +125,8 @@ impl Deliverer {
 
     /// One signed POST.
     async fn post(&self, id: &str, body: &str) -> reqwest::Result<reqwest::Response> {
-        let timestamp = now_ms() / 1000;
-        let res = self
-            .client
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .header("webhook-id", id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", self.signer.sign(id, timestamp, body))
-            .body(body.to_string())
-            .send()
-            .await?;
-        res.error_for_status()
+        let res = signing::post_signed(&self.client, &self.url, &self.signer, id, body.into());
+        res.await?.error_for_status()
     }
 
     /// One POST of one event, and what to do next.
@@ -171,10 +156,6 @@ impl Deliverer {
         }
         Delivery::Retry { at, error }
     }
-}
-
-fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 fn random_byte() -> u8 {

@@ -35,6 +35,38 @@ impl Signer {
     }
 }
 
+/// The HTTP client every hook request goes out on: `timeout` bounds each request, redirects
+/// are not followed (a receiver answers itself).
+pub fn client(timeout: std::time::Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("chute/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// POSTs `body` as message `id` to `url`, signed with `signer` and stamped now.
+pub async fn post_signed(
+    client: &reqwest::Client,
+    url: &str,
+    signer: &Signer,
+    id: &str,
+    body: String,
+) -> reqwest::Result<reqwest::Response> {
+    let timestamp = crate::events::now_ms() / 1000;
+    let signature = signer.sign(id, timestamp, &body);
+    client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(body)
+        .send()
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

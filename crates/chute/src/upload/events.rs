@@ -148,8 +148,7 @@ impl Engine {
     /// Removes delivered and feed-only events older than `events_retention`.
     pub async fn prune_events(&self) -> Result<u64, crate::meta::MetaError> {
         let keep = self.settings.events_retention.0.as_millis() as i64;
-        let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
-        self.meta.prune_events(now - keep).await
+        self.meta.prune_events(crate::events::now_ms() - keep).await
     }
 
     /// A user's name, for events (cached: names never change). A user the catalog cannot find
