@@ -102,6 +102,15 @@ impl Events {
         }
     }
 
+    /// How many uploads and requests have a progress clock (for tests of its bounds).
+    #[cfg(test)]
+    pub fn progress_clocks(&self) -> usize {
+        self.progress
+            .as_ref()
+            .and_then(|p| p.last.lock().ok().map(|l| l.len()))
+            .unwrap_or(0)
+    }
+
     /// Whether events of `kind` are written to the outbox.
     pub fn records(&self, kind: EventType) -> bool {
         self.record && kind.is_durable() && self.types.contains(kind)

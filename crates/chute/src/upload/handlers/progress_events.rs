@@ -68,6 +68,16 @@ impl ProgressEventHandler {
     }
 }
 
+/// A form or session request's clock goes with its handler, however the request ended (a
+/// resumable upload's goes when the upload completes or is discarded, in the engine).
+impl Drop for ProgressEventHandler {
+    fn drop(&mut self) {
+        if self.p.upload_id.is_none() {
+            self.p.events.forget_progress(&self.p.subject);
+        }
+    }
+}
+
 impl UploadHandler for ProgressEventHandler {
     fn name(&self) -> &'static str {
         "progress-events"
@@ -98,5 +108,55 @@ impl UploadHandler for ProgressEventHandler {
             })
         });
         Ok(Some(chunk))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    fn events() -> Arc<Events> {
+        let mut settings = Settings::defaults();
+        settings.hooks_url = "http://127.0.0.1:9/".into();
+        settings.hooks_progress_interval = crate::config::Dur(std::time::Duration::from_secs(3600));
+        Arc::new(Events::new(&settings))
+    }
+
+    #[test]
+    fn a_form_requests_progress_clock_goes_when_the_request_ends() {
+        let events = events();
+        let file = FileInfo {
+            field_name: "file".into(),
+            file_name: "a.bin".into(),
+            raw_name: "a.bin".into(),
+            content_type: None,
+            content_length: Some(8),
+            charset: None,
+            content_type_extra: Default::default(),
+        };
+        for ended in ["completed", "interrupted", "dropped"] {
+            let p = ProgressEvents::for_request(&events, "multipart", "alice", None).expect("on");
+            let mut h = ProgressEventHandler::new(p);
+            h.new_file(&file).expect("file");
+            h.receive_chunk(Bytes::from_static(b"12345678"), 0)
+                .expect("chunk");
+            assert_eq!(
+                events.progress_clocks(),
+                1,
+                "{ended}: one clock while it runs"
+            );
+            match ended {
+                "completed" => h.upload_complete().expect("complete"),
+                "interrupted" => h.upload_interrupted(),
+                _ => {}
+            }
+            drop(h);
+            assert_eq!(
+                events.progress_clocks(),
+                0,
+                "{ended}: the request's clock is gone"
+            );
+        }
     }
 }
