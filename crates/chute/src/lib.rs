@@ -43,7 +43,7 @@
 //!                  the events outbox, written in the same transactions)
 //!   sqlite.rs        SQLite in data_dir (the default)
 //!   postgres.rs      PostgreSQL, for several nodes; pg_locks.rs: locks across nodes
-//!   sql.rs           the SQL both share
+//!   sql/             the SQL both share, a file per table
 //! config/          every setting (mod.rs), typed and checked as it is read (values.rs)
 //! checksum.rs, names.rs, events.rs   leaves: digests; safe file and user names; event
 //!                  types and their wire body

@@ -1,7 +1,7 @@
 //! PostgreSQL metadata, for several chute nodes sharing one catalog (`database_url =
-//! "postgres://..."`). The queries are the SQLite backend's (`meta/sql.rs`); what is its own:
+//! "postgres://..."`). The queries are the SQLite backend's (`meta/sql/`); what is its own:
 //! the connection pool, its migrations, row locks for session changes, and the cross-node
-//! upload locks (`locks.rs` beside this file: advisory locks plus LISTEN/NOTIFY for asking
+//! upload locks (`pg_locks.rs` beside this file: advisory locks plus LISTEN/NOTIFY for asking
 //! another node to let go of an upload).
 
 use std::str::FromStr;
