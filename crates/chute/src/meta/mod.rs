@@ -153,6 +153,18 @@ impl UploadMeta {
     pub fn from_json(s: &str) -> Result<Self, sqlx::Error> {
         serde_json::from_str(s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
     }
+
+    /// The tus metadata, decoded (values as text, invalid UTF-8 replaced), as the blocking
+    /// hooks are told it.
+    pub fn decoded_tus(&self) -> Option<std::collections::BTreeMap<String, String>> {
+        let pairs = parse_tus_metadata(self.upload_metadata.as_deref()?)?;
+        Some(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                .collect(),
+        )
+    }
 }
 
 /// Parses `Upload-Metadata: key base64,key2 base64`: keys unique, ASCII, no spaces or commas;

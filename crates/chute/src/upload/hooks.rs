@@ -12,6 +12,23 @@ use super::{Engine, UploadError};
 use crate::events::EventType;
 use crate::hooks::{Shape, Verdict};
 
+/// What `pre-finish` is told of a file whose bytes all arrived (with `user`), the same keys
+/// for every protocol: unknown ones are null.
+#[derive(serde::Serialize)]
+pub struct Finishing<'a> {
+    pub protocol: &'a str,
+    pub upload_id: Option<&'a str>,
+    pub session: Option<&'a str>,
+    pub name: &'a str,
+    pub size: u64,
+    pub content_type: Option<&'a str>,
+    pub detected_type: Option<&'a str>,
+    /// Algorithm name to hex digest.
+    pub checksums: BTreeMap<&'a str, &'a str>,
+    /// tus metadata, decoded.
+    pub metadata: Option<&'a BTreeMap<String, String>>,
+}
+
 /// Where a request came from, as the blocking hooks are told: the client's address and the
 /// request headers named in `hooks_forward_headers`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -80,15 +97,13 @@ impl Engine {
     }
 
     /// Asks `pre-finish` (when it is on) about a file whose bytes all arrived, before it is
-    /// committed. `data` is what `upload.finished` would carry.
-    pub async fn pre_finish(&self, owner_id: i64, data: Value) -> Result<(), UploadError> {
+    /// committed.
+    pub async fn pre_finish(&self, owner_id: i64, f: &Finishing<'_>) -> Result<(), UploadError> {
         let Some(gate) = self.gate.as_ref().filter(|g| g.asks(EventType::PreFinish)) else {
             return Ok(());
         };
-        let mut data = data;
-        if let Value::Object(m) = &mut data
-            && !m.contains_key("user")
-        {
+        let mut data = json!(f);
+        if let Value::Object(m) = &mut data {
             m.insert("user".into(), json!(self.user_name(owner_id).await));
         }
         match gate.ask(EventType::PreFinish, data).await {
@@ -111,23 +126,20 @@ impl Engine {
         if !self.asks(EventType::PreFinish) {
             return Ok(());
         }
-        let checksums: BTreeMap<&str, &String> = done
-            .facts
-            .checksums
-            .iter()
-            .map(|(a, h)| (a.name(), h))
-            .collect();
-        let data = json!({
-            "protocol": protocol,
-            "upload_id": Value::Null,
-            "session": session,
-            "name": done.info.file_name,
-            "size": done.size,
-            "content_type": done.info.content_type,
-            "detected_type": done.facts.detected_type,
-            "checksums": checksums,
-        });
-        self.pre_finish(owner_id, data).await
+        let f = Finishing {
+            protocol,
+            upload_id: None,
+            session,
+            name: &done.info.file_name,
+            size: done.size,
+            content_type: done.info.content_type.as_deref(),
+            detected_type: done.facts.detected_type.as_deref(),
+            checksums: (done.facts.checksums.iter())
+                .map(|(a, h)| (a.name(), h.as_str()))
+                .collect(),
+            metadata: None,
+        };
+        self.pre_finish(owner_id, &f).await
     }
 }
 

@@ -1056,6 +1056,29 @@ async fn pre_finish_refusals_discard_the_bytes_on_every_protocol() {
         assert_eq!(a["data"]["checksums"]["sha256"], sha256_hex(&data));
         assert_eq!(a["data"]["user"], "admin");
     }
+    // Every protocol tells the same keys (null where unknown); tus metadata comes decoded,
+    // as pre-create tells it.
+    let keys = |a: &Value| {
+        let mut k: Vec<String> = a["data"]
+            .as_object()
+            .expect("data")
+            .keys()
+            .cloned()
+            .collect();
+        k.sort();
+        k
+    };
+    for a in &asked {
+        assert_eq!(keys(a), keys(&asked[0]), "{a:#}");
+    }
+    let tus = asked
+        .iter()
+        .find(|a| a["data"]["protocol"] == "tus")
+        .expect("tus");
+    assert_eq!(
+        tus["data"]["metadata"]["filename"], "reject-at-end.bin",
+        "{tus:#}"
+    );
     // Files it accepts are stored as ever.
     let (st, _) = post_form(&app, &[file_part("file", "welcome.bin", &data)]).await;
     assert_eq!(st, 201);

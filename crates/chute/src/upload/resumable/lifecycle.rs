@@ -2,7 +2,6 @@
 //! owner and locked, its length declared, completed into a catalog file (crash-safe),
 //! concatenated, discarded, or swept once expired.
 
-use std::collections::BTreeMap;
 use std::io::Read;
 
 use super::append::pump_staged;
@@ -15,7 +14,7 @@ use crate::meta::{
 use crate::storage::storage_key_for;
 use crate::upload::events;
 use crate::upload::hashing::HashSet;
-use crate::upload::hooks::{Creating, Origin, encode_tus_metadata, valid_tus_key};
+use crate::upload::hooks::{Creating, Finishing, Origin, encode_tus_metadata, valid_tus_key};
 use crate::upload::{Engine, UploadError, new_file_id};
 
 pub struct NewUpload<'a> {
@@ -39,16 +38,7 @@ impl Engine {
         // The application agrees (and may reshape the upload) before anything is staged. A
         // final upload of a concatenation stores nothing new: its partials were asked.
         if n.parts.is_empty() && self.asks(EventType::PreCreate) {
-            let tus: Option<BTreeMap<String, String>> = metadata
-                .upload_metadata
-                .as_deref()
-                .and_then(crate::meta::parse_tus_metadata)
-                .map(|pairs| {
-                    pairs
-                        .into_iter()
-                        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
-                        .collect()
-                });
+            let tus = metadata.decoded_tus();
             let shape = self
                 .pre_create(&Creating {
                     owner_id: n.owner_id,
@@ -219,19 +209,22 @@ impl Engine {
         // The application's last word: a refusal discards the upload; a hook that fails
         // leaves it whole and unfinished, for the client's next try.
         if self.asks(EventType::PreFinish) {
-            let checksums: BTreeMap<&str, &String> =
-                digests.iter().map(|(a, h)| (a.name(), h)).collect();
-            let data = serde_json::json!({
-                "protocol": up.protocol.as_str(),
-                "upload_id": up.id,
-                "session": serde_json::Value::Null,
-                "name": up.name,
-                "size": up.offset,
-                "content_type": up.content_type,
-                "checksums": checksums,
-                "metadata": up.metadata.upload_metadata,
-            });
-            if let Err(e) = self.pre_finish(up.owner_id, data).await {
+            let tus = up.metadata.decoded_tus();
+            let data = Finishing {
+                protocol: up.protocol.as_str(),
+                upload_id: Some(&up.id),
+                session: None,
+                name: &up.name,
+                size: up.offset,
+                content_type: up.content_type.as_deref(),
+                detected_type: None,
+                checksums: digests
+                    .iter()
+                    .map(|(a, h)| (a.name(), h.as_str()))
+                    .collect(),
+                metadata: tus.as_ref(),
+            };
+            if let Err(e) = self.pre_finish(up.owner_id, &data).await {
                 if matches!(e, UploadError::HookRejected { .. }) {
                     self.discard_upload(up, None).await?;
                 }
