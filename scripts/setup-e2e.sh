@@ -40,7 +40,7 @@ if [ ! -d e2e/node_modules/blueimp-file-upload ] || [ e2e/package-lock.json -nt 
   (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
-if [ ! -x e2e/.venv/bin/python ] || ! e2e/.venv/bin/python -c 'import tusclient, standardwebhooks' 2>/dev/null; then
+if [ ! -x e2e/.venv/bin/python ] || ! e2e/.venv/bin/python -c 'import tusclient, standardwebhooks, jwt' 2>/dev/null; then
   python3 -m venv e2e/.venv
   e2e/.venv/bin/pip install -q --disable-pip-version-check -r e2e/requirements.txt
 fi

@@ -66,7 +66,7 @@ pub async fn open_state(settings: Settings) -> anyhow::Result<AppState> {
     if let Some(s3) = s3_config(&settings) {
         let storage: Arc<dyn Storage> = Arc::new(S3Storage::open(&s3));
         let engine = Engine::new(storage, meta, Arc::new(settings));
-        return Ok(AppState::new(engine));
+        return AppState::new(engine);
     }
     let mut local = LocalStorage::open(
         settings.files_dir(),
@@ -79,7 +79,7 @@ pub async fn open_state(settings: Settings) -> anyhow::Result<AppState> {
     }
     let storage: Arc<dyn Storage> = Arc::new(local);
     let engine = Engine::new(storage, meta, Arc::new(settings));
-    Ok(AppState::new(engine))
+    AppState::new(engine)
 }
 
 /// On the first start (no users yet) creates the staff user `admin` and returns its token.

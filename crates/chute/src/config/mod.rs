@@ -225,6 +225,21 @@ settings! {
     events_feed: bool = "false";
     /// How long delivered (and feed-only) events stay in the catalog for the feed.
     events_retention: Dur = "7d";
+    /// The application's HS256 secret for signed tokens (JWTs) as Bearer tokens (better given
+    /// as the env variable CHUTE_AUTH_JWT_SECRET; at least 32 bytes). A valid token's `sub`
+    /// is the user, created on first sight.
+    auth_jwt_secret: String = "";
+    /// The application's public key for signed tokens, as PEM text or the path of a PEM
+    /// file: RSA (RS256), P-256 (ES256) or Ed25519 (EdDSA).
+    auth_jwt_public_key: String = "";
+    /// The audience a signed token must name in `aud` (empty: tokens with `aud` are refused).
+    auth_jwt_audience: String = "";
+    /// The issuer a signed token must name in `iss` (empty: not checked).
+    auth_jwt_issuer: String = "";
+    /// Clock skew allowed when checking a signed token's `exp` and `nbf`.
+    auth_jwt_leeway: Dur = "30s";
+    /// Whether a signed token's `staff: true` claim makes its request staff's.
+    auth_jwt_allow_staff: bool = "false";
     /// How often the server deletes expired uploads (as `chute gc` does); "0s" turns it off.
     upload_sweep_interval: Dur = "10m";
     /// How long a finished upload's progress stays queryable at /api/progress/{id}.
@@ -395,6 +410,12 @@ impl Settings {
             return Err(bad(
                 "accepted_file_formats",
                 "name at least one group of extensions".into(),
+            ));
+        }
+        if !self.auth_jwt_secret.is_empty() && self.auth_jwt_secret.len() < 32 {
+            return Err(bad(
+                "auth_jwt_secret",
+                "must be at least 32 bytes (HS256 is only as strong as its secret)".into(),
             ));
         }
         if !self.hooks_url.is_empty() {

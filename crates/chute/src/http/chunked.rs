@@ -132,7 +132,7 @@ pub async fn status(
     auth: Result<AuthUser, ApiError>,
     Query(q): Query<StatusQuery>,
 ) -> ApiResult<Response> {
-    let AuthUser(user) = auth.map_err(forbidden)?;
+    let AuthUser(user, ..) = auth.map_err(forbidden)?;
     let Some(id) = q.upload_id else {
         return Err(ApiError::bad_request(
             error_code::NO_UPLOAD_ID,
@@ -152,7 +152,7 @@ pub async fn complete(
     auth: Result<AuthUser, ApiError>,
     req: Request,
 ) -> ApiResult<Response> {
-    let AuthUser(user) = auth.map_err(forbidden)?;
+    let AuthUser(user, ..) = auth.map_err(forbidden)?;
     let form = small_form(&state, req).await?;
     let (Some(id), Some(md5)) = (form.get("upload_id"), form.get("md5")) else {
         return Err(ApiError::bad_request(

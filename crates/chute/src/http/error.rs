@@ -50,7 +50,12 @@ impl ApiError {
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        let mut e = Self::new(StatusCode::UNAUTHORIZED, error_code::UNAUTHORIZED, message);
+        Self::unauthorized_as(error_code::UNAUTHORIZED, message)
+    }
+
+    /// 401 with a code of its own (a signed token that expired or is not valid).
+    pub fn unauthorized_as(code: &'static str, message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::UNAUTHORIZED, code, message);
         e.headers
             .push((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         e

@@ -70,6 +70,8 @@ codes! {
     SESSION_CLOSED = "session_closed",
     SIZE_MISMATCH = "size_mismatch",
     STOPPED = "stopped",
+    TOKEN_EXPIRED = "token_expired",
+    TOKEN_INVALID = "token_invalid",
     TOO_LARGE = "too_large",
     TOO_MANY_FIELDS = "too_many_fields",
     TOO_MANY_FILES = "too_many_files",

@@ -83,7 +83,7 @@ fn event_json(e: &EventRecord) -> Value {
 
 pub async fn feed(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    AuthUser(user, ..): AuthUser,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
     if !user.is_staff {

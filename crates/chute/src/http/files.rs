@@ -27,7 +27,7 @@ pub struct ListQuery {
 
 pub async fn list(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    AuthUser(user, ..): AuthUser,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     let limit = q.limit.unwrap_or(DEFAULT_PAGE);
@@ -62,7 +62,7 @@ async fn owned_file(state: &AppState, owner_id: i64, id: &str) -> ApiResult<File
 
 pub async fn delete(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    AuthUser(user, ..): AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     match state.engine.delete_file(user.id, &id).await? {
@@ -73,7 +73,7 @@ pub async fn delete(
 
 pub async fn download(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    AuthUser(user, ..): AuthUser,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {

@@ -44,13 +44,13 @@ pub(crate) struct Received {
 }
 
 /// Streams a multipart request (its boundary already checked) through `chain`, within the
-/// body limits of the settings.
+/// body limits of the settings and the caller's largest upload, `limit`.
 pub(crate) async fn receive_request(
     state: &AppState,
     req: Request,
     chain: crate::upload::handler::Chain,
-    content_type: String,
-    boundary: String,
+    (content_type, boundary): (String, String),
+    limit: Option<u64>,
 ) -> ApiResult<Received> {
     let settings = &state.engine.settings;
     let content_length = content_length(req.headers())?;
@@ -63,7 +63,7 @@ pub(crate) async fn receive_request(
         req.into_body().into_data_stream(),
         BodyLimits::new(
             settings,
-            settings.max_upload_size.map(|s| s.bytes()),
+            limit,
             PART_HEADER_LIMIT + settings.max_request_header_size.bytes(),
         ),
     );

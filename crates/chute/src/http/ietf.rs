@@ -23,6 +23,7 @@
 //! response, or by creating the upload with an empty body first (the draft's careful
 //! creation).
 
+use crate::upload::limits::Limits;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
@@ -100,8 +101,12 @@ fn inconsistent_length(offset: Option<u64>) -> Response {
 /// The `Upload-Limit` dictionary: chute's limits for this upload (or for new uploads).
 pub fn upload_limit(state: &AppState, up: Option<&UploadRecord>) -> HeaderValue {
     let mut parts = vec!["min-size=0".to_string()];
-    if let Some(max) = state.engine.settings.max_upload_size {
-        parts.push(format!("max-size={}", max.bytes()));
+    let max = match up {
+        Some(up) => super::resumable::upload_max(state, up),
+        None => state.engine.settings.max_upload_size.map(|m| m.bytes()),
+    };
+    if let Some(max) = max {
+        parts.push(format!("max-size={max}"));
     }
     let age = match up.and_then(|u| u.expires_at) {
         Some(t) => (t - now_unix()).max(0),
@@ -274,7 +279,10 @@ async fn replay_form(
         .map_err(|e| ApiError::internal(e).into_response())?;
     // Boxed: the file API is also where upgrades start, so the futures nest (not at run time:
     // the replayed request carries no Upload-Complete).
-    let res = Box::pin(super::multipart::upload_form(state, user, req)).await;
+    // Held to the limits the upload was created under.
+    let limits =
+        Limits::of(&state.engine.settings).narrowed(up.metadata.max_size, up.metadata.quota);
+    let res = Box::pin(super::multipart::upload_form(state, user, limits, req)).await;
     let mut res = match res {
         Ok(r) => r,
         Err(e) if e.status.is_server_error() => return Err(e.into_response()),
@@ -313,15 +321,16 @@ async fn append_at(
 /// it had arrived in one piece.
 pub async fn upgrade_form_upload(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    AuthUser(user, limits): AuthUser,
     req: Request,
 ) -> Response {
-    create_admitted(&state, &user, req, true).await
+    create_admitted(&state, &user, limits, req, true).await
 }
 
 async fn create_inner(
     state: &AppState,
     user: &User,
+    limits: Limits,
     req: Request,
     form: bool,
 ) -> Result<Response, Response> {
@@ -341,12 +350,12 @@ async fn create_inner(
         (d, c) => d.or(c),
     };
     let settings = &state.engine.settings;
-    if let (Some(max), Some(len)) = (settings.max_upload_size, length)
-        && len > max.bytes()
+    if let (Some(max), Some(len)) = (limits.max_upload_size, length)
+        && len > max
     {
         return Err(api(ApiError::too_large(
             error_code::TOO_LARGE,
-            format!("the upload is over the {}-byte limit", max.bytes()),
+            format!("the upload is over the {max}-byte limit"),
         )));
     }
     let content_type = media_type(&h);
@@ -374,6 +383,7 @@ async fn create_inner(
             expires_at: Some(now_unix() + expiry),
             metadata,
             origin: origin(&state.engine, &h, req.extensions()),
+            limits,
         })
         .await
         .map_err(|e| api(e.into()))?;
@@ -398,19 +408,25 @@ async fn create_inner(
 /// `POST /resumable/`: creation at the draft's own path.
 pub async fn create(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    AuthUser(user, limits): AuthUser,
     req: Request,
 ) -> Response {
-    create_admitted(&state, &user, req, false).await
+    create_admitted(&state, &user, limits, req, false).await
 }
 
 /// Creation, counted among the user's requests in flight (`form`: an upgraded form upload).
-async fn create_admitted(state: &AppState, user: &User, req: Request, form: bool) -> Response {
+async fn create_admitted(
+    state: &AppState,
+    user: &User,
+    limits: Limits,
+    req: Request,
+    form: bool,
+) -> Response {
     let _admitted = match state.in_flight.admit(user.id) {
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
-    match create_inner(state, user, req, form).await {
+    match create_inner(state, user, limits, req, form).await {
         Ok(r) | Err(r) => r,
     }
 }
@@ -424,7 +440,7 @@ async fn load(state: &AppState, user: &User, id: &str) -> ApiResult<UploadRecord
 /// once its client asks where it stands: it is ended and its bytes kept.
 pub async fn head(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    AuthUser(user, ..): AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let up = load(&state, &user, &id).await?;
@@ -435,7 +451,7 @@ pub async fn head(
 /// `GET /resumable/{id}`: a finished upload's bytes; an unfinished one answers like HEAD.
 pub async fn get(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    AuthUser(user, ..): AuthUser,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
@@ -449,7 +465,7 @@ pub async fn get(
 /// `PATCH /resumable/{id}`: append, and complete with `Upload-Complete: ?1`.
 pub async fn patch(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    AuthUser(user, ..): AuthUser,
     Path(id): Path<String>,
     req: Request,
 ) -> Response {
@@ -520,12 +536,12 @@ async fn patch_inner(
             Some(l) if l != len => return Err(inconsistent_length(Some(up.offset))),
             Some(_) => {}
             None => {
-                if let Some(max) = state.engine.settings.max_upload_size
-                    && len > max.bytes()
+                if let Some(max) = super::resumable::upload_max(state, &up)
+                    && len > max
                 {
                     return Err(api(ApiError::too_large(
                         error_code::TOO_LARGE,
-                        format!("the upload is over the {}-byte limit", max.bytes()),
+                        format!("the upload is over the {max}-byte limit"),
                     )));
                 }
                 if len < up.offset
@@ -558,7 +574,7 @@ async fn patch_inner(
 /// `DELETE /resumable/{id}`: cancels the upload, ending a request still writing it.
 pub async fn delete(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    AuthUser(user, ..): AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let up = load(&state, &user, &id).await?;

@@ -9,6 +9,7 @@
 //! - [`ietf`]: the IETF resumable-upload draft (interop 8) at `/resumable/{id}`.
 //! - [`sessions`]: upload sessions (the upload.views API), validation, scanning, X-Accel.
 //! - [`files`]: listing, downloading and deleting catalog files.
+//! - [`me`]: `GET /api/me`, the caller as chute sees them.
 //!
 //! Shared below them:
 //! - [`resumable`]: what tus and the draft share (load, lock, append, settle, terminate).
@@ -30,6 +31,7 @@ pub mod form;
 pub mod headers;
 pub mod health;
 pub mod ietf;
+pub mod me;
 pub mod multipart;
 pub mod origin;
 pub mod progress;
@@ -48,6 +50,7 @@ use axum::routing::{get, patch, post};
 use tower_http::trace::TraceLayer;
 
 use self::auth::AuthUser;
+use crate::auth::jwt::JwtVerifier;
 
 use crate::upload::Engine;
 use crate::upload::handler::Chain;
@@ -67,19 +70,26 @@ pub struct AppState {
     pub files_chain: ChainFactory,
     /// Upload requests in flight per user (`max_concurrent_uploads_per_user`).
     pub in_flight: Arc<admission::InFlight>,
+    /// Checks the application's signed tokens, when a key is set.
+    pub jwt: Option<Arc<JwtVerifier>>,
 }
 
 impl AppState {
-    pub fn new(engine: Engine) -> Self {
+    /// The state of a server on `engine`; fails when the settings' signing key is not valid.
+    pub fn new(engine: Engine) -> anyhow::Result<Self> {
+        let jwt = JwtVerifier::from_settings(&engine.settings)
+            .map_err(anyhow::Error::msg)?
+            .map(Arc::new);
         let names = engine.settings.file_upload_handlers.0.clone();
         let progress = Arc::new(ProgressRegistry::new(engine.settings.progress_retention.0));
         let in_flight = admission::InFlight::new(engine.settings.max_concurrent_uploads_per_user);
-        Self {
+        Ok(Self {
             engine,
             progress,
             files_chain: Arc::new(move |ctx: &ChainContext| build_chain(&names, ctx)),
             in_flight,
-        }
+            jwt,
+        })
     }
 }
 
@@ -239,6 +249,7 @@ pub fn router(state: AppState) -> Router {
             get(files::download).delete(files::delete),
         )
         .route("/api/progress/{id}", get(progress::report))
+        .route("/api/me", get(me::me))
         .route("/api/events", get(events::feed))
         .route(
             "/api/chunked_upload",

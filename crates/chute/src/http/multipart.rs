@@ -24,15 +24,16 @@ use crate::meta::FileRecord;
 use crate::upload::UploadError;
 use crate::upload::events::MULTIPART;
 use crate::upload::handlers::ChainContext;
+use crate::upload::limits::Limits;
 use crate::upload::pipeline::Outcome;
 
 pub async fn upload(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    AuthUser(user, limits): AuthUser,
     req: Request,
 ) -> ApiResult<Response> {
     let _admitted = state.in_flight.admit(user.id)?;
-    upload_form(&state, &user, req).await
+    upload_form(&state, &user, limits, req).await
 }
 
 /// A form upload of `user`, already admitted (the draft's replay of an upgraded upload comes
@@ -40,6 +41,7 @@ pub async fn upload(
 pub(super) async fn upload_form(
     state: &AppState,
     user: &crate::meta::User,
+    limits: Limits,
     req: Request,
 ) -> ApiResult<Response> {
     let state = state.clone();
@@ -48,7 +50,7 @@ pub(super) async fn upload_form(
     let (content_type, boundary) =
         multipart_boundary(&headers, "send files as multipart/form-data")?;
     let content_length = content_length(&headers)?;
-    let limit = settings.max_upload_size.map(|s| s.bytes());
+    let limit = limits.max_upload_size;
     if let (Some(limit), Some(cl)) = (limit, content_length)
         && cl > limit
     {
@@ -57,15 +59,11 @@ pub(super) async fn upload_form(
             format!("the request body of {cl} bytes is over the {limit}-byte limit"),
         ));
     }
-    let used_bytes = match settings.user_quota {
+    let used_bytes = match limits.quota {
         Some(q) => {
             let used = state.engine.meta.usage_bytes(user.id).await?;
-            if used >= q.bytes() && content_length.unwrap_or(1) > 0 {
-                return Err(UploadError::QuotaExceeded {
-                    quota: q.bytes(),
-                    used,
-                }
-                .into());
+            if used >= q && content_length.unwrap_or(1) > 0 {
+                return Err(UploadError::QuotaExceeded { quota: q, used }.into());
             }
             used
         }
@@ -88,6 +86,7 @@ pub(super) async fn upload_form(
         storage: state.engine.storage.clone(),
         settings: settings.clone(),
         used_bytes,
+        limits,
         progress: progress.clone(),
         extra_checksums: Vec::new(),
         request_length: content_length,
@@ -95,8 +94,8 @@ pub(super) async fn upload_form(
         progress_events,
     };
     let chain = (state.files_chain)(&ctx);
-    let result = match receive_request(&state, req, chain, content_type, boundary).await {
-        Ok(got) => respond(&state, user.id, got.outcome, got.fields).await,
+    let result = match receive_request(&state, req, chain, (content_type, boundary), limit).await {
+        Ok(got) => respond(&state, user.id, limits, got.outcome, got.fields).await,
         Err(e) => Err(e),
     };
     super::progress::finish(progress.as_deref(), &result);
@@ -106,6 +105,7 @@ pub(super) async fn upload_form(
 async fn respond(
     state: &AppState,
     owner_id: i64,
+    limits: Limits,
     outcome: Outcome,
     fields: Vec<(String, String)>,
 ) -> ApiResult<Response> {
@@ -117,7 +117,7 @@ async fn respond(
     }
     let mut saved: Vec<FileRecord> = Vec::with_capacity(outcome.files.len());
     for done in outcome.files {
-        match state.engine.persist(owner_id, done).await {
+        match state.engine.persist(owner_id, limits.quota, done).await {
             Ok(rec) => saved.push(rec),
             Err(e) => {
                 // All or nothing: undo the files of this request already recorded.

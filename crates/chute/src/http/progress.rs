@@ -30,7 +30,7 @@ pub fn finish_status(entry: Option<&ProgressEntry>, error: Option<u16>) {
 
 pub async fn report(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    AuthUser(user, ..): AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     if !valid_progress_id(&id) {

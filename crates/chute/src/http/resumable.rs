@@ -132,16 +132,13 @@ pub(crate) fn live(up: UploadRecord) -> ApiResult<UploadRecord> {
     Ok(up)
 }
 
-pub(crate) fn settings_max(state: &AppState) -> Option<u64> {
-    state.engine.settings.max_upload_size.map(|m| m.bytes())
-}
-
-/// The most bytes `up` may hold: the server's maximum, or the pre-create hook's lower one.
+/// The most bytes `up` may hold: the server's maximum, or a lower one the upload was created
+/// under (the pre-create hook's, or its creator's credential's).
 pub(crate) fn upload_max(state: &AppState, up: &UploadRecord) -> Option<u64> {
-    match (settings_max(state), up.metadata.max_size) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    crate::upload::limits::lowest(
+        state.engine.settings.max_upload_size.map(|m| m.bytes()),
+        up.metadata.max_size,
+    )
 }
 
 /// The most bytes `up` may still take from its offset: up to its declared length, else up

@@ -134,7 +134,7 @@ fn not_writable(token: &str, status: SessionStatus) -> ApiError {
 
 pub async fn create(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    AuthUser(user, ..): AuthUser,
 ) -> ApiResult<Response> {
     let token = new_session_token().map_err(ApiError::internal)?;
     let now = now_unix();
@@ -154,7 +154,7 @@ pub async fn create(
 
 pub async fn show(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    AuthUser(user, ..): AuthUser,
     Path(token): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let (s, _) = visible_session(&state, &user, &token)
@@ -165,7 +165,7 @@ pub async fn show(
 
 pub async fn list(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    AuthUser(user, ..): AuthUser,
     Path(token): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let (s, _) = visible_session(&state, &user, &token)
@@ -215,7 +215,7 @@ fn session_chain(
 
 pub async fn upload(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    AuthUser(user, caller): AuthUser,
     Path(token): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
@@ -242,7 +242,7 @@ pub async fn upload(
         max_count: settings.max_total_upload_count,
         max_total: settings.max_total_upload_size.bytes(),
     };
-    let used_bytes = match settings.user_quota {
+    let used_bytes = match caller.quota {
         Some(_) => state.engine.meta.usage_bytes(user.id).await?,
         None => 0,
     };
@@ -258,6 +258,7 @@ pub async fn upload(
         storage: state.engine.storage.clone(),
         settings: settings.clone(),
         used_bytes,
+        limits: caller,
         progress: None,
         extra_checksums: Vec::new(),
         request_length: None,
@@ -283,9 +284,15 @@ pub async fn upload(
         }
         e
     };
-    let got = receive_request(&state, req, chain, content_type, boundary)
-        .await
-        .map_err(&refused)?;
+    let got = receive_request(
+        &state,
+        req,
+        chain,
+        (content_type, boundary),
+        caller.max_upload_size,
+    )
+    .await
+    .map_err(&refused)?;
     let mut files = got.outcome.files.into_iter();
     let Some(done) = files.next() else {
         return Err(ApiError::bad_request(
@@ -310,7 +317,7 @@ pub async fn upload(
     };
     let added = state
         .engine
-        .add_session_file(&token, &record, limits, began)
+        .add_session_file(&token, &record, limits, caller.quota, began)
         .await;
     let refusal = match added {
         Ok(Ok(())) => None,
@@ -387,7 +394,7 @@ fn inline_safe(content_type: &str) -> bool {
 
 pub async fn get_file(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    AuthUser(user, ..): AuthUser,
     Path((token, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
@@ -442,7 +449,7 @@ fn x_accel(state: &AppState, f: &FileRecord, ctype: &str, disposition: &str) -> 
 
 pub async fn delete_file(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    AuthUser(user, ..): AuthUser,
     Path((token, name)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let s = owned_session(&state, &user, &token).await?;
@@ -465,7 +472,7 @@ pub async fn delete_file(
 /// catalog in one transaction), or COPYING_FAILED if that fails.
 pub async fn store(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    AuthUser(user, ..): AuthUser,
     Path(token): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let s = owned_session(&state, &user, &token).await?;

@@ -13,6 +13,7 @@
 //! nothing processed) and every response but OPTIONS's carries it. `X-HTTP-Method-Override`
 //! on a POST to an upload URL turns it into the PATCH, HEAD or DELETE it names.
 
+use crate::upload::limits::Limits;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -26,8 +27,8 @@ use super::error_code;
 use super::headers::{header_u64, http_date, parse_metadata};
 use super::origin::origin;
 use super::resumable::{
-    append_stream, finished_file, live, load_protocol, lock_upload, settings_max, settled,
-    siblings_size, terminate,
+    append_stream, finished_file, live, load_protocol, lock_upload, settled, siblings_size,
+    terminate, upload_max,
 };
 use super::serve::serve_file;
 use crate::checksum::Algorithm;
@@ -150,11 +151,10 @@ fn offset_headers(up: &UploadRecord) -> HeaderMap {
 /// `POST /tus/`: creation (and creation-with-upload).
 pub async fn create(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    AuthUser(user, limits): AuthUser,
     req: Request,
 ) -> ApiResult<Response> {
     let _admitted = state.in_flight.admit(user.id)?;
-    let settings = state.engine.settings.clone();
     let h = req.headers().clone();
     let concat = h
         .get("upload-concat")
@@ -164,7 +164,7 @@ pub async fn create(
             ApiError::bad_request(error_code::BAD_CONCAT, "Upload-Concat is not readable")
         })?;
     if let Some(c) = concat.as_deref().filter(|c| c.starts_with("final;")) {
-        return create_final(&state, &user, c, &h).await;
+        return create_final(&state, &user, limits, c, &h).await;
     }
     if concat.as_deref().is_some_and(|c| c != "partial") {
         return Err(ApiError::bad_request(
@@ -189,12 +189,12 @@ pub async fn create(
             "send either Upload-Length or Upload-Defer-Length: 1",
         ));
     }
-    if let (Some(max), Some(len)) = (settings.max_upload_size, length)
-        && len > max.bytes()
+    if let (Some(max), Some(len)) = (limits.max_upload_size, length)
+        && len > max
     {
         return Err(ApiError::too_large(
             error_code::TOO_LARGE,
-            format!("the upload is over the {}-byte limit", max.bytes()),
+            format!("the upload is over the {max}-byte limit"),
         ));
     }
     // The quota and the count of open uploads are checked as the upload is created.
@@ -205,6 +205,7 @@ pub async fn create(
         content_type: content_type.as_deref(),
         concat: concat.as_deref(),
         origin: origin(&state.engine, &h, req.extensions()),
+        limits,
     };
     let up = new_upload(&state, &user, length, meta, &[]).await?;
     let location = format!("/tus/{}", up.id);
@@ -231,6 +232,8 @@ struct TusMeta<'a> {
     concat: Option<&'a str>,
     /// Where the creation came from (for the pre-create hook).
     origin: Origin,
+    /// The caller's limits.
+    limits: Limits,
 }
 
 /// Creates a tus upload expiring `tus_upload_expiration` from now.
@@ -258,6 +261,7 @@ async fn new_upload(
                 ..Default::default()
             },
             origin: m.origin,
+            limits: m.limits,
         })
         .await
 }
@@ -320,7 +324,7 @@ async fn append(
 /// `PATCH /tus/{id}`
 pub async fn patch(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    AuthUser(user, ..): AuthUser,
     Path(id): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
@@ -377,7 +381,7 @@ pub async fn patch(
             Some(_) => {}
             None => {
                 let others = siblings_size(&state, &up).await?;
-                if let Some(max) = settings_max(&state)
+                if let Some(max) = upload_max(&state, &up)
                     && len.saturating_add(others) > max
                 {
                     return Err(ApiError::too_large(
@@ -402,7 +406,7 @@ pub async fn patch(
 /// `HEAD /tus/{id}`
 pub async fn head(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    AuthUser(user, ..): AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let up = load(&state, &user, &id).await?;
@@ -447,7 +451,7 @@ pub async fn head(
 /// `DELETE /tus/{id}`: termination. A finished upload's file goes too.
 pub async fn delete(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    AuthUser(user, ..): AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let up = load(&state, &user, &id).await?;
@@ -457,7 +461,7 @@ pub async fn delete(
 /// `GET /tus/{id}`: the finished upload's bytes.
 pub async fn get(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    AuthUser(user, ..): AuthUser,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {

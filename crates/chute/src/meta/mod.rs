@@ -140,9 +140,13 @@ pub struct UploadMeta {
     /// The draft's upgrade of `POST /api/files`: the form's multipart Content-Type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub form_content_type: Option<String>,
-    /// A size limit for this upload below the server's, set by the pre-create hook.
+    /// A size limit for this upload below the server's, set by the pre-create hook or by the
+    /// credential it was created with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_size: Option<u64>,
+    /// A quota below the owner's, from the credential the upload was created with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<u64>,
 }
 
 impl UploadMeta {

@@ -12,6 +12,7 @@ pub mod handler;
 pub mod handlers;
 pub mod hashing;
 pub mod hooks;
+pub mod limits;
 pub mod pipeline;
 pub mod progress;
 pub mod resumable;
@@ -124,6 +125,7 @@ impl Engine {
     pub async fn persist(
         &self,
         owner_id: i64,
+        quota: Option<u64>,
         done: CompletedFile,
     ) -> Result<FileRecord, UploadError> {
         self.pre_finish_file(owner_id, &done, events::MULTIPART, None)
@@ -138,7 +140,7 @@ impl Engine {
         // streamed side by side cannot all pass it.
         if let Err(e) = self
             .meta
-            .insert_file(&record, self.quota_of(owner_id), &events)
+            .insert_file(&record, self.quota_of(owner_id, quota), &events)
             .await
         {
             self.delete_object(record.storage_key.clone()).await;

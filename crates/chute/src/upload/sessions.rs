@@ -92,6 +92,7 @@ impl Engine {
         token: &str,
         record: &FileRecord,
         limits: SessionLimits,
+        quota: Option<u64>,
         began: time::OffsetDateTime,
     ) -> Result<Result<(), SessionAddRefused>, UploadError> {
         let owner = record.owner_id;
@@ -116,7 +117,7 @@ impl Engine {
                 record,
                 limits,
                 now_unix(),
-                self.quota_of(owner),
+                self.quota_of(owner, quota),
                 &events,
             )
             .await?;

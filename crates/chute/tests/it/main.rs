@@ -12,6 +12,7 @@ mod hardening;
 mod helpers;
 mod hooks;
 mod ietf;
+mod jwt;
 mod limits;
 mod malformed;
 mod nginx;

@@ -27,6 +27,7 @@ use crate::meta::{UploadRecord, UploadState, User, now_unix};
 use crate::names::sanitize_file_name;
 use crate::upload::UploadError;
 use crate::upload::handler::FileInfo;
+use crate::upload::limits::Limits;
 use crate::upload::resumable::{Locked, NewUpload, UploadLock};
 
 /// `POST /api/chunked_upload/`: one chunk.
@@ -35,11 +36,15 @@ pub async fn chunk(
     auth: Result<AuthUser, ApiError>,
     req: Request,
 ) -> ApiResult<Response> {
-    let AuthUser(user) = auth.map_err(forbidden)?;
+    let AuthUser(user, limits) = auth.map_err(forbidden)?;
     let _admitted = state.in_flight.admit(user.id)?;
     let settings = state.engine.settings.clone();
     let headers = req.headers().clone();
-    let origin = origin(&state.engine, &headers, req.extensions());
+    let caller = Caller {
+        origin: origin(&state.engine, &headers, req.extensions()),
+        user,
+        limits,
+    };
     let (_, boundary) = multipart_boundary(&headers, "send each chunk as multipart/form-data")?;
     let range = match headers.get(header::CONTENT_RANGE) {
         None => {
@@ -77,7 +82,7 @@ pub async fn chunk(
         req.into_body().into_data_stream(),
         BodyLimits::new(
             &settings,
-            settings.max_upload_size.map(|s| s.bytes()),
+            caller.limits.max_upload_size,
             PART_HEADER_LIMIT + settings.max_request_header_size.bytes(),
         ),
     );
@@ -128,16 +133,8 @@ pub async fn chunk(
             let chunk = field
                 .map(move |r| r.map_err(|e| body_or(&bs, multer_error(e))))
                 .boxed();
-            let res = receive_chunk(
-                &state,
-                &user,
-                upload_id.as_deref(),
-                range,
-                info,
-                chunk,
-                &origin,
-            )
-            .await;
+            let res =
+                receive_chunk(&state, &caller, upload_id.as_deref(), range, info, chunk).await;
             // What follows the chunk (other fields) does not matter; let the body finish.
             drain(multipart).await;
             return res;
@@ -169,16 +166,7 @@ pub async fn chunk(
         let chunk = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024)
             .map(|r| r.map_err(ApiError::internal))
             .boxed();
-        let res = receive_chunk(
-            &state,
-            &user,
-            upload_id.as_deref(),
-            range,
-            info,
-            chunk,
-            &origin,
-        )
-        .await;
+        let res = receive_chunk(&state, &caller, upload_id.as_deref(), range, info, chunk).await;
         drop(file);
         return res;
     }
@@ -252,16 +240,23 @@ async fn drain(mut multipart: multer::Multipart<'static>) {
     .await;
 }
 
+/// Who sent a chunk: the user, their limits, and where the request came from.
+struct Caller {
+    user: User,
+    limits: Limits,
+    origin: Origin,
+}
+
 async fn receive_chunk(
     state: &AppState,
-    user: &User,
+    caller: &Caller,
     upload_id: Option<&str>,
     range: ContentRange,
     info: FileInfo,
     field: ChunkStream,
-    origin: &Origin,
 ) -> ApiResult<Response> {
     let engine = &state.engine;
+    let user = &caller.user;
     let (lock, up) = match upload_id.filter(|s| !s.is_empty()) {
         Some(id) => {
             let (lock, up) = match engine.lock_owned_upload(user.id, PROTOCOL, id).await? {
@@ -319,7 +314,8 @@ async fn receive_chunk(
                     length: Some(range.total),
                     expires_at: Some(expires),
                     metadata: Default::default(),
-                    origin: origin.clone(),
+                    origin: caller.origin.clone(),
+                    limits: caller.limits,
                 })
                 .await?;
             let lock = engine

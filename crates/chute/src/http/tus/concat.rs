@@ -4,6 +4,7 @@
 //! assembly), and the final's assembly into one file once every partial is whole, whether
 //! its last partial finished or a client asked about the final.
 
+use crate::upload::limits::Limits;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -11,7 +12,7 @@ use super::{PROTOCOL, TusMeta, algorithms, load, new_upload, offset_headers, upl
 use crate::http::AppState;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::error_code;
-use crate::http::resumable::settings_max;
+use crate::http::resumable::upload_max;
 use crate::meta::{MetaError, UploadRecord, UploadState, User};
 use crate::upload::UploadError;
 
@@ -41,6 +42,7 @@ pub(crate) fn final_parts(v: &str) -> Option<Vec<String>> {
 pub(super) async fn create_final(
     state: &AppState,
     user: &User,
+    limits: Limits,
     concat: &str,
     h: &HeaderMap,
 ) -> ApiResult<Response> {
@@ -96,13 +98,13 @@ pub(super) async fn create_final(
     let known = parts
         .iter()
         .try_fold(0u64, |n, p| n.checked_add(p.length.unwrap_or(p.offset)));
-    if let Some(max) = settings
+    if let Some(max) = limits
         .max_upload_size
-        .filter(|m| known.is_none_or(|k| k > m.bytes()))
+        .filter(|m| known.is_none_or(|k| k > *m))
     {
         return Err(ApiError::too_large(
             error_code::TOO_LARGE,
-            format!("the upload is over the {}-byte limit", max.bytes()),
+            format!("the upload is over the {max}-byte limit"),
         ));
     }
     let (raw_meta, name, content_type) = upload_metadata(h)?;
@@ -113,6 +115,7 @@ pub(super) async fn create_final(
         concat: Some(concat),
         // A final upload stores nothing new; its partials were asked at their creation.
         origin: Default::default(),
+        limits,
     };
     // concatenation-unfinished: the final upload may name partials still in progress; it is
     // assembled when the last of them finishes (or when it is next asked about). The partials
@@ -209,7 +212,7 @@ pub(super) async fn assemble_final(state: &AppState, fin: UploadRecord) -> ApiRe
         return Ok(fin);
     }
     let total = parts.iter().try_fold(0u64, |n, p| n.checked_add(p.offset));
-    if let Some(max) = settings_max(state).filter(|m| total.is_none_or(|t| t > *m)) {
+    if let Some(max) = upload_max(state, &fin).filter(|m| total.is_none_or(|t| t > *m)) {
         return Err(ApiError::too_large(
             error_code::TOO_LARGE,
             format!("the partial uploads hold more than the {max}-byte limit"),

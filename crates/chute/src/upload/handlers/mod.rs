@@ -16,6 +16,8 @@ pub mod verify;
 
 use std::sync::Arc;
 
+use crate::upload::limits::Limits;
+
 use super::handler::{Chain, UploadHandler};
 use super::progress::ProgressEntry;
 use crate::checksum::Algorithm;
@@ -28,6 +30,8 @@ pub struct ChainContext {
     pub settings: Arc<Settings>,
     /// Bytes the user already stores, for the quota handler.
     pub used_bytes: u64,
+    /// The caller's limits (the quota handler holds the file to `limits.quota`).
+    pub limits: Limits,
     pub progress: Option<Arc<ProgressEntry>>,
     /// Checksums a protocol needs on top of the configured ones.
     pub extra_checksums: Vec<Algorithm>,
@@ -90,11 +94,8 @@ pub fn build_handlers(names: &[HandlerName], ctx: &ChainContext) -> Vec<Box<dyn 
                 }
             }
             HandlerName::Quota => {
-                if let Some(q) = s.user_quota {
-                    handlers.push(Box::new(quota::QuotaHandler::new(
-                        q.bytes(),
-                        ctx.used_bytes,
-                    )));
+                if let Some(q) = ctx.limits.quota {
+                    handlers.push(Box::new(quota::QuotaHandler::new(q, ctx.used_bytes)));
                 }
             }
             HandlerName::Sniff => handlers.push(Box::new(sniff::SniffHandler::new(

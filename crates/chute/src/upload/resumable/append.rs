@@ -340,7 +340,7 @@ impl Engine {
         // An upload of declared length reserved it against the quota when it was created; one
         // whose length is deferred is held to the quota as it grows: here as its bytes stream
         // (the usage counts what it holds already), and atomically when they are kept.
-        let quota = match (self.quota_of(up.owner_id), up.length) {
+        let quota = match (self.quota_for(up), up.length) {
             (Some(q), None) => {
                 let used = self.meta.usage_bytes(up.owner_id).await?;
                 chain_handlers.push(Box::new(crate::upload::handlers::quota::QuotaHandler::new(

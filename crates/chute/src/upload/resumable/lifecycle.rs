@@ -15,6 +15,7 @@ use crate::storage::storage_key_for;
 use crate::upload::events;
 use crate::upload::hashing::HashSet;
 use crate::upload::hooks::{Creating, Finishing, Origin, encode_tus_metadata, valid_tus_key};
+use crate::upload::limits::{Limits, lowest};
 use crate::upload::{Engine, UploadError, new_file_id};
 
 pub struct NewUpload<'a> {
@@ -29,6 +30,8 @@ pub struct NewUpload<'a> {
     pub metadata: UploadMeta,
     /// Where the request came from (for the pre-create hook).
     pub origin: Origin,
+    /// The caller's limits; kept with the upload where they are below the server's.
+    pub limits: Limits,
 }
 
 impl Engine {
@@ -64,6 +67,22 @@ impl Engine {
             }
             metadata.max_size = shape.max_size;
         }
+        // A credential's narrower limits stay with the upload, whoever continues it.
+        // (`Limits::default()`, no limits, narrows nothing.)
+        let server = Limits::of(&self.settings);
+        let below = |caller: Option<u64>, server: Option<u64>| {
+            caller.filter(|c| server.is_none_or(|s| *c < s))
+        };
+        if let Some(max) = below(n.limits.max_upload_size, server.max_upload_size) {
+            metadata.max_size = lowest(metadata.max_size, Some(max));
+        }
+        metadata.quota = below(n.limits.quota, server.quota);
+        if let (Some(max), Some(len)) =
+            (lowest(server.max_upload_size, metadata.max_size), n.length)
+            && len > max
+        {
+            return Err(UploadError::TooLarge { limit: max });
+        }
         let id = uuid::Uuid::new_v4().simple().to_string();
         let record = UploadRecord {
             staging_key: format!("uploads/{id}"),
@@ -97,7 +116,7 @@ impl Engine {
             .await;
         if let Err(e) = self
             .meta
-            .create_upload(&record, n.parts, self.upload_limits(), &events)
+            .create_upload(&record, n.parts, self.upload_limits(&record), &events)
             .await
         {
             self.abort_staged(record.staging_key.clone()).await;
@@ -107,20 +126,25 @@ impl Engine {
         Ok(record)
     }
 
-    /// The limits every new upload is created within.
-    fn upload_limits(&self) -> UploadLimits {
+    /// The limits a new upload is created within.
+    fn upload_limits(&self, up: &UploadRecord) -> UploadLimits {
         UploadLimits {
-            quota: self.settings.user_quota.map(|q| q.bytes()),
+            quota: self.quota_for(up).map(|q| q.bytes),
             max_open: Some(self.settings.max_open_uploads_per_user),
         }
     }
 
-    /// The owner's quota, when there is one, for the catalog to check with a change.
-    pub fn quota_of(&self, owner_id: i64) -> Option<Quota> {
-        self.settings.user_quota.map(|q| Quota {
-            owner_id,
-            bytes: q.bytes(),
-        })
+    /// The quota of `owner_id` for the catalog to check with a change: the server's, or the
+    /// caller's `quota` when that is lower.
+    pub fn quota_of(&self, owner_id: i64, quota: Option<u64>) -> Option<Quota> {
+        lowest(self.settings.user_quota.map(|q| q.bytes()), quota)
+            .map(|bytes| Quota { owner_id, bytes })
+    }
+
+    /// The quota a resumable upload is held to: its owner's, or the lower one of the
+    /// credential it was created with.
+    pub fn quota_for(&self, up: &UploadRecord) -> Option<Quota> {
+        self.quota_of(up.owner_id, up.metadata.quota)
     }
 
     /// Sets a deferred length, once, within the owner's quota: false when it was set already.
@@ -131,7 +155,7 @@ impl Engine {
     ) -> Result<bool, UploadError> {
         Ok(self
             .meta
-            .set_upload_length(&up.id, length, self.quota_of(up.owner_id))
+            .set_upload_length(&up.id, length, self.quota_for(up))
             .await?)
     }
 
@@ -299,7 +323,7 @@ impl Engine {
             .await;
         if let Err(e) = self
             .meta
-            .complete_upload(&up.id, &record, self.quota_of(up.owner_id), &events)
+            .complete_upload(&up.id, &record, self.quota_for(up), &events)
             .await
         {
             // The upload stays active with its staged bytes (over the quota, it completes once

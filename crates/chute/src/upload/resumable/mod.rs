@@ -71,6 +71,7 @@ mod tests {
             expires_at: None,
             metadata: Default::default(),
             origin: Default::default(),
+            limits: Default::default(),
         })
         .await
         .expect("create")
@@ -195,6 +196,7 @@ mod tests {
                 expires_at: Some(now_unix() - 5),
                 metadata: Default::default(),
                 origin: Default::default(),
+                limits: Default::default(),
             })
             .await
             .expect("an expired upload holds no place");
@@ -413,6 +415,7 @@ mod tests {
             expires_at,
             metadata: Default::default(),
             origin: Default::default(),
+            limits: Default::default(),
         };
         let old = e
             .create_upload(new(Some(now_unix() - 10)))

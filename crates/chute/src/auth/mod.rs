@@ -1,7 +1,10 @@
-//! API tokens: 256 random bits, shown once, stored only as their SHA-256.
+//! Who a request is: chute's own API tokens (here) and the application's signed tokens
+//! ([`jwt`]).
 //!
-//! A slow password hash is not needed: tokens are random and long, so a leaked hash cannot be
+//! API tokens: 256 random bits, shown once, stored only as their SHA-256. A slow password hash is not needed: tokens are random and long, so a leaked hash cannot be
 //! brute-forced, and a fast hash keeps per-request authentication cheap.
+
+pub mod jwt;
 
 use crate::checksum::{Algorithm, digest_hex};
 use crate::meta::{MetaError, MetaStore, User};
