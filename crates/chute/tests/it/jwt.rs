@@ -520,4 +520,23 @@ async fn a_tokens_claims_narrow_its_limits_and_may_make_staff() {
         .parse()
         .expect("n");
     assert!(offset <= 100_000, "{offset}");
+    // Nor can a length declared later pass it (the upload would then take all it declared).
+    let res = create(capped, None).await.expect("create");
+    let loc = res.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_string();
+    let res = app
+        .client
+        .patch(app.url(&loc))
+        .bearer_auth(capped_plain)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Offset", "0")
+        .header("Upload-Length", "120000")
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(bytes(1_000, 4))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(res.status(), 413);
 }
