@@ -81,6 +81,17 @@ enum UserCmd {
         #[arg(long)]
         staff: bool,
     },
+    /// List users: name, staff, created, bytes used.
+    List,
+    /// Remove a user with their tokens and upload sessions (refused while they have files
+    /// or open uploads, unless --delete-files).
+    Remove {
+        name: String,
+        /// Delete their files and open uploads too (each reported as file.deleted or
+        /// upload.terminated).
+        #[arg(long)]
+        delete_files: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -92,6 +103,13 @@ enum TokenCmd {
         #[arg(long, default_value = "")]
         label: String,
     },
+    /// List a user's API tokens: id, label, created, last used (never the token itself).
+    List {
+        #[arg(long)]
+        user: String,
+    },
+    /// Revoke an API token by its id (refused at once, on every node).
+    Revoke { id: i64 },
 }
 
 #[derive(Subcommand)]
@@ -221,12 +239,55 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Token(TokenCmd::Create { user, label }) => {
             let meta = chute::app::open_meta(&settings).await?;
-            let Some(u) = meta.user_by_name(&user).await? else {
-                bail!("no user named `{user}` (create it with `chute user add {user}`)");
-            };
+            let u = named_user(meta.as_ref(), &user).await?;
             let token = chute::auth::issue_token(meta.as_ref(), &u, &label).await?;
             println!("{token}");
             Ok(())
+        }
+        Cmd::Token(TokenCmd::List { user }) => {
+            let meta = chute::app::open_meta(&settings).await?;
+            let u = named_user(meta.as_ref(), &user).await?;
+            for t in meta.list_tokens(u.id).await? {
+                let used = t.last_used_at.map(date).unwrap_or_else(|| "never".into());
+                println!("{}\t{}\t{}\t{}", t.id, t.label, date(t.created_at), used);
+            }
+            Ok(())
+        }
+        Cmd::Token(TokenCmd::Revoke { id }) => {
+            let meta = chute::app::open_meta(&settings).await?;
+            if !meta.revoke_token(id).await? {
+                bail!("no token with id {id} (`chute token list --user NAME` shows them)");
+            }
+            eprintln!("revoked token {id}");
+            Ok(())
+        }
+        Cmd::User(UserCmd::List) => {
+            let meta = chute::app::open_meta(&settings).await?;
+            for u in meta.list_users().await? {
+                let used = meta.usage_bytes(u.id).await?;
+                let staff = if u.is_staff { "staff" } else { "-" };
+                println!("{}\t{staff}\t{}\t{used}", u.name, date(u.created_at));
+            }
+            Ok(())
+        }
+        Cmd::User(UserCmd::Remove { name, delete_files }) => {
+            let state = chute::app::open_state(settings).await?;
+            let u = named_user(state.engine.meta.as_ref(), &name).await?;
+            match state.engine.remove_user(&u, delete_files).await {
+                Ok(r) => {
+                    eprintln!(
+                        "removed user `{name}` with {} file(s), {} open upload(s) and {} session file(s)",
+                        r.files, r.uploads, r.session_files
+                    );
+                    Ok(())
+                }
+                Err(chute::upload::UploadError::Meta(chute::meta::MetaError::Conflict(why))) => {
+                    bail!(
+                        "`{name}` was not removed: {why} (give --delete-files to delete them too)"
+                    )
+                }
+                Err(e) => Err(e.into()),
+            }
         }
         Cmd::Gc { dry_run } => {
             let state = chute::app::open_state(settings).await?;
@@ -253,6 +314,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Events(cmd) => events(&settings, cmd).await,
         Cmd::Config(_) => Ok(()),
     }
+}
+
+async fn named_user(
+    meta: &dyn chute::meta::MetaStore,
+    name: &str,
+) -> anyhow::Result<chute::meta::User> {
+    match meta.user_by_name(name).await? {
+        Some(u) => Ok(u),
+        None => bail!("no user named `{name}` (create it with `chute user add {name}`)"),
+    }
+}
+
+/// A unix time as RFC 3339 (UTC).
+fn date(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
 }
 
 fn print_secret() -> anyhow::Result<()> {

@@ -34,12 +34,26 @@ pub async fn issue_token(
     Ok(token)
 }
 
-/// The user a token belongs to, if any.
+/// How stale a token's `last_used_at` may be before a request writes it again: a write per
+/// token a minute, not one per request.
+pub const LAST_USED_GRAIN: i64 = 60;
+
+/// The user a token belongs to, if any. Notes when the token was used (at most once a
+/// minute; a failure to note it is logged, not the request's).
 pub async fn authenticate(meta: &dyn MetaStore, token: &str) -> Result<Option<User>, MetaError> {
     if !token.starts_with(PREFIX) || token.len() > 128 {
         return Ok(None);
     }
-    meta.user_by_token_hash(&hash_token(token)).await
+    let Some((user, t)) = meta.user_by_token_hash(&hash_token(token)).await? else {
+        return Ok(None);
+    };
+    let now = crate::meta::now_unix();
+    if t.last_used_at.is_none_or(|at| now - at >= LAST_USED_GRAIN)
+        && let Err(e) = meta.touch_token(t.id, now).await
+    {
+        tracing::warn!(error = %e, token = t.id, "could not note the token's use");
+    }
+    Ok(Some(user))
 }
 
 #[cfg(test)]

@@ -53,6 +53,16 @@ pub struct User {
     pub created_at: i64,
 }
 
+/// An API token as `chute token list` shows it: never the token, which is not stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TokenInfo {
+    pub id: i64,
+    pub user_id: i64,
+    pub label: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
 /// One finished file in the catalog.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileRecord {
@@ -409,7 +419,25 @@ pub trait UserStore: Send + Sync {
     /// Stores a token by its hash; the token itself is never stored.
     async fn add_token(&self, user_id: i64, token_hash: &str, label: &str)
     -> Result<(), MetaError>;
-    async fn user_by_token_hash(&self, token_hash: &str) -> Result<Option<User>, MetaError>;
+    /// The user a token belongs to, and the token.
+    async fn user_by_token_hash(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<(User, TokenInfo)>, MetaError>;
+    /// Every user, by name.
+    async fn list_users(&self) -> Result<Vec<User>, MetaError>;
+    /// Removes a user with their tokens, upload sessions and finished upload records, and
+    /// returns the storage keys of their session files, removed with them, for the caller
+    /// to delete. Refused (`Conflict`) while the user has files or open uploads: those go
+    /// first, each with its event. None when there is no such user.
+    async fn delete_user(&self, id: i64) -> Result<Option<Vec<String>>, MetaError>;
+    /// A user's tokens, oldest first.
+    async fn list_tokens(&self, user_id: i64) -> Result<Vec<TokenInfo>, MetaError>;
+    /// Removes a token; false when there was none. Refused at once on every node, as every
+    /// request looks its token up.
+    async fn revoke_token(&self, id: i64) -> Result<bool, MetaError>;
+    /// Records that a token was used at `now`.
+    async fn touch_token(&self, id: i64, now: i64) -> Result<(), MetaError>;
 }
 
 /// The catalog's files.
@@ -502,6 +530,8 @@ pub trait UploadStore: Send + Sync {
         owner_id: i64,
         protocol: Protocol,
     ) -> Result<Vec<UploadRecord>, MetaError>;
+    /// The owner's unfinished uploads of every protocol, oldest first.
+    async fn open_uploads_of(&self, owner_id: i64) -> Result<Vec<UploadRecord>, MetaError>;
     /// Uploads whose expiry is before `now`, oldest first.
     async fn expired_uploads(&self, now: i64, limit: u32) -> Result<Vec<UploadRecord>, MetaError>;
 }

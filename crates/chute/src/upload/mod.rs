@@ -18,6 +18,7 @@ pub mod progress;
 pub mod resumable;
 pub mod running_digests;
 pub mod sessions;
+pub mod users;
 
 use std::sync::Arc;
 

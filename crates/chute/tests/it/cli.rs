@@ -202,3 +202,149 @@ async fn serve_prints_a_first_token_once_and_honours_env_settings() {
     let _ = child.wait();
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+/// `chute` beside a running app, on its catalog and storage: stdout, stderr, success.
+fn beside(app: &TestApp, args: &[&str]) -> (String, String, bool) {
+    let out = chute()
+        .args(app.cli_args())
+        .args(args)
+        .output()
+        .expect("run chute");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.success(),
+    )
+}
+
+async fn me(app: &TestApp, addr: std::net::SocketAddr, token: &str) -> u16 {
+    app.client
+        .get(format!("http://{addr}/api/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("me")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn tokens_are_listed_and_revoked_and_users_removed_with_everything_they_own() {
+    let app = spawn_app(&[]).await;
+    // A second node on the same catalog, when there is one to share.
+    let node = match &app.database_url {
+        Some(url) => {
+            let data = app.data_dir().display().to_string();
+            Some(spawn_node(&[("database_url", url), ("data_dir", &data)], &app.token).await)
+        }
+        None => None,
+    };
+    let token = app.user("keeper").await;
+    // What keeper owns: a file, an open tus upload with staged bytes, a session file.
+    let data = bytes(200_000, 7);
+    let res = app
+        .client
+        .post(app.url("/api/files"))
+        .bearer_auth(&token)
+        .multipart(reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(data.clone()).file_name("kept.bin"),
+        ))
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(res.status(), 201);
+    let tus = |m: reqwest::Method, url: String| {
+        app.client
+            .request(m, url)
+            .bearer_auth(&token)
+            .header("Tus-Resumable", "1.0.0")
+    };
+    let res = tus(reqwest::Method::POST, app.url("/tus/"))
+        .header("Upload-Length", "100000")
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status(), 201);
+    let loc = res.headers()["location"].to_str().expect("loc").to_string();
+    let res = tus(reqwest::Method::PATCH, app.url(&loc))
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", "0")
+        .body(data[..50_000].to_vec())
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(res.status(), 204);
+    let session = crate::sessions::open_session(&app, &token).await;
+    let (st, v) =
+        crate::sessions::post_file_as(&app, &token, &session, "file", "a.pdf", b"%PDF-1.4 x").await;
+    assert_eq!(st, 200, "{v}");
+
+    let (out, err, ok) = beside(&app, &["user", "list"]);
+    assert!(ok, "{err}");
+    let keeper = out
+        .lines()
+        .find(|l| l.starts_with("keeper\t"))
+        .unwrap_or_else(|| panic!("{out}"));
+    // Usage: the file, the open upload's declared length, the session file.
+    assert!(
+        keeper.ends_with(&format!("\t{}", 200_000 + 100_000 + 10)),
+        "{keeper}"
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with("admin\tstaff\t")),
+        "{out}"
+    );
+
+    // Tokens: listed with when they were last used, never with the secret.
+    let (out, err, ok) = beside(
+        &app,
+        &["token", "create", "--user", "keeper", "--label", "second"],
+    );
+    assert!(ok, "{err}");
+    let second = out.trim().to_string();
+    assert_eq!(me(&app, app.addr, &second).await, 200);
+    let (out, err, ok) = beside(&app, &["token", "list", "--user", "keeper"]);
+    assert!(ok, "{err}");
+    assert!(!out.contains("chute_"), "a secret is shown: {out}");
+    let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert_eq!(rows[1][1], "second");
+    assert!(
+        rows.iter().all(|r| r[3] != "never"),
+        "both were used: {out}"
+    );
+    // Revoked: refused at once, here and on the other node.
+    let (_, err, ok) = beside(&app, &["token", "revoke", rows[1][0]]);
+    assert!(ok, "{err}");
+    assert_eq!(me(&app, app.addr, &second).await, 401);
+    if let Some(n) = &node {
+        assert_eq!(me(&app, n.addr, &second).await, 401);
+        assert_eq!(me(&app, n.addr, &token).await, 200);
+    }
+    let (_, _, ok) = beside(&app, &["token", "revoke", rows[1][0]]);
+    assert!(!ok, "a second revoke finds nothing");
+
+    // Removal is refused while keeper owns something, and then nothing is touched.
+    let (_, err, ok) = beside(&app, &["user", "remove", "keeper"]);
+    assert!(!ok && err.contains("--delete-files"), "{err}");
+    assert_eq!(me(&app, app.addr, &token).await, 200);
+    assert_eq!(app.stored_objects().len(), 2);
+    let (_, err, ok) = beside(&app, &["user", "remove", "keeper", "--delete-files"]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("1 file(s), 1 open upload(s) and 1 session file(s)"),
+        "{err}"
+    );
+    assert_eq!(me(&app, app.addr, &token).await, 401);
+    assert!(
+        app.stored_objects().is_empty(),
+        "{:?}",
+        app.stored_objects()
+    );
+    assert!(app.leftovers().is_empty(), "{:?}", app.leftovers());
+    let (out, _, _) = beside(&app, &["user", "list"]);
+    assert!(!out.contains("keeper"), "{out}");
+    let (_, err, ok) = beside(&app, &["user", "remove", "keeper"]);
+    assert!(!ok && err.contains("no user named"), "{err}");
+}

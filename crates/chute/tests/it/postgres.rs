@@ -227,11 +227,52 @@ async fn meta_scenario(meta: Arc<dyn MetaStore>) {
     );
     assert_eq!(meta.count_users().await.expect("count"), 2);
     meta.add_token(ann.id, "h-ann", "t").await.expect("token");
+    let (who, token) = meta
+        .user_by_token_hash("h-ann")
+        .await
+        .expect("by token")
+        .expect("ann's");
     assert_eq!(
-        meta.user_by_token_hash("h-ann").await.expect("by token"),
-        Some(ann.clone())
+        (who, token.label.as_str(), token.last_used_at),
+        (ann.clone(), "t", None)
     );
     assert_eq!(meta.user_by_token_hash("nope").await.expect("none"), None);
+    meta.touch_token(token.id, 1234).await.expect("touch");
+    meta.add_token(ann.id, "h-ann-2", "second")
+        .await
+        .expect("token");
+    let listed = meta.list_tokens(ann.id).await.expect("tokens");
+    assert_eq!(
+        listed
+            .iter()
+            .map(|t| (t.label.as_str(), t.last_used_at))
+            .collect::<Vec<_>>(),
+        [("t", Some(1234)), ("second", None)]
+    );
+    assert!(meta.revoke_token(listed[1].id).await.expect("revoke"));
+    assert!(!meta.revoke_token(listed[1].id).await.expect("again"));
+    assert_eq!(
+        meta.user_by_token_hash("h-ann-2").await.expect("gone"),
+        None
+    );
+    assert_eq!(
+        meta.list_users()
+            .await
+            .expect("users")
+            .iter()
+            .map(|u| u.name.as_str())
+            .collect::<Vec<_>>(),
+        ["ann", "bob"]
+    );
+    // A user with nothing is removed with their tokens; a second time finds none.
+    let gone = meta.create_user("gone", false).await.expect("gone");
+    meta.add_token(gone.id, "h-gone", "").await.expect("token");
+    assert_eq!(
+        meta.delete_user(gone.id).await.expect("delete"),
+        Some(vec![])
+    );
+    assert_eq!(meta.delete_user(gone.id).await.expect("again"), None);
+    assert_eq!(meta.user_by_token_hash("h-gone").await.expect("none"), None);
     assert!(
         meta.user_by_name("bob")
             .await
@@ -255,6 +296,11 @@ async fn meta_scenario(meta: Arc<dyn MetaStore>) {
     assert_eq!(page.len(), 1);
     assert_eq!(page[0], file("f1", ann.id, "a.txt", 20));
     assert_eq!(meta.usage_bytes(ann.id).await.expect("usage"), 60);
+    // A user with files is not removed.
+    assert!(matches!(
+        meta.delete_user(ann.id).await,
+        Err(chute::meta::MetaError::Conflict(_))
+    ));
     assert_eq!(
         meta.delete_file(bob.id, "f2", &[]).await.expect("del"),
         None

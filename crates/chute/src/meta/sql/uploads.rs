@@ -205,6 +205,16 @@ macro_rules! impl_uploads_store {
                 Ok(rows.iter().map(upload_from_row).collect::<Result<_, _>>()?)
             }
 
+            async fn open_uploads_of(&self, owner_id: i64) -> Result<Vec<UploadRecord>, MetaError> {
+                let rows = sqlx::query(
+                    "SELECT * FROM uploads WHERE owner_id = $1 AND state = 'active' ORDER BY created_at, id",
+                )
+                .bind(owner_id)
+                .fetch_all(self.reads())
+                .await?;
+                Ok(rows.iter().map(upload_from_row).collect::<Result<_, _>>()?)
+            }
+
             async fn set_upload_length(
                 &self,
                 id: &str,
