@@ -13,12 +13,14 @@
 //!   sessions.rs      upload sessions (upload.views)                  } (a replayed form)
 //!   files.rs         the file API: list, download, delete            }
 //!   events.rs        GET /api/events: the pull feed of events        }
+//!   me.rs            GET /api/me: the caller as chute sees them      }
 //!   resumable.rs     what tus and the draft share: load, lock, append (AppendError), settle,
 //!                    terminate, the finished file
 //!   form.rs          receiving multipart/form-data (multipart, chunked, sessions)
 //!   headers.rs       header parsing; serve.rs: a stored file as JSON and as bytes
 //!   body.rs          guarded request bodies (sizes, idle and slow clients, total time)
-//!   auth.rs, admission.rs, progress.rs, health.rs, error.rs + error_code.rs
+//!   auth.rs          who a request is (API token or signed token) and their limits
+//!   admission.rs, progress.rs, health.rs, error.rs + error_code.rs
 //!   origin.rs        a request's client address and forwarded headers (blocking hooks)
 //! upload/          the engine, protocol-free
 //!   mod.rs           Engine: storage + catalog + settings
@@ -33,6 +35,7 @@
 //!   events.rs        which events are recorded and what each carries (built where the
 //!                    change happens, committed with it by the catalog)
 //!   hooks.rs         what pre-create and pre-finish are asked, and what their answers do
+//!   limits.rs        a caller's size limits; users.rs: removing a user and all they own
 //! hooks/           talking to hooks_url: signing.rs (Standard Webhooks), delivery.rs (the
 //!                  outbox's deliverer: leases, retries, order per subject), blocking.rs
 //!                  (pre-create and pre-finish: asking, and reading the answer)
@@ -48,7 +51,7 @@
 //! checksum.rs, names.rs, events.rs   leaves: digests; safe file and user names; event
 //!                  types and their wire body
 //! app.rs           wires storage, catalog and engine from the settings, and serves
-//! auth.rs          API tokens
+//! auth/            API tokens (mod.rs); the application's signed tokens (jwt.rs)
 //! ```
 //!
 //! # Where a PATCH's bytes go
