@@ -240,12 +240,38 @@ settings! {
     auth_jwt_leeway: Dur = "30s";
     /// Whether a signed token's `staff: true` claim makes its request staff's.
     auth_jwt_allow_staff: bool = "false";
+    /// Origins whose browser pages may call chute (CORS): exact origins such as
+    /// `https://app.example`, or `*` for any. Empty: no CORS headers at all.
+    cors_allowed_origins: Vec<String> = "";
+    /// Whether browsers may send cookies and HTTP authentication to chute (CORS credentials;
+    /// not with `*`). Bearer tokens need no credentials.
+    cors_allow_credentials: bool = "false";
+    /// How long a browser may keep a preflight's answer.
+    cors_max_age: Dur = "1h";
     /// How often the server deletes expired uploads (as `chute gc` does); "0s" turns it off.
     upload_sweep_interval: Dur = "10m";
     /// How long a finished upload's progress stays queryable at /api/progress/{id}.
     progress_retention: Dur = "60s";
     /// Log filter, in tracing's EnvFilter syntax (e.g. "info", "chute=debug").
     log: String = "info";
+}
+
+/// `*`, or an origin as browsers send it: `scheme://host[:port]`, nothing after.
+fn valid_origin(o: &str) -> bool {
+    if o == "*" {
+        return true;
+    }
+    let Some((scheme, rest)) = o.split_once("://") else {
+        return false;
+    };
+    !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        && !rest.is_empty()
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
 }
 
 /// Where each layer's values came from, highest priority last.
@@ -410,6 +436,20 @@ impl Settings {
             return Err(bad(
                 "accepted_file_formats",
                 "name at least one group of extensions".into(),
+            ));
+        }
+        for o in &self.cors_allowed_origins {
+            if !valid_origin(o) {
+                return Err(bad(
+                    "cors_allowed_origins",
+                    format!("`{o}` is not an origin: give scheme://host[:port], or *"),
+                ));
+            }
+        }
+        if self.cors_allow_credentials && self.cors_allowed_origins.iter().any(|o| o == "*") {
+            return Err(bad(
+                "cors_allow_credentials",
+                "cannot be on with `*` among cors_allowed_origins: name the origins".into(),
             ));
         }
         if !self.auth_jwt_secret.is_empty() && self.auth_jwt_secret.len() < 32 {

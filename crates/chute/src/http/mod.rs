@@ -18,11 +18,13 @@
 //! - [`progress`]: X-Progress-ID and `GET /api/progress/{id}`; [`health`]: `GET /healthz`.
 //! - [`auth`], [`admission`], [`body`], [`error`], [`error_code`]: bearer tokens, uploads in
 //!   flight per user, guarded request bodies, JSON errors and their codes.
+//! - [`cors`]: browsers on other origins (preflights, exposed headers), around everything.
 
 pub mod admission;
 pub mod auth;
 pub mod body;
 pub mod chunked;
+pub mod cors;
 pub mod error;
 pub mod error_code;
 pub mod events;
@@ -231,7 +233,7 @@ pub fn router(state: AppState) -> Router {
                 .options(options_at_tus),
         )
         .layer(axum::middleware::from_fn(tus::protocol_layer));
-    Router::new()
+    let router = Router::new()
         .merge(tus)
         .route("/resumable", post(ietf::create))
         .route("/resumable/", post(ietf::create))
@@ -279,6 +281,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             header_limit_layer,
         ))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .layer(TraceLayer::new_for_http());
+    let settings = state.engine.settings.clone();
+    cors::with_cors(router.with_state(state), &settings)
 }

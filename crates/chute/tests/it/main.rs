@@ -6,6 +6,7 @@ mod chunked;
 mod clamav;
 mod cli;
 mod clients;
+mod cors;
 mod files_api;
 mod handlers;
 mod hardening;
