@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-const SECRET: &str = "an application secret of at least thirty-two bytes";
+pub(crate) const SECRET: &str = "an application secret of at least thirty-two bytes";
 const AUDIENCE: &str = "chute-test";
 const ISSUER: &str = "https://app.example";
 
@@ -32,7 +32,7 @@ fn key_pairs(dir: &Path) -> PathBuf {
 }
 
 /// Tokens for `specs` (see the scripts), minted by PyJWT (`jose: false`) or by jose.
-fn mint(specs: &Value, jose: bool) -> Vec<String> {
+pub(crate) fn mint(specs: &Value, jose: bool) -> Vec<String> {
     let mut cmd = if jose {
         let mut c = std::process::Command::new("node");
         c.arg(e2e_dir().join("mint-jose.mjs"));
