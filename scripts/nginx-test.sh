@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Runs Debian's nginx in the foreground for the tests, with the server block chute ships in
-# config/nginx-chute.conf. Usage: nginx-test.sh DIR LISTEN CHUTE_ADDR OBJECTS_DIR
+# config/nginx-chute.conf (or the one named). Usage:
+#   nginx-test.sh DIR LISTEN CHUTE_ADDR OBJECTS_DIR [CONF (default nginx-chute.conf)]
 # The process execs into nginx's master, so its PID is nginx's.
 set -euo pipefail
-dir=$1 listen=$2 chute=$3 objects=$4
+dir=$1 listen=$2 chute=$3 objects=$4 conf=${5:-nginx-chute.conf}
 here=$(cd "$(dirname "$0")" && pwd)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "nginx is not installed (apt-get install nginx-light)" >&2; exit 2; }
 mkdir -p "$dir/tmp"
 sed -e "s|@LISTEN@|$listen|" -e "s|@CHUTE@|$chute|" -e "s|@OBJECTS@|$objects|" \
-    "$here/../config/nginx-chute.conf" > "$dir/chute-server.conf"
+    "$here/../config/$conf" > "$dir/chute-server.conf"
 cat > "$dir/nginx.conf" <<CONF
 # Workers run as this user so that they can read the test's private data folder.
 user $(id -un);

@@ -240,6 +240,14 @@ settings! {
     auth_jwt_leeway: Dur = "30s";
     /// Whether a signed token's `staff: true` claim makes its request staff's.
     auth_jwt_allow_staff: bool = "false";
+    /// The address clients reach chute at, when it is not chute's own: a fixed
+    /// `https://host[:port][/prefix]`. Every URL chute returns (`Location`, `url` fields)
+    /// starts with it. Empty: taken from trusted proxies' headers, else chute's own paths.
+    public_url: String = "";
+    /// Proxies (addresses or CIDR networks) whose `Forwarded` or `X-Forwarded-For/Proto/Host/
+    /// Prefix` headers chute believes: the client's address and the URLs chute returns come
+    /// from them. Others' such headers are ignored.
+    trusted_proxies: Networks = "";
     /// Origins whose browser pages may call chute (CORS): exact origins such as
     /// `https://app.example`, or `*` for any. Empty: no CORS headers at all.
     cors_allowed_origins: Vec<String> = "";
@@ -437,6 +445,18 @@ impl Settings {
                 "accepted_file_formats",
                 "name at least one group of extensions".into(),
             ));
+        }
+        if !self.public_url.is_empty() {
+            let u = self.public_url.to_ascii_lowercase();
+            let rest = u
+                .strip_prefix("https://")
+                .or_else(|| u.strip_prefix("http://"));
+            if rest.is_none_or(|r| r.is_empty() || r.starts_with('/') || r.contains(['?', '#'])) {
+                return Err(bad(
+                    "public_url",
+                    "give http(s)://host[:port][/prefix], with no query".into(),
+                ));
+            }
         }
         for o in &self.cors_allowed_origins {
             if !valid_origin(o) {

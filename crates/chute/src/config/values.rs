@@ -85,6 +85,44 @@ impl SettingValue for Option<Size> {
     }
 }
 
+/// Networks given as CIDRs or single addresses: "10.0.0.0/8, 127.0.0.1, ::1".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Networks(pub Vec<ipnet::IpNet>);
+
+impl Networks {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        // An IPv4 peer may arrive as an IPv4-mapped IPv6 address.
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.0.iter().any(|n| n.contains(&ip))
+    }
+}
+
+impl SettingValue for Networks {
+    fn parse_str(s: &str) -> Result<Self, String> {
+        Self::from_items(&<Vec<String>>::parse_str(s)?)
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        Self::from_items(&<Vec<String>>::from_toml(v)?)
+    }
+}
+
+impl Networks {
+    fn from_items(items: &[String]) -> Result<Self, String> {
+        items
+            .iter()
+            .map(|i| {
+                i.parse::<ipnet::IpNet>()
+                    .or_else(|_| i.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("`{i}` is not an address or a CIDR network"))
+            })
+            .collect::<Result<_, _>>()
+            .map(Networks)
+    }
+}
+
 /// A duration: "90s", "15m", "2h", "1d", "500ms", or plain seconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dur(pub Duration);

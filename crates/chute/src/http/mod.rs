@@ -19,6 +19,8 @@
 //! - [`auth`], [`admission`], [`body`], [`error`], [`error_code`]: bearer tokens, uploads in
 //!   flight per user, guarded request bodies, JSON errors and their codes.
 //! - [`cors`]: browsers on other origins (preflights, exposed headers), around everything.
+//! - [`proxies`]: behind a proxy or a path prefix: the public URLs chute returns, and the
+//!   client's address.
 
 pub mod admission;
 pub mod auth;
@@ -37,6 +39,7 @@ pub mod me;
 pub mod multipart;
 pub mod origin;
 pub mod progress;
+pub mod proxies;
 pub mod resumable;
 pub mod serve;
 pub mod sessions;
@@ -280,6 +283,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             header_limit_layer,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            proxies::layer,
         ))
         .layer(TraceLayer::new_for_http());
     let settings = state.engine.settings.clone();

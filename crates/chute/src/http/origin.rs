@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use axum::extract::ConnectInfo;
 use axum::http::{Extensions, HeaderMap};
 
+use super::proxies::ClientAddr;
 use crate::events::EventType;
 use crate::meta::User;
 use crate::upload::Engine;
@@ -20,9 +21,14 @@ pub fn origin(engine: &Engine, headers: &HeaderMap, ext: &Extensions) -> Origin 
         return Origin::default();
     }
     Origin {
+        // The trusted proxies' word (`http::proxies`), else the connection's peer.
         client: ext
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(a)| a.ip().to_string()),
+            .get::<ClientAddr>()
+            .map(|ClientAddr(a)| a.to_string())
+            .or_else(|| {
+                ext.get::<ConnectInfo<SocketAddr>>()
+                    .map(|ConnectInfo(a)| a.ip().to_string())
+            }),
         headers: headers
             .iter()
             .filter(|(name, _)| engine.forwards_header(name.as_str()))

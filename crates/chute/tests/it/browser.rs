@@ -62,7 +62,7 @@ async fn jquery_file_upload_chunked_mode_works_unchanged() {
 }
 
 /// Serves e2e/ at `/` on a port of its own: a page of another origin than chute's.
-async fn page_server() -> (u16, tokio::task::JoinHandle<()>) {
+pub(crate) async fn page_server() -> (u16, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
