@@ -5,7 +5,7 @@
 #   storage, meta, hooks     name only config, meta and the leaves (hooks sends what meta keeps)
 #   upload (the engine)      names no http and no app
 #   http shared modules      name no protocol adapter
-#   http protocol adapters   (tus, ietf, chunked, multipart, sessions, files, events, me) name no other
+#   http protocol adapters   (tus, ietf, chunked, multipart, sessions, files, events, me, links) name no other
 #                            adapter, but for the draft's replay of a form upload (ietf ->
 #                            multipart); http/mod.rs routes to all of them
 # (config is config/: mod.rs and values.rs.)
@@ -26,7 +26,7 @@ forbid() {
 }
 leaves=(checksum.rs names.rs events.rs)
 lower=(storage meta hooks)
-adapters=(tus ietf chunked multipart sessions files events me)
+adapters=(tus ietf chunked multipart sessions files events me links)
 adapter_re=$(IFS='|'; echo "${adapters[*]}")
 
 forbid "a leaf names nothing of the crate" 'crate::|super::[a-z_]+::' "${leaves[@]}"

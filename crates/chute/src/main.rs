@@ -48,6 +48,16 @@ enum Cmd {
     /// The recorded events and their delivery to hooks_url.
     #[command(subcommand)]
     Events(EventsCmd),
+    /// Download links (`POST /api/files/{id}/link`).
+    #[command(subcommand)]
+    Links(LinksCmd),
+}
+
+#[derive(Subcommand)]
+enum LinksCmd {
+    /// Replace the key links are signed with: every link made so far stops working (on every
+    /// node within seconds).
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -312,6 +322,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Events(cmd) => events(&settings, cmd).await,
+        Cmd::Links(LinksCmd::Rotate) => {
+            let meta = chute::app::open_meta(&settings).await?;
+            let secret = chute::upload::links::new_link_secret()?;
+            let id = meta.rotate_link_key(&secret).await?;
+            eprintln!("links are now signed with key {id}; older links no longer work");
+            Ok(())
+        }
         Cmd::Config(_) => Ok(()),
     }
 }

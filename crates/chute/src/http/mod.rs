@@ -10,6 +10,7 @@
 //! - [`sessions`]: upload sessions (the upload.views API), validation, scanning, X-Accel.
 //! - [`files`]: listing, downloading and deleting catalog files.
 //! - [`me`]: `GET /api/me`, the caller as chute sees them.
+//! - [`links`]: download links (`POST /api/files/{id}/link`, `GET /dl/{id}`).
 //!
 //! Shared below them:
 //! - [`resumable`]: what tus and the draft share (load, lock, append, settle, terminate).
@@ -35,6 +36,7 @@ pub mod form;
 pub mod headers;
 pub mod health;
 pub mod ietf;
+pub mod links;
 pub mod me;
 pub mod multipart;
 pub mod origin;
@@ -253,6 +255,8 @@ pub fn router(state: AppState) -> Router {
             "/api/files/{id}",
             get(files::download).delete(files::delete),
         )
+        .route("/api/files/{id}/link", post(links::create))
+        .route("/dl/{id}", get(links::download))
         .route("/api/progress/{id}", get(progress::report))
         .route("/api/me", get(me::me))
         .route("/api/events", get(events::feed))

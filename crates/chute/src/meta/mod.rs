@@ -645,12 +645,31 @@ pub trait EventStore: Send + Sync {
 /// `SessionStore`, `EventStore`), so that one `Arc<dyn MetaStore>` serves the whole engine.
 #[async_trait]
 pub trait MetaStore:
-    UserStore + FileStore + UploadStore + SessionStore + EventStore + Send + Sync + 'static
+    UserStore
+    + FileStore
+    + UploadStore
+    + SessionStore
+    + EventStore
+    + LinkKeyStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Readiness probe.
     async fn ping(&self) -> Result<(), MetaError>;
     /// Locks across nodes, when several nodes can share this catalog.
     fn cluster_locks(&self) -> Option<Arc<dyn ClusterLocks>>;
+}
+
+/// The keys download links are signed with, shared by every node through the catalog.
+#[async_trait]
+pub trait LinkKeyStore: Send + Sync {
+    /// Every key (id, hex secret), newest first.
+    async fn link_keys(&self) -> Result<Vec<(i64, String)>, MetaError>;
+    /// Stores `secret` as the first key, unless there is a key already.
+    async fn ensure_link_key(&self, secret: &str) -> Result<(), MetaError>;
+    /// Makes `secret` the newest key and drops every other; returns its id.
+    async fn rotate_link_key(&self, secret: &str) -> Result<i64, MetaError>;
 }
 
 pub fn now_unix() -> i64 {

@@ -13,6 +13,7 @@ pub mod handlers;
 pub mod hashing;
 pub mod hooks;
 pub mod limits;
+pub mod links;
 pub mod pipeline;
 pub mod progress;
 pub mod resumable;
@@ -86,6 +87,8 @@ pub struct Engine {
     pub events: Arc<events::Events>,
     /// The blocking hooks, when pre-create or pre-finish is on.
     pub gate: Option<Arc<crate::hooks::Gate>>,
+    /// The download links' keys, as this node last read them.
+    pub links: Arc<links::LinkKeys>,
 }
 
 pub fn new_file_id() -> String {
@@ -109,6 +112,7 @@ impl Engine {
             gate: crate::hooks::Gate::new(&settings).map(Arc::new),
             settings,
             uploads,
+            links: Arc::default(),
         }
     }
 

@@ -15,6 +15,7 @@ mod hooks;
 mod ietf;
 mod jwt;
 mod limits;
+mod links;
 mod malformed;
 mod nginx;
 mod postgres;

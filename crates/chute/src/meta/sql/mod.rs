@@ -1,7 +1,8 @@
 //! The queries of the catalog, written once for both SQL backends, one macro per table, each
 //! in the file of its table: `impl_users_store!` (users.rs: users and tokens),
 //! `impl_files_store!` (files.rs), `impl_uploads_store!` (uploads.rs), `impl_sessions_store!`
-//! (sessions.rs) and `impl_events_store!` (events.rs: the outbox) each expand to that table's
+//! (sessions.rs), `impl_events_store!` (events.rs: the outbox) and `impl_link_keys_store!`
+//! (links.rs: download links' keys) each expand to that table's
 //! store trait. `impl_meta_store!` (here) expands to the row readers and transaction helpers
 //! they share, to all five, and to `MetaStore` itself,
 //! for a backend type that has a `pool` field and provides what the backends do differently:
@@ -61,6 +62,8 @@ mod uploads;
 mod sessions;
 #[macro_use]
 mod events;
+#[macro_use]
+mod links;
 
 /// The `MetaStore` implementation for `$meta`, a struct with a `pool: sqlx::Pool<$db>`.
 macro_rules! impl_meta_store {
@@ -250,6 +253,7 @@ macro_rules! impl_meta_store {
         impl_uploads_store!($meta, $db);
         impl_sessions_store!($meta, $db);
         impl_events_store!($meta, $db);
+        impl_link_keys_store!($meta, $db);
 
         async fn add_session_file_in(
             conn: &mut <$db as sqlx::Database>::Connection,
