@@ -16,10 +16,13 @@ use super::{Engine, UploadError};
 /// How long a node trusts the keys it read from the catalog.
 pub const KEYS_FRESH: Duration = Duration::from_secs(5);
 
-/// The keys a node read from the catalog, newest first, and when.
+/// Keys by id, newest first.
+type Keys = Vec<(i64, hmac::Key)>;
+
+/// The keys a node read from the catalog, and when.
 #[derive(Default)]
 pub struct LinkKeys {
-    read: Mutex<Option<(Instant, Vec<(i64, hmac::Key)>)>>,
+    read: Mutex<Option<(Instant, Keys)>>,
 }
 
 /// Why a link was refused.
@@ -89,7 +92,7 @@ impl Engine {
 
     /// The keys, read again when older than `KEYS_FRESH` (or, at most once a second, when
     /// `want` is not among them: a key another node just made).
-    async fn link_keys(&self, want: Option<i64>) -> Result<Vec<(i64, hmac::Key)>, UploadError> {
+    async fn link_keys(&self, want: Option<i64>) -> Result<Keys, UploadError> {
         if let Ok(read) = self.links.read.lock()
             && let Some((at, keys)) = read.as_ref()
         {
@@ -99,7 +102,7 @@ impl Engine {
                 return Ok(keys.clone());
             }
         }
-        let keys: Vec<(i64, hmac::Key)> = self
+        let keys: Keys = self
             .meta
             .link_keys()
             .await?
