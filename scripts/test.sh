@@ -14,6 +14,8 @@ cd "$(dirname "$0")/.."
 ./scripts/setup-e2e.sh
 cargo fmt --all -- --check
 ./scripts/layers.sh
+# The upload page ships only what its lockfile names.
+./scripts/build-ui.sh --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked
 # The chaos test (two nodes, PostgreSQL and Garage of its own, restarted under 20 resuming

@@ -14,6 +14,10 @@
 //!   files.rs         the file API: list, download, delete            }
 //!   events.rs        GET /api/events: the pull feed of events        }
 //!   me.rs            GET /api/me: the caller as chute sees them      }
+//!   links.rs         download links: POST /api/files/{id}/link, /dl/ }
+//!   ui.rs            the upload page at / (ui/src, ui/vendor)       }
+//!   cors.rs          CORS for pages on other origins, around every route
+//!   proxies.rs       behind a proxy or a prefix: public URLs, the client's address
 //!   resumable.rs     what tus and the draft share: load, lock, append (AppendError), settle,
 //!                    terminate, the finished file
 //!   form.rs          receiving multipart/form-data (multipart, chunked, sessions)
@@ -36,6 +40,7 @@
 //!                    change happens, committed with it by the catalog)
 //!   hooks.rs         what pre-create and pre-finish are asked, and what their answers do
 //!   limits.rs        a caller's size limits; users.rs: removing a user and all they own
+//!   links.rs         signing and checking download links (keys kept in the catalog)
 //! hooks/           talking to hooks_url: signing.rs (Standard Webhooks), delivery.rs (the
 //!                  outbox's deliverer: leases, retries, order per subject), blocking.rs
 //!                  (pre-create and pre-finish: asking, and reading the answer)

@@ -240,6 +240,8 @@ settings! {
     auth_jwt_leeway: Dur = "30s";
     /// Whether a signed token's `staff: true` claim makes its request staff's.
     auth_jwt_allow_staff: bool = "false";
+    /// Serve the upload page at `/` (sign in with a token, upload, list, sessions).
+    ui_enabled: bool = "true";
     /// The longest a download link (`POST /api/files/{id}/link`) may be valid for.
     download_link_max_age: Dur = "7d";
     /// The address clients reach chute at, when it is not chute's own: a fixed

@@ -11,6 +11,7 @@
 //! - [`files`]: listing, downloading and deleting catalog files.
 //! - [`me`]: `GET /api/me`, the caller as chute sees them.
 //! - [`links`]: download links (`POST /api/files/{id}/link`, `GET /dl/{id}`).
+//! - [`ui`]: the upload page at `GET /`.
 //!
 //! Shared below them:
 //! - [`resumable`]: what tus and the draft share (load, lock, append, settle, terminate).
@@ -46,6 +47,7 @@ pub mod resumable;
 pub mod serve;
 pub mod sessions;
 pub mod tus;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -294,5 +296,15 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(TraceLayer::new_for_http());
     let settings = state.engine.settings.clone();
+    let router = if settings.ui_enabled {
+        router
+            .route("/", get(ui::index))
+            .route("/ui/app.js", get(ui::app_js))
+            .route("/ui/app.css", get(ui::app_css))
+            .route("/ui/uppy.min.js", get(ui::uppy_js))
+            .route("/ui/uppy.min.css", get(ui::uppy_css))
+    } else {
+        router
+    };
     cors::with_cors(router.with_state(state), &settings)
 }

@@ -46,6 +46,10 @@ fn session_json(state: &AppState, s: &SessionRecord) -> Value {
         "fileCount": s.file_count,
         "totalSize": s.total_size,
         "expiresAt": state.engine.session_expires_at(s).and_then(rfc3339),
+        // The limits a session is held to, for a page to show against its totals.
+        "maxFileCount": state.engine.settings.max_total_upload_count,
+        "maxTotalSize": state.engine.settings.max_total_upload_size.bytes(),
+        "maxFileSize": state.engine.settings.max_single_upload_size.bytes(),
     })
 }
 

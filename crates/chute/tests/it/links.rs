@@ -112,7 +112,11 @@ async fn a_link_downloads_the_file_without_a_header_until_it_expires() {
     let (st, h, body) = curl(url.clone(), &["-I"]).await;
     assert_eq!(st, 200, "{h}");
     // (curl -I writes the head where the body would go: the head only, no bytes of the file.)
-    assert!(body.starts_with(b"HTTP/") && body.len() < 4096, "{}", body.len());
+    assert!(
+        body.starts_with(b"HTTP/") && body.len() < 4096,
+        "{}",
+        body.len()
+    );
 
     // Changed in any part, it is refused, and says nothing of the file.
     let other = upload(&app, &app.token, "other.bin", b"other").await;

@@ -25,3 +25,4 @@ mod sessions;
 mod slow_clients;
 mod slow_load;
 mod tus;
+mod ui;
