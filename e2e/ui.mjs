@@ -6,7 +6,7 @@ import { chromium } from "playwright-core";
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 
-const [base, token, dir] = process.argv.slice(2);
+const [base, token, dir, jwt] = process.argv.slice(2);
 const f = (name) => `${dir}/${name}`;
 const out = {};
 const browser = await chromium.launch({
@@ -108,6 +108,13 @@ try {
   await other.goto(`${base}/#token=not-a-token`);
   await other.waitForFunction(() => !document.querySelector("#error").hidden);
   out.badToken = await other.textContent("#error");
+  // A token the application signed: its user is signed in, created on first sight.
+  if (jwt) {
+    const signed = await context.newPage();
+    await signed.goto(`${base}/#token=${encodeURIComponent(jwt)}`);
+    await signed.waitForFunction(() => document.querySelector("#who").textContent.startsWith("Signed in"));
+    out.jwtWho = await signed.textContent("#who");
+  }
 } catch (e) {
   out.failure = String(e && e.stack || e);
 } finally {

@@ -12,7 +12,17 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn the_upload_page_uploads_pauses_resumes_across_a_reload_and_runs_a_session() {
-    let app = spawn_app(&[("events_feed", "true")]).await;
+    let app = spawn_app(&[
+        ("events_feed", "true"),
+        ("auth_jwt_secret", crate::jwt::SECRET),
+    ])
+    .await;
+    let jwt = crate::jwt::mint(
+        &serde_json::json!([{"alg": "HS256", "key": crate::jwt::SECRET, "exp_in": 600,
+                             "claims": {"sub": "page-user"}}]),
+        false,
+    )
+    .remove(0);
     let dir = app.dir.path().join("ui");
     std::fs::create_dir_all(&dir).expect("dir");
     let files: Vec<(&str, Vec<u8>)> = vec![
@@ -34,6 +44,7 @@ async fn the_upload_page_uploads_pauses_resumes_across_a_reload_and_runs_a_sessi
             .arg(base.trim_end_matches('/'))
             .arg(token)
             .arg(d)
+            .arg(jwt)
             .output()
             .expect("node (scripts/setup-e2e.sh)")
     })
@@ -133,6 +144,13 @@ async fn the_upload_page_uploads_pauses_resumes_across_a_reload_and_runs_a_sessi
             .is_some_and(|t| t.contains("not accepted")),
         "{v}"
     );
+    // The application's signed token signs its user in, with nothing made by hand.
+    assert!(
+        v["jwtWho"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("Signed in as page-user")),
+        "{v}"
+    );
     for shot in ["desktop.png", "phone.png"] {
         assert!(
             std::fs::metadata(dir.join(shot)).is_ok_and(|m| m.len() > 10_000),
@@ -163,6 +181,8 @@ async fn the_page_can_be_turned_off_and_needs_nothing_from_the_network() {
                 !target.contains("//") || target.starts_with("data:"),
                 "the page loads {target} from elsewhere"
             );
+            // Relative to the page, so that it works under a path prefix too.
+            assert!(!target.starts_with('/'), "{target} is not relative");
         }
     }
     for asset in [
