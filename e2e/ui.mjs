@@ -42,6 +42,8 @@ try {
   await uploadAll();
   await page.waitForFunction(() => window.chuteUppy.getState().totalProgress >= 15, null, { timeout: 60000 });
   await page.click("button.uppy-StatusBar-actionCircleBtn[aria-label='Pause']");
+  // Progress events of bytes already on their way may still come in; then nothing moves.
+  await page.waitForTimeout(700);
   const pausedAt = await progress();
   await page.waitForTimeout(1500);
   out.paused = { at: pausedAt, after: await progress() };

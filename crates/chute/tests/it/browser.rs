@@ -3,16 +3,9 @@
 //! Needs Debian's chromium, node and the npm packages in e2e/ (scripts/setup-e2e.sh installs
 //! them); a missing one fails the test.
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use tower_http::services::ServeDir;
 
 use crate::helpers::*;
-
-fn e2e_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../e2e"))
-}
 
 #[tokio::test]
 async fn jquery_file_upload_chunked_mode_works_unchanged() {
@@ -27,15 +20,7 @@ async fn jquery_file_upload_chunked_mode_works_unchanged() {
     let file = app.dir.path().join("archive.bin");
     std::fs::write(&file, &data).expect("write");
     let url = app.url(&format!("/e2e/jquery-chunked.html?token={}", app.token));
-    let out = blocking(move || {
-        Command::new("node")
-            .current_dir(e2e_dir())
-            .args(["drive.mjs", &url, "#chunked_upload"])
-            .arg(&file)
-            .output()
-            .expect("node must be installed")
-    })
-    .await;
+    let out = drive_page(url, "#chunked_upload", file, 180_000).await;
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
@@ -103,16 +88,7 @@ async fn a_page_on_another_origin_uploads_with_tus_js_client_and_uppy_using_a_si
             "{page_origin}/cross-origin.html?chute=http://{}&token={token}&client={client}",
             app.addr
         );
-        let file = file.clone();
-        blocking(move || {
-            Command::new("node")
-                .current_dir(e2e_dir())
-                .args(["drive.mjs", &url, "#file"])
-                .arg(&file)
-                .args(["60000"])
-                .output()
-                .expect("node must be installed")
-        })
+        drive_page(url, "#file", file.clone(), 60_000)
     };
     for client in ["tus", "uppy"] {
         let out = drive(origin.clone(), client).await;
@@ -160,16 +136,7 @@ async fn a_page_on_another_origin_uploads_with_tus_js_client_and_uppy_using_a_si
     for f in &files {
         assert_eq!(f.name, "cross-origin.bin");
         assert_eq!(f.sha256.as_deref(), Some(sha256_hex(&data).as_str()));
-        let got = app
-            .client
-            .get(app.url(&format!("/api/files/{}", f.id)))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("download")
-            .bytes()
-            .await
-            .expect("bytes");
+        let got = get_bytes(&app.url(&format!("/api/files/{}", f.id)), &token).await;
         assert_eq!(sha256_hex(&got), sha256_hex(&data));
     }
     // The same page from an origin chute does not allow (localhost is another origin than

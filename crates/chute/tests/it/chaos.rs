@@ -313,18 +313,7 @@ async fn post_form(
     name: &str,
     data: &[u8],
 ) -> (u16, Value) {
-    let res = reqwest::Client::new()
-        .post(format!("http://{node}/api/files"))
-        .bearer_auth(token)
-        .multipart(reqwest::multipart::Form::new().part(
-            "file",
-            reqwest::multipart::Part::bytes(data.to_vec()).file_name(name.to_string()),
-        ))
-        .send()
-        .await
-        .expect("form upload");
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
+    form_upload_to(&format!("http://{node}"), token, name, data).await
 }
 
 /// A full disk on a node: a form upload through it (spilled to its temp folder) is refused

@@ -572,3 +572,59 @@ pub async fn read_only_twin(app: &TestApp) -> (SocketAddr, tokio::sync::oneshot:
 pub fn e2e_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e")
 }
+
+/// A form upload of one file (field `file`) to `base` (`http://host:port[/prefix]`) with
+/// `token`: the status and the JSON answer.
+pub async fn form_upload_to(
+    base: &str,
+    token: &str,
+    name: &str,
+    data: &[u8],
+) -> (u16, serde_json::Value) {
+    let res = reqwest::Client::new()
+        .post(format!("{base}/api/files"))
+        .bearer_auth(token)
+        .multipart(reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(data.to_vec()).file_name(name.to_string()),
+        ))
+        .send()
+        .await
+        .expect("form upload");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// The body of a GET of `url` with `token`.
+pub async fn get_bytes(url: &str, token: &str) -> Vec<u8> {
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("bytes")
+        .to_vec()
+}
+
+/// Drives a page in headless Chromium with `e2e/drive.mjs` (a file set in `selector`, then
+/// the page's `#status`): the process's output.
+pub async fn drive_page(
+    url: String,
+    selector: &'static str,
+    file: PathBuf,
+    timeout_ms: u64,
+) -> std::process::Output {
+    blocking(move || {
+        std::process::Command::new("node")
+            .current_dir(e2e_dir())
+            .args(["drive.mjs", &url, selector])
+            .arg(&file)
+            .arg(timeout_ms.to_string())
+            .output()
+            .expect("node must be installed (scripts/setup-e2e.sh)")
+    })
+    .await
+}

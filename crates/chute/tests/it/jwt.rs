@@ -91,19 +91,7 @@ async fn get(app: &TestApp, path: &str, token: &str) -> (u16, Value) {
 }
 
 async fn upload(app: &TestApp, token: &str, name: &str, data: &[u8]) -> (u16, Value) {
-    let res = app
-        .client
-        .post(app.url("/api/files"))
-        .bearer_auth(token)
-        .multipart(reqwest::multipart::Form::new().part(
-            "file",
-            reqwest::multipart::Part::bytes(data.to_vec()).file_name(name.to_string()),
-        ))
-        .send()
-        .await
-        .expect("upload");
-    let st = res.status().as_u16();
-    (st, res.json().await.unwrap_or(Value::Null))
+    form_upload_to(app.url("").trim_end_matches('/'), token, name, data).await
 }
 
 fn jwt_settings(keys: &Path, public: &str) -> Vec<(&'static str, String)> {

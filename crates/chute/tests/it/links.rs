@@ -22,19 +22,8 @@ async fn link(app: &TestApp, token: &str, id: &str, body: Option<Value>) -> (u16
 }
 
 async fn upload(app: &TestApp, token: &str, name: &str, data: &[u8]) -> String {
-    let res = app
-        .client
-        .post(app.url("/api/files"))
-        .bearer_auth(token)
-        .multipart(reqwest::multipart::Form::new().part(
-            "file",
-            reqwest::multipart::Part::bytes(data.to_vec()).file_name(name.to_string()),
-        ))
-        .send()
-        .await
-        .expect("upload");
-    assert_eq!(res.status(), 201);
-    let v: Value = res.json().await.expect("json");
+    let (st, v) = form_upload_to(app.url("").trim_end_matches('/'), token, name, data).await;
+    assert_eq!(st, 201, "{v}");
     v["files"][0]["id"].as_str().expect("id").to_string()
 }
 

@@ -293,17 +293,10 @@ async fn every_protocol_and_client_works_under_a_path_prefix_behind_nginx() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let url = v["files"][0]["url"].as_str().expect("url").to_string();
     assert!(url.starts_with(&via("/api/files/")), "{v}");
-    let got = app
-        .client
-        .get(&url)
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("download")
-        .bytes()
-        .await
-        .expect("bytes");
-    assert_eq!(sha256_hex(&got), sha256_hex(&data));
+    assert_eq!(
+        sha256_hex(&get_bytes(&url, &token).await),
+        sha256_hex(&data)
+    );
     sent.push(("form.bin".into(), data));
 
     // Chunked (django-chunked-upload), then an upload session's file URL.
@@ -367,17 +360,10 @@ async fn every_protocol_and_client_works_under_a_path_prefix_behind_nginx() {
     let v: serde_json::Value = res.json().await.expect("json");
     let url = v["url"].as_str().expect("url").to_string();
     assert!(url.starts_with(&via("/upload-session/")), "{v}");
-    let got = app
-        .client
-        .get(&url)
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("read")
-        .bytes()
-        .await
-        .expect("bytes");
-    assert_eq!(sha256_hex(&got), sha256_hex(&content));
+    assert_eq!(
+        sha256_hex(&get_bytes(&url, &token).await),
+        sha256_hex(&content)
+    );
 
     // In Chromium, a page of another origin, through nginx: tus-js-client and Uppy with a
     // signed token; the upload URLs they were given are public.
@@ -395,16 +381,7 @@ async fn every_protocol_and_client_works_under_a_path_prefix_behind_nginx() {
         let url = format!(
             "{page_origin}/cross-origin.html?chute={public}&token={jwt}&client={browser_client}"
         );
-        let out = blocking(move || {
-            std::process::Command::new("node")
-                .current_dir(e2e_dir())
-                .args(["drive.mjs", &url, "#file"])
-                .arg(&file)
-                .arg("60000")
-                .output()
-                .expect("node")
-        })
-        .await;
+        let out = drive_page(url, "#file", file, 60_000).await;
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         let v: serde_json::Value = serde_json::from_str(
             stdout

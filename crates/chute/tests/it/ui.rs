@@ -63,7 +63,7 @@ async fn the_upload_page_uploads_pauses_resumes_across_a_reload_and_runs_a_sessi
         "{v}"
     );
     assert_eq!(v["hash"], "");
-    // Paused: nothing moved for 1.5 s; then it finished.
+    // Paused: once what was on its way had landed, nothing moved for 1.5 s; then it finished.
     let (at, after) = (v["paused"]["at"].as_u64(), v["paused"]["after"].as_u64());
     assert!(
         at.is_some_and(|a| a < 100) && after.zip(at).is_some_and(|(b, a)| b <= a + 1),
