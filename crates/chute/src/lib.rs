@@ -52,7 +52,8 @@
 //!   sqlite.rs        SQLite in data_dir (the default)
 //!   postgres.rs      PostgreSQL, for several nodes; pg_locks.rs: locks across nodes
 //!   sql/             the SQL both share, a file per table
-//! config/          every setting (mod.rs), typed and checked as it is read (values.rs)
+//! config/          every setting, declared once (table.rs), loaded and checked (mod.rs),
+//!                  typed as it is read (values.rs)
 //! checksum.rs, names.rs, events.rs   leaves: digests; safe file and user names; event
 //!                  types and their wire body
 //! app.rs           wires storage, catalog and engine from the settings, and serves
