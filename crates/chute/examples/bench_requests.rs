@@ -31,7 +31,12 @@ async fn main() -> Result<(), Error> {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // Warm the connections and the server's caches first.
     for _ in 0..conc.min(n) {
-        client.get(url.as_str()).bearer_auth(token.as_str()).send().await?.error_for_status()?;
+        client
+            .get(url.as_str())
+            .bearer_auth(token.as_str())
+            .send()
+            .await?
+            .error_for_status()?;
     }
     let t0 = Instant::now();
     let mut tasks = Vec::new();
@@ -41,7 +46,11 @@ async fn main() -> Result<(), Error> {
             let mut lat = Vec::new();
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
                 let t = Instant::now();
-                let res = client.get(url.as_str()).bearer_auth(token.as_str()).send().await?;
+                let res = client
+                    .get(url.as_str())
+                    .bearer_auth(token.as_str())
+                    .send()
+                    .await?;
                 let st = res.status();
                 res.bytes().await?;
                 if !st.is_success() {
