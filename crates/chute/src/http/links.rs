@@ -48,12 +48,7 @@ pub async fn create(
     }
     let expires = crate::meta::now_unix() + expires_in;
     let url = state.engine.link_path(&id, expires).await?;
-    let expires_at = time::OffsetDateTime::from_unix_timestamp(expires)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        });
+    let expires_at = super::headers::rfc3339(expires);
     Ok((
         StatusCode::CREATED,
         Json(json!({"url": url, "expires_at": expires_at})),
