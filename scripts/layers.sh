@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks that chute's layers only look down (crates/chute/src/lib.rs draws them):
-#   checksum, names, events  leaves: name nothing of the crate
+#   checksum, names, events, metrics  leaves: name nothing of the crate
 #   config                   names only the leaves
 #   storage, meta, hooks     name only config, meta and the leaves (hooks sends what meta keeps)
 #   upload (the engine)      names no http and no app
@@ -24,7 +24,7 @@ forbid() {
     status=1
   fi
 }
-leaves=(checksum.rs names.rs events.rs)
+leaves=(checksum.rs names.rs events.rs metrics.rs)
 lower=(storage meta hooks)
 adapters=(tus ietf chunked multipart sessions files events me links)
 adapter_re=$(IFS='|'; echo "${adapters[*]}")

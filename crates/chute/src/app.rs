@@ -154,7 +154,11 @@ pub async fn serve_app(
 ) -> std::io::Result<()> {
     let settings = state.engine.settings.clone();
     let sweeper = spawn_sweeper(state.engine.clone());
-    let deliverer = match Deliverer::new(state.engine.meta.clone(), &settings) {
+    let deliverer = match Deliverer::new(
+        state.engine.meta.clone(),
+        &settings,
+        state.engine.metrics.clone(),
+    ) {
         Ok(Some(d)) => {
             let events = &state.engine.events;
             Some(tokio::spawn(
@@ -163,6 +167,21 @@ pub async fn serve_app(
         }
         Ok(None) => None,
         Err(e) => return Err(std::io::Error::other(format!("hooks: {e}"))),
+    };
+    let metrics_server = if settings.metrics_listen.is_empty() {
+        None
+    } else {
+        let l = TcpListener::bind(&settings.metrics_listen)
+            .await
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("metrics_listen {}: {e}", settings.metrics_listen),
+                )
+            })?;
+        tracing::info!(addr = %l.local_addr()?, "metrics served at /metrics");
+        let app = crate::http::metrics::router(state.clone());
+        Some(tokio::spawn(async move { axum::serve(l, app).await }))
     };
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -211,6 +230,9 @@ pub async fn serve_app(
     drop(listener);
     if let Some(s) = sweeper {
         s.abort();
+    }
+    if let Some(m) = metrics_server {
+        m.abort();
     }
     if let Some(d) = deliverer {
         // Events not yet acknowledged stay in the outbox: the next start sends them.

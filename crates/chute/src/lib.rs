@@ -26,6 +26,8 @@
 //!   auth.rs          who a request is (API token or signed token) and their limits
 //!   admission.rs, progress.rs, health.rs, error.rs + error_code.rs
 //!   origin.rs        a request's client address and forwarded headers (blocking hooks)
+//!   access.rs        around every route: X-Request-Id, the access log line, request metrics
+//!   metrics.rs       GET /metrics (metrics_token), and the router of metrics_listen
 //! upload/          the engine, protocol-free
 //!   mod.rs           Engine: storage + catalog + settings
 //!   handler.rs       the upload-handler chain (Django's contract); handlers/: the built-ins
@@ -47,15 +49,18 @@
 //! storage/         where bytes live: Storage (mod.rs, with the key scheme)
 //!   local.rs         a folder (the default)
 //!   s3.rs            an S3-compatible bucket (AWS S3, Garage, MinIO)
+//!   measured.rs      times every operation of the storage it wraps (metrics)
 //! meta/            the catalog: MetaStore (users, tokens, files, uploads, sessions, and
 //!                  the events outbox, written in the same transactions)
 //!   sqlite.rs        SQLite in data_dir (the default)
 //!   postgres.rs      PostgreSQL, for several nodes; pg_locks.rs: locks across nodes
 //!   sql/             the SQL both share, a file per table
+//!   measured.rs      times every call of the catalog it wraps (metrics)
 //! config/          every setting, declared once (table.rs), loaded and checked (mod.rs),
 //!                  typed as it is read (values.rs)
 //! checksum.rs, names.rs, events.rs   leaves: digests; safe file and user names; event
 //!                  types and their wire body
+//! metrics.rs       leaf: the Prometheus series, one recorder per server (Engine::metrics)
 //! app.rs           wires storage, catalog and engine from the settings, and serves
 //! auth/            API tokens (mod.rs); the application's signed tokens (jwt.rs)
 //! ```
@@ -86,6 +91,7 @@ pub mod fuzzing;
 pub mod hooks;
 pub mod http;
 pub mod meta;
+pub mod metrics;
 pub mod names;
 pub mod storage;
 pub mod upload;

@@ -398,12 +398,7 @@ async fn events(settings: &Settings, cmd: EventsCmd) -> anyhow::Result<()> {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&settings.log).context("the `log` setting")?,
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logs(&settings)?;
     raise_open_files_limit();
     let listen = settings.listen.clone();
     let state = chute::app::open_state(settings).await?;
@@ -419,6 +414,27 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(%addr, data_dir = %state.engine.settings.data_dir.display(), "chute started");
     chute::app::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("chute stopped");
+    Ok(())
+}
+
+/// Logs go to stderr as text (coloured only on a terminal: a file or a pipe gets no escape
+/// sequences) or as one JSON object per line.
+fn init_logs(settings: &Settings) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&settings.log).context("the `log` setting")?;
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match settings.log_format {
+        chute::config::LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        chute::config::LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
     Ok(())
 }
 

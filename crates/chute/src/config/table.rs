@@ -220,4 +220,14 @@ settings! {
     progress_retention: Dur = "60s";
     /// Log filter, in tracing's EnvFilter syntax (e.g. "info", "chute=debug").
     log: String = "info";
+    /// `text` (one line per event, coloured only on a terminal) or `json` (one object per
+    /// line). Each request logs one line (target `chute::access`).
+    log_format: LogFormat = "text";
+    /// The bearer token that opens `GET /metrics` on `listen` (API tokens do not). Empty,
+    /// with no metrics_listen: /metrics answers 404.
+    metrics_token: String = "";
+    /// A second address that serves only `GET /metrics`, without a token unless
+    /// metrics_token is set (e.g. `127.0.0.1:9090`, for a scraper on the same host or
+    /// network). Empty: none.
+    metrics_listen: String = "";
 }

@@ -293,6 +293,23 @@ impl SettingValue for ServeMode {
     }
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl SettingValue for LogFormat {
+    fn parse_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err(format!("`{s}` is not a log format (text, json)")),
+        }
+    }
+}
+
 /// Unix permission bits, written in octal: "0o644", "644" or "0644".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mode(pub u32);

@@ -15,6 +15,8 @@ const BATCH: u32 = 32;
 /// How often the outbox is looked at when nothing woke the deliverer: other nodes' events and
 /// retries that fall due are found this way.
 const POLL: Duration = Duration::from_secs(1);
+/// How often the outbox's depth is counted for `chute_hook_outbox_depth`.
+const DEPTH_EVERY: Duration = Duration::from_secs(5);
 /// How long the deliverer gathers news of committed events before it leases them.
 const GATHER: Duration = Duration::from_millis(20);
 /// A lease outlives the delivery's timeout (which bounds the POST) by this much, for recording
@@ -26,6 +28,7 @@ const ERROR_MAX: usize = 300;
 
 pub struct Deliverer {
     meta: Arc<dyn MetaStore>,
+    metrics: Arc<crate::metrics::Metrics>,
     client: reqwest::Client,
     url: String,
     signer: Signer,
@@ -36,7 +39,11 @@ pub struct Deliverer {
 
 impl Deliverer {
     /// None when hooks are off (no `hooks_url`).
-    pub fn new(meta: Arc<dyn MetaStore>, settings: &Settings) -> anyhow::Result<Option<Self>> {
+    pub fn new(
+        meta: Arc<dyn MetaStore>,
+        settings: &Settings,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> anyhow::Result<Option<Self>> {
         if settings.hooks_url.is_empty() {
             return Ok(None);
         }
@@ -45,6 +52,7 @@ impl Deliverer {
         let client = signing::client(settings.hooks_timeout.0)?;
         Ok(Some(Self {
             meta,
+            metrics,
             client,
             url: settings.hooks_url.clone(),
             signer,
@@ -65,7 +73,17 @@ impl Deliverer {
         if let Some(rx) = progress {
             tokio::spawn(this.clone().send_progress(rx));
         }
+        let depth = this.metrics.gauge(crate::metrics::HOOK_OUTBOX, &[]);
+        let mut counted: Option<tokio::time::Instant> = None;
         loop {
+            // The outbox's depth, counted at most every few seconds.
+            if counted.is_none_or(|t| t.elapsed() >= DEPTH_EVERY) {
+                counted = Some(tokio::time::Instant::now());
+                match this.meta.outbox_depth().await {
+                    Ok(n) => depth.set(n as f64),
+                    Err(e) => tracing::debug!(error = %e, "could not count the outbox"),
+                }
+            }
             let sent = match this.round().await {
                 Ok(n) => n,
                 Err(e) => {
@@ -99,6 +117,8 @@ impl Deliverer {
             .collect()
             .await;
         for (seq, outcome) in &outcomes {
+            self.metrics
+                .hook_delivery(matches!(outcome, Delivery::Delivered));
             if let Delivery::Failed { error } | Delivery::Retry { error, .. } = outcome {
                 tracing::warn!(seq, error = %error, "webhook delivery failed");
             }
@@ -115,7 +135,9 @@ impl Deliverer {
             .for_each_concurrent(AT_ONCE, |e| {
                 let this = self.clone();
                 async move {
-                    if let Err(err) = this.post(&e.id, &e.body).await {
+                    let sent = this.post(&e.id, &e.body).await;
+                    this.metrics.hook_delivery(sent.is_ok());
+                    if let Err(err) = sent {
                         tracing::debug!(error = %err, "a progress event was not delivered");
                     }
                 }

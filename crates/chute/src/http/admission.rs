@@ -16,6 +16,8 @@ use super::error_code;
 pub struct InFlight {
     max: u64,
     counts: Mutex<HashMap<i64, u64>>,
+    /// `chute_uploads_in_flight`.
+    gauge: metrics::Gauge,
 }
 
 /// One admitted request; it leaves when dropped.
@@ -27,6 +29,7 @@ pub struct Admitted {
 
 impl Drop for Admitted {
     fn drop(&mut self) {
+        self.registry.gauge.decrement(1.0);
         if let Ok(mut c) = self.registry.counts.lock()
             && let Some(n) = c.get_mut(&self.user)
         {
@@ -39,10 +42,11 @@ impl Drop for Admitted {
 }
 
 impl InFlight {
-    pub fn new(max: u64) -> Arc<Self> {
+    pub fn new(max: u64, gauge: metrics::Gauge) -> Arc<Self> {
         Arc::new(Self {
             max,
             counts: Mutex::new(HashMap::new()),
+            gauge,
         })
     }
 
@@ -68,6 +72,7 @@ impl InFlight {
             return Err(e);
         }
         *n += 1;
+        self.gauge.increment(1.0);
         Ok(Admitted {
             registry: self.clone(),
             user,
@@ -81,7 +86,7 @@ mod tests {
 
     #[test]
     fn a_user_is_held_to_the_limit_and_others_are_not() {
-        let r = InFlight::new(2);
+        let r = InFlight::new(2, metrics::Gauge::noop());
         let a = r.admit(1).expect("first");
         let _b = r.admit(1).expect("second");
         let e = r.admit(1).expect_err("third");

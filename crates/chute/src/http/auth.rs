@@ -49,12 +49,23 @@ impl FromRequestParts<AppState> for AuthUser {
             let mut user = user_on_first_sight(state.engine.meta.as_ref(), &claims.user).await?;
             user.is_staff = claims.staff;
             let limits = limits.narrowed(claims.max_upload_size, claims.quota);
+            note_user(parts, &user.name);
             return Ok(AuthUser(user, limits));
         }
         match crate::auth::authenticate(state.engine.meta.as_ref(), token).await? {
-            Some(user) => Ok(AuthUser(user, limits)),
+            Some(user) => {
+                note_user(parts, &user.name);
+                Ok(AuthUser(user, limits))
+            }
             None => Err(ApiError::unauthorized("the API token is not valid")),
         }
+    }
+}
+
+/// Tells the access line who the caller is.
+fn note_user(parts: &Parts, name: &str) {
+    if let Some(note) = parts.extensions.get::<super::access::AccessNote>() {
+        note.set_user(name);
     }
 }
 

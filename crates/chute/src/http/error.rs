@@ -95,9 +95,15 @@ impl IntoResponse for ApiError {
         for (k, v) in self.headers {
             res.headers_mut().insert(k, v);
         }
+        // For the access log and `chute_http_errors_total` (http/access.rs).
+        res.extensions_mut().insert(ErrorCode(self.code));
         res
     }
 }
+
+/// The `code` of a JSON error answer, kept in the response's extensions.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorCode(pub &'static str);
 
 /// Whether an I/O failure means the disk (or the user's filesystem quota) is full.
 fn no_space(e: &std::io::Error) -> bool {

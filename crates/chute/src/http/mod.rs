@@ -18,12 +18,15 @@
 //! - [`form`], [`headers`], [`serve`]: receiving multipart/form-data, parsing headers, a
 //!   stored file as JSON and as bytes.
 //! - [`progress`]: X-Progress-ID and `GET /api/progress/{id}`; [`health`]: `GET /healthz`.
+//! - [`metrics`]: `GET /metrics` (Prometheus); [`access`]: around every route, the request
+//!   id, the access log line and the request metrics.
 //! - [`auth`], [`admission`], [`body`], [`error`], [`error_code`]: bearer tokens, uploads in
 //!   flight per user, guarded request bodies, JSON errors and their codes.
 //! - [`cors`]: browsers on other origins (preflights, exposed headers), around everything.
 //! - [`proxies`]: behind a proxy or a path prefix: the public URLs chute returns, and the
 //!   client's address.
 
+pub mod access;
 pub mod admission;
 pub mod auth;
 pub mod body;
@@ -39,6 +42,7 @@ pub mod health;
 pub mod ietf;
 pub mod links;
 pub mod me;
+pub mod metrics;
 pub mod multipart;
 pub mod origin;
 pub mod progress;
@@ -56,7 +60,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
-use tower_http::trace::TraceLayer;
 
 use self::auth::AuthUser;
 use crate::auth::jwt::JwtVerifier;
@@ -91,7 +94,10 @@ impl AppState {
             .map(Arc::new);
         let names = engine.settings.file_upload_handlers.0.clone();
         let progress = Arc::new(ProgressRegistry::new(engine.settings.progress_retention.0));
-        let in_flight = admission::InFlight::new(engine.settings.max_concurrent_uploads_per_user);
+        let in_flight = admission::InFlight::new(
+            engine.settings.max_concurrent_uploads_per_user,
+            engine.metrics.gauge(crate::metrics::UPLOADS_IN_FLIGHT, &[]),
+        );
         Ok(Self {
             engine,
             progress,
@@ -252,6 +258,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(ietf::delete),
         )
         .route("/healthz", get(health::healthz))
+        .route("/metrics", get(metrics::on_listen))
         .route("/api/files", get(files::list).post(post_files))
         .route(
             "/api/files/{id}",
@@ -293,8 +300,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             proxies::layer,
-        ))
-        .layer(TraceLayer::new_for_http());
+        ));
     let settings = state.engine.settings.clone();
     let router = if settings.ui_enabled {
         router
@@ -306,5 +312,7 @@ pub fn router(state: AppState) -> Router {
     } else {
         router
     };
-    cors::with_cors(router.with_state(state), &settings)
+    // Outermost, so that it times, counts and logs what the client gets, CORS included.
+    cors::with_cors(router.with_state(state.clone()), &settings)
+        .layer(axum::middleware::from_fn_with_state(state, access::layer))
 }

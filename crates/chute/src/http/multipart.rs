@@ -92,12 +92,17 @@ pub(super) async fn upload_form(
         request_length: content_length,
         gate,
         progress_events,
+        metrics: state.engine.metrics.clone(),
     };
     let chain = (state.files_chain)(&ctx);
+    let counted = state.engine.metrics.form_upload(MULTIPART);
     let result = match receive_request(&state, req, chain, (content_type, boundary), limit).await {
         Ok(got) => respond(&state, user.id, limits, got.outcome, got.fields).await,
         Err(e) => Err(e),
     };
+    if result.is_ok() {
+        counted.finished();
+    }
     super::progress::finish(progress.as_deref(), &result);
     result
 }

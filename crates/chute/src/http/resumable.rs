@@ -346,7 +346,7 @@ pub(crate) async fn lock_upload(state: &AppState, id: &str) -> ApiResult<UploadL
     state
         .engine
         .uploads
-        .lock_preempting(id, PREEMPT_WAIT)
+        .lock_preempting(id, PREEMPT_WAIT, &state.engine.metrics)
         .await
         .ok_or_else(ApiError::locked)
 }
@@ -381,7 +381,7 @@ where
     let lock = state
         .engine
         .uploads
-        .lock_preempting(&up.id, PREEMPT_WAIT)
+        .lock_preempting(&up.id, PREEMPT_WAIT, &state.engine.metrics)
         .await;
     match lock {
         Some(_) => reload().await,

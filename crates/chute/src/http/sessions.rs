@@ -204,7 +204,7 @@ fn session_chain(
         .only_field("file")
         .with_name_slot(name_slot),
     ));
-    handlers.extend(scanner(s));
+    handlers.extend(scanner(ctx));
     // Session files are served by nginx in x-accel-redirect mode, which cannot undo zstd.
     let names: Vec<HandlerName> = s
         .file_upload_handlers
@@ -268,6 +268,7 @@ pub async fn upload(
         request_length: None,
         gate,
         progress_events,
+        metrics: state.engine.metrics.clone(),
     };
     let name_slot = Arc::new(Mutex::new(None));
     let chain = session_chain(&state, &ctx, usage, name_slot.clone());
@@ -288,6 +289,7 @@ pub async fn upload(
         }
         e
     };
+    let counted = state.engine.metrics.form_upload(SESSION);
     let got = receive_request(
         &state,
         req,
@@ -363,6 +365,7 @@ pub async fn upload(
             .into(),
         ));
     }
+    counted.finished();
     Ok(Json(json!({
         "file": record.name,
         "accepted": true,

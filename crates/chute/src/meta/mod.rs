@@ -4,6 +4,7 @@
 
 #[macro_use]
 pub mod sql;
+pub mod measured;
 pub mod pg_locks;
 pub mod postgres;
 mod records;
@@ -266,6 +267,8 @@ pub enum Delivery {
 pub trait EventStore: Send + Sync {
     async fn record_events(&self, events: &[NewEvent]) -> Result<(), MetaError>;
     /// Events after `after` (a `seq`) in commit order, at most `limit`.
+    /// Events waiting for delivery (for `chute_hook_outbox_depth`).
+    async fn outbox_depth(&self) -> Result<u64, MetaError>;
     async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<EventRecord>, MetaError>;
     /// Leases up to `limit` pending events that are due at `now` (unix ms) until
     /// `lease_until`, for this node to deliver: of each subject only its oldest pending event,

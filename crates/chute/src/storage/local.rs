@@ -189,6 +189,10 @@ fn start_writeback(_file: &File, _offset: u64, _len: u64) -> io::Result<()> {
 
 #[async_trait]
 impl Storage for LocalStorage {
+    fn backend(&self) -> &'static str {
+        "local"
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             resume: true,

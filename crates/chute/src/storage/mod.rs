@@ -10,6 +10,7 @@
 //! because downloads stream on the reactor.
 
 pub mod local;
+pub mod measured;
 pub mod s3;
 
 use std::io;
@@ -83,6 +84,11 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
     fn capabilities(&self) -> Capabilities;
+
+    /// The backend's name in metrics (`backend` label).
+    fn backend(&self) -> &'static str {
+        "custom"
+    }
 
     /// Starts a new, empty staging object under `key` (replacing any earlier one).
     fn begin(&self, key: &str) -> Result<Box<dyn StagedWrite>, StorageError>;

@@ -89,6 +89,8 @@ pub struct Engine {
     pub gate: Option<Arc<crate::hooks::Gate>>,
     /// The download links' keys, as this node last read them.
     pub links: Arc<links::LinkKeys>,
+    /// What this server counts and times (`GET /metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub fn new_file_id() -> String {
@@ -101,6 +103,10 @@ impl Engine {
         meta: Arc<dyn MetaStore>,
         settings: Arc<Settings>,
     ) -> Self {
+        // Every storage operation and catalog call is timed, whatever the backends.
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let storage = crate::storage::measured::MeasuredStorage::wrap(storage, metrics.clone());
+        let meta = crate::meta::measured::MeasuredMeta::wrap(meta, metrics.clone());
         let uploads = match meta.cluster_locks() {
             Some(cluster) => resumable::UploadRegistry::with_cluster(cluster),
             None => Arc::default(),
@@ -113,6 +119,7 @@ impl Engine {
             settings,
             uploads,
             links: Arc::default(),
+            metrics,
         }
     }
 
@@ -152,6 +159,7 @@ impl Engine {
             return Err(e.into());
         }
         self.events.announce(&events);
+        self.metrics.file_stored(events::MULTIPART);
         Ok(record)
     }
 

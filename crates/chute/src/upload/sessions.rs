@@ -123,6 +123,7 @@ impl Engine {
             .await?;
         if added.is_ok() {
             self.events.announce(&events);
+            self.metrics.file_stored(SESSION);
         }
         Ok(added)
     }

@@ -18,6 +18,15 @@ macro_rules! impl_events_store {
                 Ok(())
             }
 
+            async fn outbox_depth(&self) -> Result<u64, MetaError> {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM events WHERE state = 'pending'",
+                )
+                .fetch_one(self.reads())
+                .await?;
+                Ok(n.max(0) as u64)
+            }
+
             async fn events_after(
                 &self,
                 after: i64,

@@ -206,6 +206,10 @@ impl S3Storage {
 
 #[async_trait]
 impl Storage for S3Storage {
+    fn backend(&self) -> &'static str {
+        "s3"
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             resume: true,

@@ -9,10 +9,12 @@
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::metrics::Metrics;
 use crate::upload::UploadError;
 use crate::upload::handler::{FileInfo, HandlerError, NewFile, UploadHandler};
 
@@ -172,19 +174,41 @@ pub fn scan_reader(
     addr: &ClamdAddress,
     timeout: Duration,
     mut reader: impl Read,
+    metrics: &Metrics,
 ) -> Result<(), UploadError> {
-    let mut scan = Clamd::connect(addr, timeout)?;
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(UploadError::Io(e)),
-        };
-        scan.send(&buf[..n])?;
-    }
-    verdict(scan.finish()?, "the upload")
+    let started = Instant::now();
+    let scanned = (|| {
+        let mut scan = Clamd::connect(addr, timeout)?;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(UploadError::Io(e)),
+            };
+            scan.send(&buf[..n])?;
+        }
+        scan.finish()
+    })();
+    counted(metrics, scanned, started, "the upload")
+}
+
+/// Counts a scan (`chute_scans_total{result}`, `chute_scan_duration_seconds`) and reads its
+/// verdict.
+fn counted(
+    metrics: &Metrics,
+    scanned: Result<Verdict, UploadError>,
+    started: Instant,
+    name: &str,
+) -> Result<(), UploadError> {
+    let result = match &scanned {
+        Ok(Verdict::Clean) => "clean",
+        Ok(Verdict::Found(_)) => "infected",
+        Ok(Verdict::TooLarge) | Err(_) => "error",
+    };
+    metrics.scan(result, started.elapsed());
+    verdict(scanned?, name)
 }
 
 fn verdict(v: Verdict, name: &str) -> Result<(), UploadError> {
@@ -204,15 +228,17 @@ pub struct ClamavHandler {
     timeout: Duration,
     scan: Option<Clamd>,
     name: String,
+    metrics: Arc<Metrics>,
 }
 
 impl ClamavHandler {
-    pub fn new(address: ClamdAddress, timeout: Duration) -> Self {
+    pub fn new(address: ClamdAddress, timeout: Duration, metrics: Arc<Metrics>) -> Self {
         Self {
             address,
             timeout,
             scan: None,
             name: String::new(),
+            metrics,
         }
     }
 }
@@ -244,7 +270,10 @@ impl UploadHandler for ClamavHandler {
                 "no scan in progress".into(),
             )));
         };
-        verdict(scan.finish()?, &self.name)?;
+        // The file streamed to clamd as it arrived: what the scan adds is the wait for the
+        // verdict after the last byte.
+        let started = Instant::now();
+        counted(&self.metrics, scan.finish(), started, &self.name)?;
         Ok(None)
     }
 

@@ -41,14 +41,18 @@ pub struct ChainContext {
     pub gate: Option<gate::GateContext>,
     /// `upload.progress` events, when they are on.
     pub progress_events: Option<progress_events::ProgressEvents>,
+    /// The server's metrics (the scanner counts its scans).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The malware scanner when `clamav_enabled` (put it before anything that transforms bytes).
-pub fn scanner(settings: &Settings) -> Option<Box<dyn UploadHandler>> {
+pub fn scanner(ctx: &ChainContext) -> Option<Box<dyn UploadHandler>> {
+    let settings = &ctx.settings;
     settings.clamav_enabled.then(|| {
         Box::new(clamav::ClamavHandler::new(
             clamav::ClamdAddress::parse(&settings.clamav_address),
             settings.clamav_timeout.0,
+            ctx.metrics.clone(),
         )) as Box<dyn UploadHandler>
     })
 }
@@ -74,7 +78,7 @@ pub fn integrations(ctx: &ChainContext) -> Vec<Box<dyn UploadHandler>> {
 /// Builds the chain named by `names` (already validated), after the scanner when enabled.
 pub fn build_chain(names: &[HandlerName], ctx: &ChainContext) -> Chain {
     let mut handlers = integrations(ctx);
-    handlers.extend(scanner(&ctx.settings));
+    handlers.extend(scanner(ctx));
     handlers.extend(build_handlers(names, ctx));
     Chain::new(
         handlers,

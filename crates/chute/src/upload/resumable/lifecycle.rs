@@ -123,6 +123,8 @@ impl Engine {
             return Err(e.into());
         }
         self.events.announce(&events);
+        self.metrics
+            .upload(crate::metrics::Outcome::Created, record.protocol.as_str());
         Ok(record)
     }
 
@@ -251,6 +253,8 @@ impl Engine {
             if let Err(e) = self.pre_finish(up.owner_id, &data).await {
                 if matches!(e, UploadError::HookRejected { .. }) {
                     self.discard_upload(up, None).await?;
+                    self.metrics
+                        .upload(crate::metrics::Outcome::Failed, up.protocol.as_str());
                 }
                 return Err(e);
             }
@@ -270,6 +274,7 @@ impl Engine {
         let (k, staged) = (key.clone(), up.staging_key.clone());
         let scanner = self.scanner_address();
         let (timeout, len) = (self.settings.clamav_timeout.0, up.offset);
+        let metrics = self.metrics.clone();
         let done = tokio::task::spawn_blocking(move || -> Result<Option<String>, UploadError> {
             let mut head = Vec::with_capacity(8192);
             storage
@@ -282,6 +287,7 @@ impl Engine {
                     &addr,
                     timeout,
                     storage.read_staged(&staged)?.take(len),
+                    &metrics,
                 )?;
             }
             storage.put(&k, crate::storage::Source::Staged(&staged))?;
@@ -294,6 +300,8 @@ impl Engine {
             Err(e @ UploadError::Invalid { .. }) => {
                 // Malware (or unscannable): the upload is refused for good, its bytes go.
                 self.discard_upload(up, None).await?;
+                self.metrics
+                    .upload(crate::metrics::Outcome::Failed, up.protocol.as_str());
                 return Err(e);
             }
             Err(e) => return Err(self.lost_stage(up, e).await),
@@ -332,6 +340,10 @@ impl Engine {
             return Err(e.into());
         }
         self.events.announce(&events);
+        let protocol = up.protocol.as_str();
+        self.metrics
+            .upload(crate::metrics::Outcome::Finished, protocol);
+        self.metrics.file_stored(protocol);
         self.abort_staged(up.staging_key.clone()).await;
         self.uploads.forget(&up.id);
         self.events.forget_progress(&up.id);
@@ -432,6 +444,14 @@ impl Engine {
         };
         self.meta.delete_upload(&up.id, &events).await?;
         self.events.announce(&events);
+        let outcome = match why {
+            Some(EventType::UploadTerminated) => Some(crate::metrics::Outcome::Terminated),
+            Some(EventType::UploadExpired) => Some(crate::metrics::Outcome::Expired),
+            _ => None,
+        };
+        if let Some(o) = outcome {
+            self.metrics.upload(o, up.protocol.as_str());
+        }
         self.uploads.forget(&up.id);
         self.events.forget_progress(&up.id);
         Ok(())

@@ -140,13 +140,25 @@ impl UploadRegistry {
         self: &Arc<Self>,
         id: &str,
         wait: std::time::Duration,
+        metrics: &crate::metrics::Metrics,
     ) -> Option<UploadLock> {
+        if let Some(l) = self.try_lock(id).await {
+            return Some(l);
+        }
+        // Held: the holder is asked to let go; the wait is counted, and whether it did.
+        let start = tokio::time::Instant::now();
+        let got = self.preempt(id, wait).await;
+        metrics.lock_waited(start.elapsed());
+        if got.is_some() {
+            metrics.lock_preempted();
+        }
+        got
+    }
+
+    async fn preempt(self: &Arc<Self>, id: &str, wait: std::time::Duration) -> Option<UploadLock> {
         let start = tokio::time::Instant::now();
         let mut asked: Option<tokio::time::Instant> = None;
         loop {
-            if let Some(l) = self.try_lock(id).await {
-                return Some(l);
-            }
             let local = self.locks.lock().ok().and_then(|l| l.get(id).cloned());
             match (local, &self.cluster) {
                 (Some(h), _) => h.notify_one(),
@@ -162,6 +174,9 @@ impl UploadRegistry {
                 return None;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            if let Some(l) = self.try_lock(id).await {
+                return Some(l);
+            }
         }
     }
 
