@@ -17,7 +17,10 @@ cargo fmt --all -- --check
 # The upload page ships only what its lockfile names.
 ./scripts/build-ui.sh --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --all-targets --locked
+# Every pass logs its servers into a file of its own, searched for secrets after it.
+logs=$(mktemp -d "${TMPDIR:-/tmp}/chute-test-logs.XXXXXX")
+CHUTE_TEST_LOG="$logs/sqlite.log" cargo test --all-targets --locked
+./scripts/check-logs.sh "$logs/sqlite.log"
 # The chaos test (two nodes, PostgreSQL and Garage of its own, restarted under 20 resuming
 # clients) runs once, alone: it is the same on every pass and loads the machine for a minute.
 echo "the chaos test: faults across nodes"
@@ -29,7 +32,7 @@ pgpid="" garagepid=""
 stop_servers() {
   [ -n "$pgpid" ] && { kill -INT "$pgpid" 2>/dev/null || true; wait "$pgpid" 2>/dev/null || true; }
   [ -n "$garagepid" ] && { kill -TERM "$garagepid" 2>/dev/null || true; wait "$garagepid" 2>/dev/null || true; }
-  rm -rf "$work"
+  rm -rf "$work" "$logs"
 }
 trap stop_servers EXIT
 # $1 name, $2 pid, $3 log, then the readiness probe
@@ -49,7 +52,8 @@ wait_ready PostgreSQL "$pgpid" "$work/pg.log" \
   sh -c "psql -h 127.0.0.1 -p $pgport -U postgres -d postgres -qAtc 'select 1' >/dev/null 2>&1"
 export CHUTE_TEST_POSTGRES="postgres://postgres@127.0.0.1:$pgport"
 echo "integration tests again, on PostgreSQL (127.0.0.1:$pgport)"
-cargo test --locked --test it
+CHUTE_TEST_LOG="$logs/postgres.log" cargo test --locked --test it
+./scripts/check-logs.sh "$logs/postgres.log"
 
 s3port=$(free_port)
 ./scripts/garage-test.sh "$work/garage" "$s3port" "$(free_port)" "$(free_port)" > "$work/garage.log" 2>&1 & garagepid=$!
@@ -59,7 +63,8 @@ wait_ready Garage "$garagepid" "$work/garage.log" \
     --user GK0123456789abcdef01234567:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef \
     -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' http://127.0.0.1:$s3port/chute-test/"
 echo "integration tests a third time, on PostgreSQL and S3 storage (Garage at 127.0.0.1:$s3port)"
-CHUTE_TEST_S3="http://127.0.0.1:$s3port" cargo test --locked --test it
+CHUTE_TEST_S3="http://127.0.0.1:$s3port" CHUTE_TEST_LOG="$logs/s3.log" cargo test --locked --test it
+./scripts/check-logs.sh "$logs/s3.log"
 
 echo "fuzz targets, 20 s each from the kept corpora"
 ./scripts/fuzz.sh 20

@@ -130,7 +130,7 @@ fn spawn_sweeper(engine: Engine) -> Option<tokio::task::JoinHandle<()>> {
     }))
 }
 
-/// Serves until `shutdown` resolves, then lets requests in flight finish (up to 30 s).
+/// Serves until `shutdown` resolves, then drains (see [`drain`]).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -144,6 +144,49 @@ pub async fn serve(
 /// 256 KiB against the former 32 KiB: 1.1-1.5x the throughput of one upload; 1 MiB was a bit
 /// faster still but doubled the memory of 64 concurrent uploads (measured with bench_tus).
 const HYPER_BUF: usize = 256 << 10;
+
+/// How long resumable uploads still writing after `shutdown_grace` have to end once asked
+/// (they sync what they received, record it and answer), before their connections are cut.
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
+
+/// The drain (see `http::drain`): no new connection, 503 to new requests, `shutdown_grace`
+/// for those in flight; then resumable uploads still writing are asked to end, keeping their
+/// durable bytes and releasing their locks (other nodes take them over), and whatever is
+/// left is cut.
+async fn drain(
+    state: &AppState,
+    listener: TcpListener,
+    graceful: GracefulShutdown,
+    mut conns: tokio::task::JoinSet<()>,
+) {
+    state.drain.start();
+    drop(listener);
+    let grace = state.engine.settings.shutdown_grace.0;
+    tracing::info!(
+        connections = conns.len(),
+        grace_s = grace.as_secs_f64(),
+        "draining: no new connections, 503 to new requests"
+    );
+    // Idle keep-alive connections close now; busy ones after their request.
+    let all_closed = graceful.shutdown();
+    tokio::pin!(all_closed);
+    let finished = tokio::time::timeout(grace, &mut all_closed).await.is_ok();
+    if !finished {
+        let asked = state.engine.uploads.release_all();
+        tracing::warn!(
+            uploads = asked,
+            "requests still running after shutdown_grace: resumable uploads are asked to end, \
+             keeping their bytes"
+        );
+        if tokio::time::timeout(RELEASE_WAIT, &mut all_closed)
+            .await
+            .is_err()
+        {
+            tracing::warn!(connections = conns.len(), "cutting the connections left");
+        }
+    }
+    conns.shutdown().await;
+}
 
 /// Like [`serve`], for an app that mounts chute's router among routes of its own.
 pub async fn serve_app(
@@ -192,6 +235,8 @@ pub async fn serve_app(
         .max_buf_size(HYPER_BUF.max(settings.max_request_header_size.bytes() as usize))
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
+    // The connections' tasks, so that those left after the drain can be cut.
+    let mut conns = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -218,31 +263,28 @@ pub async fn serve_app(
                 ));
                 let conn = http.serve_connection(TokioIo::new(stream), svc);
                 let conn = graceful.watch(conn);
-                tokio::spawn(async move {
+                conns.spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 });
             }
+            // Finished connections leave the set.
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
             () = &mut shutdown => break,
         }
     }
-    drop(listener);
+    drain(&state, listener, graceful, conns).await;
     if let Some(s) = sweeper {
         s.abort();
-    }
-    if let Some(m) = metrics_server {
-        m.abort();
     }
     if let Some(d) = deliverer {
         // Events not yet acknowledged stay in the outbox: the next start sends them.
         d.abort();
     }
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(Duration::from_secs(30)) => {
-            tracing::warn!("some connections did not finish within 30s of shutdown");
-        }
+    // Last: it answered /readyz (503) through the drain.
+    if let Some(m) = metrics_server {
+        m.abort();
     }
     Ok(())
 }

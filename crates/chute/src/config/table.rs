@@ -218,6 +218,11 @@ settings! {
     upload_sweep_interval: Dur = "10m";
     /// How long a finished upload's progress stays queryable at /api/progress/{id}.
     progress_retention: Dur = "60s";
+    /// On SIGTERM (or Ctrl-C) the node drains: it stops accepting connections, answers 503
+    /// `draining` to new requests on open ones and to /readyz, and gives requests in flight
+    /// this long to finish. Then resumable uploads still writing are asked to end, keeping
+    /// their durable bytes and releasing their locks, and what is left is cut.
+    shutdown_grace: Dur = "30s";
     /// Log filter, in tracing's EnvFilter syntax (e.g. "info", "chute=debug").
     log: String = "info";
     /// `text` (one line per event, coloured only on a terminal) or `json` (one object per

@@ -9,8 +9,10 @@
 //!   (template, never the raw path), status, bytes in and out, duration, user, upload id and
 //!   request id. Nothing secret goes in: no query string, no header.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -18,7 +20,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
-use http_body_util::BodyExt as _;
+use hyper::body::{Frame, SizeHint};
 use tracing::Instrument as _;
 
 use super::AppState;
@@ -107,13 +109,10 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
     let bytes_in = Arc::new(AtomicU64::new(0));
     let tally = bytes_in.clone();
     let req = req.map(|b| {
-        Body::new(b.map_frame(move |f| {
-            if let Some(d) = f.data_ref() {
-                received.increment(d.len() as u64);
-                tally.fetch_add(d.len() as u64, Ordering::Relaxed);
-            }
-            f
-        }))
+        Counted::wrap(b, move |n| {
+            received.increment(n);
+            tally.fetch_add(n, Ordering::Relaxed);
+        })
     });
 
     metrics
@@ -155,14 +154,51 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
         .metrics
         .counter(metrics::BYTES_SENT, &[("protocol", protocol)]);
     res.map(|b| {
-        Body::new(b.map_frame(move |f| {
-            if let Some(d) = f.data_ref() {
-                sent.increment(d.len() as u64);
-                done.bytes_out.fetch_add(d.len() as u64, Ordering::Relaxed);
-            }
-            f
-        }))
+        Counted::wrap(b, move |n| {
+            sent.increment(n);
+            done.bytes_out.fetch_add(n, Ordering::Relaxed);
+        })
     })
+}
+
+/// A body that tells `on_data` the size of each data frame as it passes, and keeps the inner
+/// body's size hint (so that a known length is still sent as `Content-Length`).
+struct Counted<F> {
+    inner: Body,
+    on_data: F,
+}
+
+impl<F: FnMut(u64) + Send + Unpin + 'static> Counted<F> {
+    fn wrap(inner: Body, on_data: F) -> Body {
+        Body::new(Self { inner, on_data })
+    }
+}
+
+impl<F: FnMut(u64) + Send + Unpin + 'static> hyper::body::Body for Counted<F> {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(d) = frame.data_ref()
+        {
+            (this.on_data)(d.len() as u64);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// The status logged for a request whose client left before it was answered.

@@ -38,6 +38,7 @@ codes! {
     CHECKSUM_MISMATCH = "checksum_mismatch",
     COMPLETE = "complete",
     CONFLICT = "conflict",
+    DRAINING = "draining",
     EMPTY_SESSION = "empty_session",
     EXPIRED = "expired",
     FIELDS_TOO_LARGE = "fields_too_large",

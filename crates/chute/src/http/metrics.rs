@@ -1,7 +1,7 @@
 //! `GET /metrics`: the Prometheus text format of `crate::metrics`. On `listen` it needs
 //! `metrics_token` as a bearer token (users' API tokens do not open it; without the setting it
 //! answers 404). On its own `metrics_listen` address (`router`) it is open unless
-//! metrics_token is set.
+//! metrics_token is set; that address also answers `/readyz`, through a drain.
 
 use axum::Router;
 use axum::extract::State;
@@ -67,6 +67,8 @@ fn bearer_is(headers: &HeaderMap, want: &str) -> bool {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(on_own_address))
+        // Probes may come here too: it stays up while the node drains.
+        .route("/readyz", get(super::drain::readyz))
         .fallback(|| async { ApiError::not_found("route").into_response() })
         .with_state(state)
 }

@@ -17,7 +17,8 @@
 //! - [`resumable`]: what tus and the draft share (load, lock, append, settle, terminate).
 //! - [`form`], [`headers`], [`serve`]: receiving multipart/form-data, parsing headers, a
 //!   stored file as JSON and as bytes.
-//! - [`progress`]: X-Progress-ID and `GET /api/progress/{id}`; [`health`]: `GET /healthz`.
+//! - [`progress`]: X-Progress-ID and `GET /api/progress/{id}`; [`health`]: `GET /healthz`;
+//!   [`drain`]: `GET /readyz`, and 503 `draining` while the node shuts down.
 //! - [`metrics`]: `GET /metrics` (Prometheus); [`access`]: around every route, the request
 //!   id, the access log line and the request metrics.
 //! - [`auth`], [`admission`], [`body`], [`error`], [`error_code`]: bearer tokens, uploads in
@@ -32,6 +33,7 @@ pub mod auth;
 pub mod body;
 pub mod chunked;
 pub mod cors;
+pub mod drain;
 pub mod error;
 pub mod error_code;
 pub mod events;
@@ -84,6 +86,8 @@ pub struct AppState {
     pub in_flight: Arc<admission::InFlight>,
     /// Checks the application's signed tokens, when a key is set.
     pub jwt: Option<Arc<JwtVerifier>>,
+    /// Set when the node starts draining (`app::serve_app`, on its shutdown signal).
+    pub drain: Arc<drain::Drain>,
 }
 
 impl AppState {
@@ -104,6 +108,7 @@ impl AppState {
             files_chain: Arc::new(move |ctx: &ChainContext| build_chain(&names, ctx)),
             in_flight,
             jwt,
+            drain: Arc::default(),
         })
     }
 }
@@ -258,6 +263,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(ietf::delete),
         )
         .route("/healthz", get(health::healthz))
+        .route("/readyz", get(drain::readyz))
         .route("/metrics", get(metrics::on_listen))
         .route("/api/files", get(files::list).post(post_files))
         .route(
@@ -292,6 +298,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             read_only_layer,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            drain::layer,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

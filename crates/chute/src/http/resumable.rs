@@ -330,6 +330,13 @@ async fn append_body(
         // A client that stopped or trickled: 408, what arrived is kept (HEAD tells how much).
         return Err(ApiError::from(f).into());
     }
+    if broke && state.drain.is_draining() {
+        // Ended by this node's drain: a retryable 503 (the client goes on elsewhere), with
+        // what was kept.
+        return Err(super::drain::draining_error()
+            .with("offset", new_offset)
+            .into());
+    }
     if broke {
         return Err(AppendError::Interrupted { kept: new_offset });
     }

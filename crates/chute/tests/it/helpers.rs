@@ -23,6 +23,7 @@ pub struct TestApp {
     pub state: AppState,
     pub client: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for TestApp {
@@ -34,6 +35,20 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
+    /// Sends the server its shutdown signal, as SIGTERM does to `chute serve`: it drains.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Waits until the server has drained and stopped.
+    pub async fn stopped(&mut self) {
+        if let Some(h) = self.served.take() {
+            h.await.expect("the server task");
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
@@ -267,12 +282,35 @@ pub async fn spawn_node(settings: &[(&str, &str)], token: &str) -> TestApp {
     start(settings, |s| s, None, Some(token)).await
 }
 
+/// With `CHUTE_TEST_LOG` set (scripts/test.sh sets it for each pass), every in-process
+/// server of the suite logs into that file as JSON, chute's own lines down to debug, and
+/// scripts/check-logs.sh then searches the whole pass's log for secrets.
+fn init_suite_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(path) = std::env::var("CHUTE_TEST_LOG") else {
+            return;
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("CHUTE_TEST_LOG must name a writable file");
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info,chute=debug"))
+            .with_writer(std::sync::Mutex::new(file))
+            .init();
+    });
+}
+
 async fn start(
     settings: &[(&str, &str)],
     customize: impl FnOnce(AppState) -> AppState,
     extra: Option<axum::Router>,
     token: Option<&str>,
 ) -> TestApp {
+    init_suite_log();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut flags: BTreeMap<String, String> = settings
         .iter()
@@ -315,7 +353,7 @@ async fn start(
     if let Some(extra) = extra {
         router = router.merge(extra);
     }
-    tokio::spawn(async move {
+    let served = tokio::spawn(async move {
         chute::app::serve_app(listener, st, router, async {
             let _ = rx.await;
         })
@@ -332,6 +370,7 @@ async fn start(
         state,
         client: reqwest::Client::new(),
         shutdown: Some(tx),
+        served: Some(served),
     }
 }
 

@@ -86,6 +86,19 @@ impl UploadRegistry {
         registry
     }
 
+    /// Asks every request of this node that holds an upload to let go, keeping what is
+    /// durable (a draining node past its grace). Returns how many were asked.
+    pub fn release_all(&self) -> usize {
+        let holders: Vec<_> = match self.locks.lock() {
+            Ok(l) => l.values().cloned().collect(),
+            Err(_) => return 0,
+        };
+        for h in &holders {
+            h.notify_one();
+        }
+        holders.len()
+    }
+
     /// Asks the request of this node that holds `id`, if any, to let go.
     fn ask_holder(&self, id: &str) {
         let holder = self.locks.lock().ok().and_then(|l| l.get(id).cloned());
