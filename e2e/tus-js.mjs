@@ -7,7 +7,8 @@
 // client declare it with its last PATCH. (From a Node stream, tus-js-client 4.3.1 sometimes
 // sends the last chunk with a wrong Content-Length, or hangs (its issue #779): so the source
 // stays the file's bytes.)
-// TUS_RETRY=1 lets the client retry (a connection cut mid-PATCH is resumed via HEAD).
+// TUS_RETRY=1 lets the client retry (a connection cut mid-PATCH is resumed via HEAD);
+// TUS_RETRY=default keeps tus-js-client's own retry delays (0, 1, 3 and 5 s).
 // TUS_TERMINATE=1 terminates the upload (DELETE) once it has finished.
 // Prints JSON: {"url": ..., "resumed": bool, "terminated": bool}.
 import fs from "node:fs";
@@ -26,7 +27,9 @@ function start(options) {
       uploadLengthDeferred: deferred,
       headers,
       metadata: { filename: name, filetype: "application/octet-stream" },
-      retryDelays: process.env.TUS_RETRY === "1" ? [0, 200, 500, 1000] : [],
+      ...(process.env.TUS_RETRY === "default"
+        ? {}
+        : { retryDelays: process.env.TUS_RETRY === "1" ? [0, 200, 500, 1000] : [] }),
       parallelUploads: Number(process.env.TUS_PARALLEL || 1),
       storeFingerprintForResuming: false,
       ...options,

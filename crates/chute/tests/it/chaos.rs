@@ -37,6 +37,7 @@ pub(crate) struct Node {
     name: &'static str,
     port: u16,
     data: PathBuf,
+    log: PathBuf,
     env: Vec<(String, String)>,
     child: Option<Child>,
 }
@@ -51,10 +52,31 @@ impl Node {
         Node {
             name,
             port: free_port(),
+            log: data.with_extension("log"),
             data,
             env: env.to_vec(),
             child: None,
         }
+    }
+
+    /// Logs into `log` (nodes sharing one data folder each need their own).
+    pub(crate) fn logging_to(mut self, log: PathBuf) -> Node {
+        self.log = log;
+        self
+    }
+
+    /// SIGTERM, as an orchestrator stops a node: it drains. Waits for it to exit and returns
+    /// whether it exited cleanly.
+    pub(crate) async fn terminate(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        let pid = c.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        blocking(move || c.wait())
+            .await
+            .map(|s| s.success())
+            .unwrap_or(false)
     }
 
     pub(crate) fn addr(&self) -> std::net::SocketAddr {
@@ -62,7 +84,7 @@ impl Node {
     }
 
     fn log_path(&self) -> PathBuf {
-        self.data.with_extension("log")
+        self.log.clone()
     }
 
     pub(crate) fn log(&self) -> String {
@@ -125,7 +147,7 @@ impl Drop for Node {
 }
 
 /// Spreads a global byte rate over every connection: each piece waits for its turn.
-struct Limiter {
+pub(crate) struct Limiter {
     start: Instant,
     next: Mutex<Duration>,
 }
@@ -149,14 +171,14 @@ type Conn = (tokio::task::AbortHandle, Arc<AtomicU64>);
 /// A round-robin TCP proxy in front of the nodes: a new connection goes to the next node that
 /// accepts it (a dead node is passed over), client bytes flow at `RATE` in all, and
 /// `cut_sending` drops every connection that is in the middle of sending a body.
-struct Proxy {
-    addr: std::net::SocketAddr,
+pub(crate) struct Proxy {
+    pub(crate) addr: std::net::SocketAddr,
     conns: Arc<Mutex<HashMap<u64, Conn>>>,
     start: Instant,
 }
 
 impl Proxy {
-    async fn start(nodes: Vec<std::net::SocketAddr>) -> Proxy {
+    pub(crate) async fn start(nodes: Vec<std::net::SocketAddr>) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let start = Instant::now();

@@ -17,7 +17,7 @@ pub(crate) async fn run(cmd: &'static str, args: Vec<String>) -> String {
     run_env(cmd, args, &[]).await
 }
 
-async fn run_env(cmd: &'static str, args: Vec<String>, env: &[(&str, &str)]) -> String {
+pub(crate) async fn run_env(cmd: &'static str, args: Vec<String>, env: &[(&str, &str)]) -> String {
     let env: Vec<(String, String)> = env
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -232,3 +232,96 @@ async fn while_draining_requests_get_503_draining_and_healthz_stays_up() {
         .expect("healthz");
     assert_eq!(res.status(), 200);
 }
+
+/// A rolling restart: two `chute serve` nodes on one PostgreSQL catalog and one data folder
+/// behind a round-robin proxy (which passes over a node that refuses connections, as nginx's
+/// `proxy_next_upstream error` does). Real tus-js-client uploads, with the client's own
+/// default retry delays, are all running on node A when it gets SIGTERM: single-PATCH ones
+/// are still sending past the grace, chunked ones finish their PATCH within it. Every upload
+/// finishes with the right bytes, and A exits cleanly within its grace and the release wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_behind_a_proxy_loses_no_tus_js_client_upload() {
+    use crate::chaos::{Node, Proxy};
+    let pg = crate::postgres::Postgres::start().await;
+    let db = pg.database("rolling").await;
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let env = vec![
+        ("CHUTE_DATABASE_URL".to_string(), db),
+        ("CHUTE_SHUTDOWN_GRACE".to_string(), "2s".to_string()),
+    ];
+    let mut a = Node::at("a", data.clone(), &env).logging_to(root.path().join("a.log"));
+    let mut b = Node::at("b", data.clone(), &env).logging_to(root.path().join("b.log"));
+    let token = a.start().await.expect("the first start prints a token");
+    // B is down at first: the proxy sends every upload to A.
+    let proxy = Proxy::start(vec![a.addr(), b.addr()]).await;
+    let endpoint = format!("http://{}/tus/", proxy.addr);
+
+    let files = tempfile::tempdir().expect("files");
+    let mut uploads = Vec::new();
+    for i in 0..4u64 {
+        // 0 and 2: one PATCH for the whole file; 1 and 3: 1 MiB PATCHes.
+        let chunk = if i % 2 == 0 { 0 } else { 1 << 20 };
+        let data = bytes((5 << 20) + i as usize * 4099, 300 + i);
+        let name = format!("rolling-{i}.bin");
+        let file = files.path().join(&name);
+        std::fs::write(&file, &data).expect("write");
+        let args = vec![
+            endpoint.clone(),
+            token.clone(),
+            file.display().to_string(),
+            chunk.to_string(),
+            name.clone(),
+        ];
+        let run = tokio::spawn(crate::clients::run_env(
+            "node",
+            args,
+            &[("TUS_RETRY", "default")],
+        ));
+        uploads.push((name, data, run));
+    }
+    // The proxy carries 4 MiB/s in all: 20 MiB take about 5 s. A restarts 1 s in, so the
+    // single-PATCH uploads are still sending when its 2 s of grace run out.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    b.start().await;
+    let began = Instant::now();
+    assert!(
+        a.terminate().await,
+        "A exits cleanly on SIGTERM:\n{}",
+        a.log()
+    );
+    let took = began.elapsed();
+    assert!(
+        took < Duration::from_secs(9),
+        "A took {took:?} to drain:\n{}",
+        a.log()
+    );
+    assert!(
+        a.log().contains("resumable uploads are asked to end"),
+        "uploads were still sending past the grace:\n{}",
+        a.log()
+    );
+    a.start().await;
+
+    for (name, data, run) in uploads {
+        let out = run.await.expect("client task");
+        assert!(out.contains("\"url\""), "{name}: {out}");
+        let files: serde_json::Value = reqwest::Client::new()
+            .get(format!("http://{}/api/files?limit=100", b.addr()))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("list")
+            .json()
+            .await
+            .expect("json");
+        let f = files["files"]
+            .as_array()
+            .expect("files")
+            .iter()
+            .find(|f| f["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("{name} was lost: {files}"))
+            .clone();
+        assert_eq!(f["checksums"]["sha256"], sha256_hex(&data), "{name}");
+    }
+}
