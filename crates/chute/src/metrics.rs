@@ -469,6 +469,21 @@ mod tests {
     }
 
     #[test]
+    fn every_series_is_in_the_readme() {
+        let readme = include_str!("../../../README.md");
+        let missing: Vec<&str> = SERIES
+            .iter()
+            .map(|(n, _, _)| *n)
+            .filter(|n| {
+                // `…_finished_total` style shorthand names a family's siblings.
+                let short = n.trim_start_matches("chute_uploads");
+                !readme.contains(&format!("`{n}`")) && !readme.contains(&format!("`…{short}`"))
+            })
+            .collect();
+        assert!(missing.is_empty(), "README.md does not name {missing:?}");
+    }
+
+    #[test]
     fn every_series_is_named_in_prometheus_style() {
         for (name, kind, _) in SERIES {
             assert!(name.starts_with("chute_"), "{name}");
