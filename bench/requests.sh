@@ -9,9 +9,13 @@
 #          HS256 and RS256 tokens (minted by PyJWT, e2e/mint_jwt.py), with an allowed Origin
 #          (CORS headers added), with X-Forwarded-* (the answer's URLs rewritten), and with all
 #          of these at once.
+# A third server, quiet, is plain with CHUTE_LOG=warn: no access line per request (the cost of
+# the log line, apart from the metrics every server keeps).
+# BASELINE=REV also builds chute at git revision REV (a worktree under bench/out) and runs it
+# with plain's settings as `before`: what the code since REV costs a request.
 # ROUNDS rounds (default 3), the variants taking turns; the median of each is printed with its
-# ratio to the baseline. Usage: [ROUNDS=3] [N=20000] bench/requests.sh. Loopback only; ends
-# what it starts.
+# ratio to the baseline. Usage: [BASELINE=REV] [ROUNDS=3] [N=20000] bench/requests.sh.
+# Loopback only; ends what it starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}; N=${N:-20000}; CONC=8
@@ -21,6 +25,13 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 cargo build --release -q -p chute --bin chute --example bench_requests
 BIN=target/release/chute; CLIENT=target/release/examples/bench_requests
+if [ -n "${BASELINE:-}" ]; then
+  rev=$(git rev-parse --short "$BASELINE")
+  tree=bench/out/baseline-$rev
+  [ -d "$tree" ] || git worktree add -q --detach "$tree" "$rev"
+  (cd "$tree" && cargo build --release -q -p chute --bin chute)
+  BASE_BIN=$tree/target/release/chute
+fi
 PY=e2e/.venv/bin/python
 [ -x "$PY" ] || { echo "run scripts/setup-e2e.sh first (PyJWT mints the tokens)" >&2; exit 1; }
 SECRET="a bench secret of at least thirty-two bytes"
@@ -28,8 +39,9 @@ SECRET="a bench secret of at least thirty-two bytes"
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 start() { # $1 name, then settings as env: prints "PORT TOKEN"
-  local name=$1 p; shift; p=$(port)
-  env "$@" "$BIN" --data-dir "$WORK/$name" --listen "127.0.0.1:$p" serve > "$WORK/$name.log" 2>&1 &
+  local name=$1 p bin=$BIN; shift; p=$(port)
+  [ "$name" = before ] && bin=$BASE_BIN
+  env "$@" "$bin" --data-dir "$WORK/$name" --listen "127.0.0.1:$p" serve > "$WORK/$name.log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 100); do grep -q "listening" "$WORK/$name.log" 2>/dev/null && break; sleep 0.1; done
   echo "$p $(grep -m1 '^chute_' "$WORK/$name.log")"
@@ -38,8 +50,14 @@ read -r PLAIN PLAIN_TOKEN < <(start plain)
 read -r FULL FULL_TOKEN < <(start full CHUTE_AUTH_JWT_SECRET="$SECRET" \
   CHUTE_AUTH_JWT_PUBLIC_KEY="$WORK/keys/rsa.pub.pem" CHUTE_CORS_ALLOWED_ORIGINS=https://app.example \
   CHUTE_TRUSTED_PROXIES=127.0.0.1)
+read -r QUIET QUIET_TOKEN < <(start quiet CHUTE_LOG=warn)
+SERVERS_UP=("$PLAIN $PLAIN_TOKEN" "$FULL $FULL_TOKEN" "$QUIET $QUIET_TOKEN")
+if [ -n "${BASELINE:-}" ]; then
+  read -r BEFORE BEFORE_TOKEN < <(start before)
+  SERVERS_UP+=("$BEFORE $BEFORE_TOKEN")
+fi
 for i in $(seq 10); do head -c 1000 /dev/urandom > "$WORK/f$i.bin"; done
-for srv in "$PLAIN $PLAIN_TOKEN" "$FULL $FULL_TOKEN"; do
+for srv in "${SERVERS_UP[@]}"; do
   set -- $srv
   for i in $(seq 10); do
     curl -sf -o /dev/null -H "Authorization: Bearer $2" -F "file=@$WORK/f$i.bin" "http://127.0.0.1:$1/api/files"
@@ -53,11 +71,14 @@ HS=${JWTS[0]} RS=${JWTS[1]}
 ORIGIN="Origin:https://app.example"
 FWD=("X-Forwarded-Proto:https" "X-Forwarded-Host:files.example" "X-Forwarded-Prefix:/uploads")
 
-names=(baseline layers-on hs256 rs256 cors proxy everything)
+names=(baseline quiet layers-on hs256 rs256 cors proxy everything)
+[ -n "${BASELINE:-}" ] && names+=(before)
 run() { # $1 variant
   local url="/api/files?limit=10"
   case $1 in
     baseline)   "$CLIENT" "http://127.0.0.1:$PLAIN$url" "$PLAIN_TOKEN" "$N" $CONC ;;
+    quiet)      "$CLIENT" "http://127.0.0.1:$QUIET$url" "$QUIET_TOKEN" "$N" $CONC ;;
+    before)     "$CLIENT" "http://127.0.0.1:$BEFORE$url" "$BEFORE_TOKEN" "$N" $CONC ;;
     layers-on)  "$CLIENT" "http://127.0.0.1:$FULL$url" "$FULL_TOKEN" "$N" $CONC ;;
     hs256)      "$CLIENT" "http://127.0.0.1:$FULL$url" "$HS" "$N" $CONC ;;
     rs256)      "$CLIENT" "http://127.0.0.1:$FULL$url" "$RS" "$N" $CONC ;;
