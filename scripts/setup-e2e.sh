@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real components the tests drive: Debian's chromium, clamd (clamav-daemon),
-# nginx (nginx-light), PostgreSQL (postgresql) and promtool (prometheus, whose server is
-# installed but never started); Garage (crates.io); the npm packages pinned in
+# nginx (nginx-light), PostgreSQL (postgresql), promtool (prometheus, whose server is
+# installed but never started) and nghttp (nghttp2-client, an HTTP/2 client that shows frames); Garage (crates.io); the npm packages pinned in
 # e2e/package-lock.json (jQuery-File-Upload, spark-md5, playwright-core, tus-js-client); and
 # tuspy and standardwebhooks (e2e/requirements.txt) in e2e/.venv. The tests start clamd, nginx, PostgreSQL and
 # Garage themselves (scripts/clamd-test.sh, nginx-test.sh, postgres-test.sh, garage-test.sh).
@@ -20,6 +20,7 @@ services=()
 [ -x /usr/sbin/nginx ] || services+=(nginx-light)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || services+=(postgresql)
 command -v promtool >/dev/null || services+=(prometheus)
+command -v nghttp >/dev/null || need+=(nghttp2-client)
 if [ $((${#need[@]} + ${#services[@]})) -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing ${need[*]} ${services[*]}: install them with apt-get or run this as root" >&2

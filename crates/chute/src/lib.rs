@@ -94,4 +94,5 @@ pub mod meta;
 pub mod metrics;
 pub mod names;
 pub mod storage;
+pub mod tls;
 pub mod upload;

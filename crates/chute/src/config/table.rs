@@ -30,6 +30,15 @@ macro_rules! settings {
 settings! {
     /// Address and port the server listens on.
     listen: String = "127.0.0.1:8080";
+    /// A PEM file with the server's certificate chain: chute then speaks HTTPS on `listen`
+    /// (HTTP/2 and HTTP/1.1 by ALPN), for deployments without a proxy in front. Re-read on
+    /// SIGHUP and when it changes. Set with tls_key.
+    tls_cert: PathBuf = "";
+    /// A PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    tls_key: PathBuf = "";
+    /// Most concurrent requests (streams) on one HTTP/2 connection. Each is held to every
+    /// limit a request on its own connection is.
+    http2_max_concurrent_streams: u64 = "100";
     /// Folder holding all state of the embedded default: the SQLite database and the files.
     data_dir: PathBuf = "./chute-data";
     /// The metadata database. Empty: SQLite at `<data_dir>/chute.db` (one node). A

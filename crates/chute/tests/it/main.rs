@@ -27,5 +27,6 @@ mod servers;
 mod sessions;
 mod slow_clients;
 mod slow_load;
+mod tls;
 mod tus;
 mod ui;

@@ -1,0 +1,531 @@
+//! HTTPS and HTTP/2 without a proxy: every protocol driven by `curl --http2` over TLS (the
+//! certificate made by Python's `cryptography`, e2e/tls_cert.py), h2c with prior knowledge,
+//! the limits held per stream (nghttp shows the server's SETTINGS), and the certificate
+//! reloaded when its files change, without a restart.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+/// Makes a self-signed certificate `NAME.pem` / `NAME.key` in `dir` for `common` name.
+pub(crate) fn make_cert(dir: &Path, name: &str, common: &str) -> (PathBuf, PathBuf) {
+    let out = Command::new(e2e_dir().join(".venv/bin/python"))
+        .arg(e2e_dir().join("tls_cert.py"))
+        .arg(dir)
+        .args([name, common])
+        .output()
+        .expect("e2e/.venv (scripts/setup-e2e.sh)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    )
+}
+
+/// What curl got: status, body, and the HTTP version it spoke.
+struct Got {
+    status: u16,
+    body: Vec<u8>,
+    version: String,
+    headers: String,
+}
+
+impl Got {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// Runs curl with `args` (and, with `ca`, trusting that certificate) and reads what it got.
+async fn curl(ca: Option<&Path>, args: Vec<String>) -> Got {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (body, head) = (dir.path().join("body"), dir.path().join("head"));
+    let mut c = Command::new("curl");
+    c.args(["-sS", "--max-time", "20", "-o"])
+        .arg(&body)
+        .arg("-D")
+        .arg(&head)
+        .args(["-w", "%{http_code} %{http_version}"]);
+    if let Some(ca) = ca {
+        c.arg("--cacert").arg(ca);
+    }
+    c.args(&args);
+    let out = blocking(move || c.output().expect("curl")).await;
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let w = String::from_utf8_lossy(&out.stdout).to_string();
+    let (status, version) = w.split_once(' ').expect("curl -w");
+    Got {
+        status: status.parse().expect("status"),
+        body: std::fs::read(&body).unwrap_or_default(),
+        version: version.to_string(),
+        headers: std::fs::read_to_string(&head).unwrap_or_default(),
+    }
+}
+
+fn s(v: &str) -> String {
+    v.to_string()
+}
+
+/// The value of a response header curl saved.
+fn header(got: &Got, name: &str) -> String {
+    got.headers
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no {name} in {}", got.headers))
+}
+
+async fn tls_app(extra: &[(&str, &str)]) -> (TestApp, PathBuf, tempfile::TempDir) {
+    let certs = tempfile::tempdir().expect("certs");
+    let (cert, key) = make_cert(certs.path(), "server", "chute-test");
+    let (c, k) = (cert.display().to_string(), key.display().to_string());
+    let mut settings: Vec<(&str, &str)> = vec![("tls_cert", &c), ("tls_key", &k)];
+    settings.extend_from_slice(extra);
+    let app = spawn_app(&settings).await;
+    (app, cert, certs)
+}
+
+#[tokio::test]
+async fn every_protocol_works_over_http2_with_tls() {
+    let (app, ca, _certs) = tls_app(&[]).await;
+    let base = format!("https://127.0.0.1:{}", app.addr.port());
+    let ca = Some(ca.as_path());
+    let auth = format!("Authorization: Bearer {}", app.token);
+    let dir = tempfile::tempdir().expect("files");
+    let put = |name: &str, data: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, data).expect("write");
+        p.display().to_string()
+    };
+
+    // A form upload.
+    let form = bytes(300_000, 21);
+    let f = put("form.bin", &form);
+    let got = curl(
+        ca,
+        vec![
+            s("--http2"),
+            s("-H"),
+            auth.clone(),
+            s("-F"),
+            format!("file=@{f}"),
+            format!("{base}/api/files"),
+        ],
+    )
+    .await;
+    assert_eq!((got.status, got.version.as_str()), (201, "2"));
+    assert_eq!(
+        got.json()["files"][0]["checksums"]["sha256"],
+        sha256_hex(&form)
+    );
+
+    // tus: creation, two PATCHes, HEAD.
+    let tus = bytes(500_000, 22);
+    let got = curl(
+        ca,
+        vec![
+            s("--http2"),
+            s("-X"),
+            s("POST"),
+            s("-H"),
+            auth.clone(),
+            s("-H"),
+            s("Tus-Resumable: 1.0.0"),
+            s("-H"),
+            format!("Upload-Length: {}", tus.len()),
+            s("-H"),
+            s("Upload-Metadata: filename dHVzLmJpbg=="),
+            format!("{base}/tus/"),
+        ],
+    )
+    .await;
+    assert_eq!((got.status, got.version.as_str()), (201, "2"));
+    let location = header(&got, "location");
+    for (from, to) in [(0, 200_000), (200_000, tus.len())] {
+        let part = put(&format!("tus-{from}"), &tus[from..to]);
+        let got = curl(
+            ca,
+            vec![
+                s("--http2"),
+                s("-X"),
+                s("PATCH"),
+                s("-H"),
+                auth.clone(),
+                s("-H"),
+                s("Tus-Resumable: 1.0.0"),
+                s("-H"),
+                format!("Upload-Offset: {from}"),
+                s("-H"),
+                s("Content-Type: application/offset+octet-stream"),
+                s("--data-binary"),
+                format!("@{part}"),
+                format!("{base}{location}"),
+            ],
+        )
+        .await;
+        assert_eq!((got.status, got.version.as_str()), (204, "2"));
+        assert_eq!(header(&got, "upload-offset"), to.to_string());
+    }
+    let got = curl(
+        ca,
+        vec![
+            s("--http2"),
+            s("-I"),
+            s("-H"),
+            auth.clone(),
+            s("-H"),
+            s("Tus-Resumable: 1.0.0"),
+            format!("{base}{location}"),
+        ],
+    )
+    .await;
+    assert_eq!(header(&got, "upload-offset"), tus.len().to_string());
+
+    // The IETF draft: everything in its creation request.
+    let draft = bytes(100_000, 23);
+    let d = put("draft.bin", &draft);
+    let got = curl(
+        ca,
+        vec![
+            s("--http2"),
+            s("-H"),
+            auth.clone(),
+            s("-H"),
+            s("Upload-Complete: ?1"),
+            s("-H"),
+            s("Content-Disposition: attachment; filename=\"draft.bin\""),
+            s("--data-binary"),
+            format!("@{d}"),
+            format!("{base}/resumable/"),
+        ],
+    )
+    .await;
+    assert!(
+        matches!(got.status, 200 | 201),
+        "{}: {}",
+        got.status,
+        String::from_utf8_lossy(&got.body)
+    );
+    assert_eq!(got.version, "2");
+
+    // The chunked protocol: two chunks, then completion with the md5.
+    let chunked = bytes(150_000, 24);
+    let c1 = put("c1", &chunked[..100_000]);
+    let got = curl(
+        ca,
+        vec![
+            s("--http2"),
+            s("-H"),
+            auth.clone(),
+            s("-H"),
+            format!("Content-Range: bytes 0-99999/{}", chunked.len()),
+            s("-F"),
+            format!("file=@{c1};filename=chunked.bin"),
+            format!("{base}/api/chunked_upload/"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (got.status, got.version.as_str()),
+        (200, "2"),
+        "{}",
+        String::from_utf8_lossy(&got.body)
+    );
+    let id = got.json()["upload_id"]
+        .as_str()
+        .expect("upload_id")
+        .to_string();
+    let c2 = put("c2", &chunked[100_000..]);
+    let got = curl(
+        ca,
+        vec![
+            s("--http2"),
+            s("-H"),
+            auth.clone(),
+            s("-H"),
+            format!(
+                "Content-Range: bytes 100000-{}/{}",
+                chunked.len() - 1,
+                chunked.len()
+            ),
+            s("-F"),
+            format!("upload_id={id}"),
+            s("-F"),
+            format!("file=@{c2};filename=chunked.bin"),
+            format!("{base}/api/chunked_upload/"),
+        ],
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
+    let md5 = {
+        use md5::Digest as _;
+        hex::encode(md5::Md5::digest(&chunked))
+    };
+    let got = curl(
+        ca,
+        vec![
+            s("--http2"),
+            s("-H"),
+            auth.clone(),
+            s("-d"),
+            format!("upload_id={id}&md5={md5}"),
+            format!("{base}/api/chunked_upload_complete/"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (got.status, got.version.as_str()),
+        (200, "2"),
+        "{}",
+        String::from_utf8_lossy(&got.body)
+    );
+
+    // An upload session: open, add a file, store.
+    let got = curl(
+        ca,
+        vec![
+            s("--http2"),
+            s("-X"),
+            s("POST"),
+            s("-H"),
+            auth.clone(),
+            format!("{base}/upload-session/"),
+        ],
+    )
+    .await;
+    assert_eq!((got.status, got.version.as_str()), (201, "2"));
+    let token = got.json()["uploadSessionToken"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let txt = b"a note for the archivist\n".repeat(100);
+    let t = put("note.txt", &txt);
+    let got = curl(
+        ca,
+        vec![
+            s("--http2"),
+            s("-H"),
+            auth.clone(),
+            s("-F"),
+            format!("file=@{t}"),
+            format!("{base}/upload-session/{token}/files/"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (got.status, got.version.as_str()),
+        (200, "2"),
+        "{}",
+        String::from_utf8_lossy(&got.body)
+    );
+    let got = curl(
+        ca,
+        vec![
+            s("--http2"),
+            s("-X"),
+            s("POST"),
+            s("-H"),
+            auth.clone(),
+            format!("{base}/upload-session/{token}/store/"),
+        ],
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
+
+    // Every byte, as stored.
+    let files = app
+        .state
+        .engine
+        .meta
+        .list_files(1, None, 100)
+        .await
+        .expect("list");
+    let stored: std::collections::BTreeSet<String> =
+        files.iter().filter_map(|f| f.sha256.clone()).collect();
+    for (what, data) in [
+        ("form", &form),
+        ("tus", &tus),
+        ("draft", &draft),
+        ("chunked", &chunked),
+        ("session", &txt),
+    ] {
+        assert!(
+            stored.contains(&sha256_hex(data)),
+            "{what} is not stored intact"
+        );
+    }
+    // A client without the certificate is refused by its own check, as it should be.
+    let url = format!("{base}/healthz");
+    let out = blocking(move || {
+        Command::new("curl")
+            .args(["-sS", "--max-time", "20", "-o", "/dev/null", &url])
+            .output()
+            .expect("curl")
+    })
+    .await;
+    assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn h2c_with_prior_knowledge_and_http1_share_the_plain_port() {
+    let app = spawn_app(&[]).await;
+    let dir = tempfile::tempdir().expect("files");
+    let data = bytes(200_000, 25);
+    let f = dir.path().join("h2c.bin");
+    std::fs::write(&f, &data).expect("write");
+    let auth = format!("Authorization: Bearer {}", app.token);
+    let got = curl(
+        None,
+        vec![
+            s("--http2-prior-knowledge"),
+            s("-H"),
+            auth.clone(),
+            s("-F"),
+            format!("file=@{}", f.display()),
+            app.url("/api/files"),
+        ],
+    )
+    .await;
+    assert_eq!((got.status, got.version.as_str()), (201, "2"));
+    assert_eq!(
+        got.json()["files"][0]["checksums"]["sha256"],
+        sha256_hex(&data)
+    );
+    let got = curl(
+        None,
+        vec![s("--http1.1"), s("-H"), auth, app.url("/api/files")],
+    )
+    .await;
+    assert_eq!((got.status, got.version.as_str()), (200, "1.1"));
+}
+
+#[tokio::test]
+async fn limits_hold_per_stream_and_streams_are_capped() {
+    let (app, ca, _certs) = tls_app(&[
+        ("http2_max_concurrent_streams", "7"),
+        ("max_upload_size", "10000"),
+    ])
+    .await;
+    let base = format!("https://127.0.0.1:{}", app.addr.port());
+    // The server's SETTINGS, as nghttp2's client reads them.
+    let url = format!("{base}/healthz");
+    let out = blocking(move || {
+        Command::new("nghttp")
+            .args(["-nv", "-t", "20", &url])
+            .output()
+            .expect("nghttp (nghttp2-client, scripts/setup-e2e.sh)")
+    })
+    .await;
+    let frames = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        frames.contains("SETTINGS_MAX_CONCURRENT_STREAMS(0x03):7"),
+        "{frames}"
+    );
+    let ca = Some(ca.as_path());
+    let auth = format!("Authorization: Bearer {}", app.token);
+    // A body over max_upload_size, on a stream: 413 with JSON, as on HTTP/1.1.
+    let dir = tempfile::tempdir().expect("files");
+    let f = dir.path().join("big.bin");
+    std::fs::write(&f, bytes(50_000, 26)).expect("write");
+    let got = curl(
+        ca,
+        vec![
+            s("--http2"),
+            s("-H"),
+            auth.clone(),
+            s("-F"),
+            format!("file=@{}", f.display()),
+            format!("{base}/api/files"),
+        ],
+    )
+    .await;
+    assert_eq!((got.status, got.version.as_str()), (413, "2"));
+    // Headers over max_request_header_size (32 KiB): 431 with JSON.
+    let got = curl(
+        ca,
+        vec![
+            s("--http2"),
+            s("-H"),
+            auth.clone(),
+            s("-H"),
+            format!("X-Big: {}", "a".repeat(40_000)),
+            format!("{base}/api/files"),
+        ],
+    )
+    .await;
+    assert_eq!((got.status, got.version.as_str()), (431, "2"));
+    assert_eq!(got.json()["code"], "headers_too_large");
+    // The connection's other streams were not harmed.
+    let got = curl(
+        ca,
+        vec![s("--http2"), s("-H"), auth, format!("{base}/api/files")],
+    )
+    .await;
+    assert_eq!(got.status, 200);
+}
+
+#[tokio::test]
+async fn a_renewed_certificate_is_served_without_a_restart() {
+    let certs = tempfile::tempdir().expect("certs");
+    let (cert, key) = make_cert(certs.path(), "live", "first-cert");
+    let (c, k) = (cert.display().to_string(), key.display().to_string());
+    let app = spawn_app(&[("tls_cert", &c), ("tls_key", &k)]).await;
+    let url = format!("https://127.0.0.1:{}/healthz", app.addr.port());
+    let subject = |ca: PathBuf| {
+        let url = url.clone();
+        async move {
+            let out = blocking(move || {
+                Command::new("curl")
+                    .args(["-sS", "-v", "-o", "/dev/null", "--cacert"])
+                    .arg(&ca)
+                    .arg(&url)
+                    .output()
+                    .expect("curl")
+            })
+            .await;
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stderr).to_string(),
+            )
+        }
+    };
+    let (ok, log) = subject(cert.clone()).await;
+    assert!(ok && log.contains("CN=first-cert"), "{log}");
+
+    // The files are replaced (as certbot does): within a few seconds the new one is served.
+    let fresh = tempfile::tempdir().expect("fresh");
+    let (cert2, key2) = make_cert(fresh.path(), "live", "second-cert");
+    std::fs::copy(&key2, &key).expect("key");
+    std::fs::copy(&cert2, &cert).expect("cert");
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, log) = subject(cert2.clone()).await;
+        if ok && log.contains("CN=second-cert") {
+            break;
+        }
+        assert!(Instant::now() < until, "still the old certificate: {log}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A broken file is not taken: the renewed certificate stays in use.
+    std::fs::write(&cert, "not a certificate").expect("break");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (ok, log) = subject(cert2).await;
+    assert!(ok && log.contains("CN=second-cert"), "{log}");
+}
