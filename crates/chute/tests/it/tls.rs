@@ -529,3 +529,47 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
     let (ok, log) = subject(cert2).await;
     assert!(ok && log.contains("CN=second-cert"), "{log}");
 }
+
+#[tokio::test]
+async fn chromium_uploads_through_the_page_over_http2() {
+    let (app, _ca, _certs) = tls_app(&[]).await;
+    let base = format!("https://127.0.0.1:{}", app.addr.port());
+    let file = app.dir.path().join("browser-h2.bin");
+    let data = bytes(3_000_000, 27);
+    std::fs::write(&file, &data).expect("write");
+    let (b, token, f) = (base.clone(), app.token.clone(), file.clone());
+    let out = blocking(move || {
+        Command::new("node")
+            .current_dir(e2e_dir())
+            .arg("h2-browser.mjs")
+            .args([b, token])
+            .arg(f)
+            .output()
+            .expect("node (scripts/setup-e2e.sh)")
+    })
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let v: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|_| panic!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(v["errors"], serde_json::json!([]), "{v}");
+    assert_eq!(v["uploaded"], serde_json::json!(["browser-h2.bin"]), "{v}");
+    assert_eq!(v["form"], 201, "{v}");
+    // The page, its script and the tus requests all went over HTTP/2.
+    let protocols = v["protocols"].as_object().expect("protocols");
+    assert!(protocols.keys().any(|p| p.starts_with("/tus/")), "{v}");
+    for (path, p) in protocols {
+        assert_eq!(p, "h2", "{path} in {v}");
+    }
+    let files = app
+        .state
+        .engine
+        .meta
+        .list_files(1, None, 100)
+        .await
+        .expect("list");
+    let f = files
+        .iter()
+        .find(|f| f.name == "browser-h2.bin")
+        .expect("stored");
+    assert_eq!(f.sha256.as_deref(), Some(sha256_hex(&data).as_str()));
+}
