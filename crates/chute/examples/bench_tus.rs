@@ -4,6 +4,9 @@
 //! Usage: `bench_tus ENDPOINT TOKEN CHUNK_BYTES FILE...` — each FILE is one upload, all run
 //! concurrently; CHUNK_BYTES 0 sends each file in one PATCH. TOKEN "-" sends no Authorization.
 //! Prints `<bytes> <seconds> <MB/s>`.
+//! BENCH_TUS_HTTP=1 speaks only HTTP/1.1 (a connection per concurrent request); =2 speaks
+//! only HTTP/2 (one connection, a stream per request; h2c with prior knowledge on http://).
+//! BENCH_TUS_INSECURE=1 accepts any certificate (the bench's self-signed one).
 
 use std::time::Instant;
 
@@ -73,9 +76,16 @@ async fn main() -> Result<(), Error> {
         files.push(Bytes::from(std::fs::read(f)?));
     }
     let total: usize = files.iter().map(Bytes::len).sum();
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(64)
-        .build()?;
+    let mut client = reqwest::Client::builder().pool_max_idle_per_host(64);
+    match std::env::var("BENCH_TUS_HTTP").as_deref() {
+        Ok("1") => client = client.http1_only(),
+        Ok("2") => client = client.http2_prior_knowledge(),
+        _ => {}
+    }
+    if std::env::var_os("BENCH_TUS_INSECURE").is_some() {
+        client = client.tls_danger_accept_invalid_certs(true);
+    }
+    let client = client.build()?;
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for data in files {
