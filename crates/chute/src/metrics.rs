@@ -13,6 +13,8 @@
 //! - lock waits and preemptions: the upload locks (`upload/resumable/locks.rs`);
 //! - scans: the ClamAV handler; hook deliveries and the outbox: `hooks/delivery.rs`.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -218,6 +220,30 @@ pub struct Metrics {
     started: Instant,
     /// Milliseconds after `started` of the last upkeep.
     last_upkeep: AtomicU64,
+    /// Handles of the series every request or call touches, found again without building
+    /// their keys (a key's labels are allocated strings): the hot path pays a map lookup.
+    hot: Hot,
+    in_flight: Gauge,
+}
+
+/// (backend, or "" for the catalog; operation).
+type CallKey = (&'static str, &'static str);
+
+#[derive(Default)]
+struct Hot {
+    /// By (backend or "", operation): a storage or catalog call's histogram and error counter.
+    calls: Mutex<HashMap<CallKey, (Histogram, Counter)>>,
+    /// By protocol: bytes received and sent.
+    bytes: Mutex<HashMap<&'static str, (Counter, Counter)>>,
+    /// By route template: the duration histogram of each method, the counter of each
+    /// method and status.
+    routes: Mutex<HashMap<String, RouteHandles>>,
+}
+
+#[derive(Default)]
+struct RouteHandles {
+    durations: Vec<(String, Histogram)>,
+    counts: Vec<(String, u16, Counter)>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -249,12 +275,15 @@ impl Metrics {
             }
         }
         let handle = recorder.handle();
-        let m = Self {
+        let mut m = Self {
             recorder,
             handle,
             started: Instant::now(),
             last_upkeep: AtomicU64::new(0),
+            hot: Hot::default(),
+            in_flight: Gauge::noop(),
         };
+        m.in_flight = m.gauge(REQUESTS_IN_FLIGHT, &[]);
         // The gauges and the unlabelled counters show from the first scrape, at zero.
         for name in [
             REQUESTS_IN_FLIGHT,
@@ -303,6 +332,10 @@ impl Metrics {
     /// Records `took` in a histogram, and folds waiting samples in now and then.
     pub fn observe(&self, name: &'static str, labels: &[(&'static str, &str)], took: Duration) {
         self.histogram(name, labels).record(took.as_secs_f64());
+        self.upkeep_now_and_then();
+    }
+
+    fn upkeep_now_and_then(&self) {
         let now = self.started.elapsed().as_millis() as u64;
         let last = self.last_upkeep.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= UPKEEP_EVERY.as_millis() as u64
@@ -312,6 +345,98 @@ impl Metrics {
                 .is_ok()
         {
             self.handle.run_upkeep();
+        }
+    }
+
+    /// A storage (`backend` set) or catalog (`backend` empty) call that took `took`.
+    pub fn call(&self, backend: &'static str, op: &'static str, took: Duration, failed: bool) {
+        let handles = self.hot.calls.lock().ok().map(|mut m| {
+            m.entry((backend, op))
+                .or_insert_with(|| {
+                    if backend.is_empty() {
+                        let l = [("op", op)];
+                        (
+                            self.histogram(CATALOG_SECONDS, &l),
+                            self.counter(CATALOG_ERRORS, &l),
+                        )
+                    } else {
+                        let l = [("backend", backend), ("op", op)];
+                        (
+                            self.histogram(STORAGE_SECONDS, &l),
+                            self.counter(STORAGE_ERRORS, &l),
+                        )
+                    }
+                })
+                .clone()
+        });
+        let Some((histogram, errors)) = handles else {
+            return;
+        };
+        histogram.record(took.as_secs_f64());
+        if failed {
+            errors.increment(1);
+        }
+        self.upkeep_now_and_then();
+    }
+
+    /// `chute_http_requests_in_flight`.
+    pub fn requests_in_flight(&self) -> &Gauge {
+        &self.in_flight
+    }
+
+    /// The counters of bytes received and sent under `protocol`.
+    pub fn bytes(&self, protocol: &'static str) -> (Counter, Counter) {
+        let made = || {
+            let l = [("protocol", protocol)];
+            (
+                self.counter(BYTES_RECEIVED, &l),
+                self.counter(BYTES_SENT, &l),
+            )
+        };
+        match self.hot.bytes.lock() {
+            Ok(mut m) => m.entry(protocol).or_insert_with(made).clone(),
+            Err(_) => made(),
+        }
+    }
+
+    /// A request answered: its count by route, method and status, its duration.
+    pub fn request(&self, route: &str, method: &str, status: u16, took: Duration) {
+        let handles = self.hot.routes.lock().ok().map(|mut m| {
+            if !m.contains_key(route) {
+                m.insert(route.to_string(), RouteHandles::default());
+            }
+            let r = m.get_mut(route)?;
+            let d = match r.durations.iter().find(|(m, _)| m == method) {
+                Some((_, h)) => h.clone(),
+                None => {
+                    let h =
+                        self.histogram(REQUEST_SECONDS, &[("route", route), ("method", method)]);
+                    r.durations.push((method.to_string(), h.clone()));
+                    h
+                }
+            };
+            let c = match r
+                .counts
+                .iter()
+                .find(|(m, s, _)| m == method && *s == status)
+            {
+                Some((_, _, c)) => c.clone(),
+                None => {
+                    let st = status.to_string();
+                    let c = self.counter(
+                        REQUESTS,
+                        &[("route", route), ("method", method), ("status", &st)],
+                    );
+                    r.counts.push((method.to_string(), status, c.clone()));
+                    c
+                }
+            };
+            Some((d, c))
+        });
+        if let Some(Some((duration, count))) = handles {
+            count.increment(1);
+            duration.record(took.as_secs_f64());
+            self.upkeep_now_and_then();
         }
     }
 
@@ -368,13 +493,11 @@ impl Metrics {
             .increment(1);
     }
 
-    /// Times `f`'s future and records it under `name` with `labels`; failures also count in
-    /// `errors`.
+    /// Times `f`'s future as a storage (`backend` set) or catalog (`backend` empty) call.
     pub async fn timed<T, E, F>(
         &self,
-        name: &'static str,
-        errors: &'static str,
-        labels: &[(&'static str, &str)],
+        backend: &'static str,
+        op: &'static str,
         f: F,
     ) -> Result<T, E>
     where
@@ -382,10 +505,7 @@ impl Metrics {
     {
         let t = Instant::now();
         let r = f.await;
-        self.observe(name, labels, t.elapsed());
-        if r.is_err() {
-            self.counter(errors, labels).increment(1);
-        }
+        self.call(backend, op, t.elapsed(), r.is_err());
         r
     }
 }

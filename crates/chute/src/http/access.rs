@@ -105,7 +105,7 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
     let note = AccessNote::default();
     req.extensions_mut().insert(note.clone());
 
-    let received = metrics.counter(metrics::BYTES_RECEIVED, &[("protocol", protocol)]);
+    let (received, sent) = metrics.bytes(protocol);
     let bytes_in = Arc::new(AtomicU64::new(0));
     let tally = bytes_in.clone();
     let req = req.map(|b| {
@@ -150,9 +150,6 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
     done.status = res.status().as_u16();
     done.code = res.extensions().get::<ErrorCode>().map(|c| c.0);
     done.upload_id = upload_id;
-    let sent = done
-        .metrics
-        .counter(metrics::BYTES_SENT, &[("protocol", protocol)]);
     res.map(|b| {
         Counted::wrap(b, move |n| {
             sent.increment(n);
@@ -225,22 +222,8 @@ impl Drop for Done {
     fn drop(&mut self) {
         let took = self.started.elapsed();
         let m = &self.metrics;
-        let status = self.status.to_string();
-        m.counter(
-            metrics::REQUESTS,
-            &[
-                ("route", &self.route),
-                ("method", self.method.as_str()),
-                ("status", &status),
-            ],
-        )
-        .increment(1);
-        m.observe(
-            metrics::REQUEST_SECONDS,
-            &[("route", &self.route), ("method", self.method.as_str())],
-            took,
-        );
-        m.gauge(metrics::REQUESTS_IN_FLIGHT, &[]).decrement(1.0);
+        m.request(&self.route, self.method.as_str(), self.status, took);
+        m.requests_in_flight().decrement(1.0);
         if let Some(code) = self.code {
             m.counter(metrics::ERRORS, &[("code", code)]).increment(1);
             if code == error_code::QUOTA_EXCEEDED {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use super::*;
 use crate::events::NewEvent;
-use crate::metrics::{CATALOG_ERRORS, CATALOG_SECONDS, Metrics};
+use crate::metrics::Metrics;
 
 pub struct MeasuredMeta {
     inner: Arc<dyn MetaStore>,
@@ -29,12 +29,7 @@ macro_rules! measured {
         impl $store for MeasuredMeta {
             $(async fn $name(&self $(, $arg: $ty)*) -> Result<$ret, MetaError> {
                 self.metrics
-                    .timed(
-                        CATALOG_SECONDS,
-                        CATALOG_ERRORS,
-                        &[("op", stringify!($name))],
-                        self.inner.$name($($arg),*),
-                    )
+                    .timed("", stringify!($name), self.inner.$name($($arg),*))
                     .await
             })*
         }
@@ -142,14 +137,7 @@ measured!(LinkKeyStore {
 #[async_trait]
 impl MetaStore for MeasuredMeta {
     async fn ping(&self) -> Result<(), MetaError> {
-        self.metrics
-            .timed(
-                CATALOG_SECONDS,
-                CATALOG_ERRORS,
-                &[("op", "ping")],
-                self.inner.ping(),
-            )
-            .await
+        self.metrics.timed("", "ping", self.inner.ping()).await
     }
 
     fn cluster_locks(&self) -> Option<Arc<dyn ClusterLocks>> {

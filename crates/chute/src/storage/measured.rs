@@ -10,7 +10,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use super::{ByteStream, Capabilities, Source, StagedWrite, Storage, StorageError};
-use crate::metrics::{Metrics, STORAGE_ERRORS, STORAGE_SECONDS};
+use crate::metrics::Metrics;
 
 pub struct MeasuredStorage {
     inner: Arc<dyn Storage>,
@@ -43,11 +43,7 @@ fn measure<T, E>(
 ) -> Result<T, E> {
     let t = Instant::now();
     let r = f();
-    let labels = [("backend", backend), ("op", op)];
-    metrics.observe(STORAGE_SECONDS, &labels, t.elapsed());
-    if r.is_err() {
-        metrics.counter(STORAGE_ERRORS, &labels).increment(1);
-    }
+    metrics.call(backend, op, t.elapsed(), r.is_err());
     r
 }
 
@@ -110,12 +106,10 @@ impl Storage for MeasuredStorage {
     }
 
     async fn open(&self, key: &str, start: u64, len: u64) -> Result<ByteStream, StorageError> {
-        let labels = [("backend", self.inner.backend()), ("op", "open")];
         self.metrics
             .timed(
-                STORAGE_SECONDS,
-                STORAGE_ERRORS,
-                &labels,
+                self.inner.backend(),
+                "open",
                 self.inner.open(key, start, len),
             )
             .await
