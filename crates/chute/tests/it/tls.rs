@@ -102,12 +102,43 @@ async fn tls_app(extra: &[(&str, &str)]) -> (TestApp, PathBuf, tempfile::TempDir
     (app, cert, certs)
 }
 
+/// `curl --http2` with the app's token, against paths of `base`.
+struct Curl2<'a> {
+    ca: &'a Path,
+    auth: String,
+    base: String,
+}
+
+impl Curl2<'_> {
+    async fn run(&self, args: &[&str], path: &str) -> Got {
+        let mut v = vec![s("--http2"), s("-H"), self.auth.clone()];
+        v.extend(args.iter().map(|a| a.to_string()));
+        v.push(format!("{}{path}", self.base));
+        curl(Some(self.ca), v).await
+    }
+
+    /// As `run`; the answer must be `status`, over HTTP/2.
+    async fn ok(&self, status: u16, args: &[&str], path: &str) -> Got {
+        let got = self.run(args, path).await;
+        assert_eq!(
+            (got.status, got.version.as_str()),
+            (status, "2"),
+            "{path}: {}",
+            String::from_utf8_lossy(&got.body)
+        );
+        got
+    }
+}
+
 #[tokio::test]
 async fn every_protocol_works_over_http2_with_tls() {
     let (app, ca, _certs) = tls_app(&[]).await;
     let base = format!("https://127.0.0.1:{}", app.addr.port());
-    let ca = Some(ca.as_path());
-    let auth = format!("Authorization: Bearer {}", app.token);
+    let c = Curl2 {
+        ca: &ca,
+        auth: format!("Authorization: Bearer {}", app.token),
+        base: base.clone(),
+    };
     let dir = tempfile::tempdir().expect("files");
     let put = |name: &str, data: &[u8]| {
         let p = dir.path().join(name);
@@ -117,20 +148,8 @@ async fn every_protocol_works_over_http2_with_tls() {
 
     // A form upload.
     let form = bytes(300_000, 21);
-    let f = put("form.bin", &form);
-    let got = curl(
-        ca,
-        vec![
-            s("--http2"),
-            s("-H"),
-            auth.clone(),
-            s("-F"),
-            format!("file=@{f}"),
-            format!("{base}/api/files"),
-        ],
-    )
-    .await;
-    assert_eq!((got.status, got.version.as_str()), (201, "2"));
+    let f = format!("file=@{}", put("form.bin", &form));
+    let got = c.ok(201, &["-F", &f], "/api/files").await;
     assert_eq!(
         got.json()["files"][0]["checksums"]["sha256"],
         sha256_hex(&form)
@@ -138,85 +157,56 @@ async fn every_protocol_works_over_http2_with_tls() {
 
     // tus: creation, two PATCHes, HEAD.
     let tus = bytes(500_000, 22);
-    let got = curl(
-        ca,
-        vec![
-            s("--http2"),
-            s("-X"),
-            s("POST"),
-            s("-H"),
-            auth.clone(),
-            s("-H"),
-            s("Tus-Resumable: 1.0.0"),
-            s("-H"),
-            format!("Upload-Length: {}", tus.len()),
-            s("-H"),
-            s("Upload-Metadata: filename dHVzLmJpbg=="),
-            format!("{base}/tus/"),
-        ],
-    )
-    .await;
-    assert_eq!((got.status, got.version.as_str()), (201, "2"));
-    let location = header(&got, "location");
-    for (from, to) in [(0, 200_000), (200_000, tus.len())] {
-        let part = put(&format!("tus-{from}"), &tus[from..to]);
-        let got = curl(
-            ca,
-            vec![
-                s("--http2"),
-                s("-X"),
-                s("PATCH"),
-                s("-H"),
-                auth.clone(),
-                s("-H"),
-                s("Tus-Resumable: 1.0.0"),
-                s("-H"),
-                format!("Upload-Offset: {from}"),
-                s("-H"),
-                s("Content-Type: application/offset+octet-stream"),
-                s("--data-binary"),
-                format!("@{part}"),
-                format!("{base}{location}"),
-            ],
+    let tus_h = ["-H", "Tus-Resumable: 1.0.0"];
+    let length = format!("Upload-Length: {}", tus.len());
+    let meta = "Upload-Metadata: filename dHVzLmJpbg==";
+    let got = c
+        .ok(
+            201,
+            &[&tus_h[..], &["-X", "POST", "-H", &length, "-H", meta]].concat(),
+            "/tus/",
         )
         .await;
-        assert_eq!((got.status, got.version.as_str()), (204, "2"));
+    let location = header(&got, "location");
+    for (from, to) in [(0, 200_000), (200_000, tus.len())] {
+        let part = format!("@{}", put(&format!("tus-{from}"), &tus[from..to]));
+        let offset = format!("Upload-Offset: {from}");
+        let args = [
+            &tus_h[..],
+            &[
+                "-X",
+                "PATCH",
+                "-H",
+                &offset,
+                "-H",
+                "Content-Type: application/offset+octet-stream",
+            ],
+            &["--data-binary", &part],
+        ]
+        .concat();
+        let got = c.ok(204, &args, &location).await;
         assert_eq!(header(&got, "upload-offset"), to.to_string());
     }
-    let got = curl(
-        ca,
-        vec![
-            s("--http2"),
-            s("-I"),
-            s("-H"),
-            auth.clone(),
-            s("-H"),
-            s("Tus-Resumable: 1.0.0"),
-            format!("{base}{location}"),
-        ],
-    )
-    .await;
+    let got = c.ok(200, &[&tus_h[..], &["-I"]].concat(), &location).await;
     assert_eq!(header(&got, "upload-offset"), tus.len().to_string());
 
     // The IETF draft: everything in its creation request.
     let draft = bytes(100_000, 23);
-    let d = put("draft.bin", &draft);
-    let got = curl(
-        ca,
-        vec![
-            s("--http2"),
-            s("-H"),
-            auth.clone(),
-            s("-H"),
-            s("Upload-Complete: ?1"),
-            s("-H"),
-            s("Content-Disposition: attachment; filename=\"draft.bin\""),
-            s("--data-binary"),
-            format!("@{d}"),
-            format!("{base}/resumable/"),
-        ],
-    )
-    .await;
+    let d = format!("@{}", put("draft.bin", &draft));
+    let disposition = "Content-Disposition: attachment; filename=\"draft.bin\"";
+    let got = c
+        .run(
+            &[
+                "-H",
+                "Upload-Complete: ?1",
+                "-H",
+                disposition,
+                "--data-binary",
+                &d,
+            ],
+            "/resumable/",
+        )
+        .await;
     assert!(
         matches!(got.status, 200 | 201),
         "{}: {}",
@@ -227,127 +217,58 @@ async fn every_protocol_works_over_http2_with_tls() {
 
     // The chunked protocol: two chunks, then completion with the md5.
     let chunked = bytes(150_000, 24);
-    let c1 = put("c1", &chunked[..100_000]);
-    let got = curl(
-        ca,
-        vec![
-            s("--http2"),
-            s("-H"),
-            auth.clone(),
-            s("-H"),
-            format!("Content-Range: bytes 0-99999/{}", chunked.len()),
-            s("-F"),
-            format!("file=@{c1};filename=chunked.bin"),
-            format!("{base}/api/chunked_upload/"),
-        ],
-    )
-    .await;
-    assert_eq!(
-        (got.status, got.version.as_str()),
-        (200, "2"),
-        "{}",
-        String::from_utf8_lossy(&got.body)
+    let c1 = format!(
+        "file=@{};filename=chunked.bin",
+        put("c1", &chunked[..100_000])
     );
+    let range = format!("Content-Range: bytes 0-99999/{}", chunked.len());
+    let got = c
+        .ok(200, &["-H", &range, "-F", &c1], "/api/chunked_upload/")
+        .await;
     let id = got.json()["upload_id"]
         .as_str()
         .expect("upload_id")
         .to_string();
-    let c2 = put("c2", &chunked[100_000..]);
-    let got = curl(
-        ca,
-        vec![
-            s("--http2"),
-            s("-H"),
-            auth.clone(),
-            s("-H"),
-            format!(
-                "Content-Range: bytes 100000-{}/{}",
-                chunked.len() - 1,
-                chunked.len()
-            ),
-            s("-F"),
-            format!("upload_id={id}"),
-            s("-F"),
-            format!("file=@{c2};filename=chunked.bin"),
-            format!("{base}/api/chunked_upload/"),
-        ],
+    let c2 = format!(
+        "file=@{};filename=chunked.bin",
+        put("c2", &chunked[100_000..])
+    );
+    let range = format!(
+        "Content-Range: bytes 100000-{}/{}",
+        chunked.len() - 1,
+        chunked.len()
+    );
+    let uid = format!("upload_id={id}");
+    c.ok(
+        200,
+        &["-H", &range, "-F", &uid, "-F", &c2],
+        "/api/chunked_upload/",
     )
     .await;
-    assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
     let md5 = {
         use md5::Digest as _;
         hex::encode(md5::Md5::digest(&chunked))
     };
-    let got = curl(
-        ca,
-        vec![
-            s("--http2"),
-            s("-H"),
-            auth.clone(),
-            s("-d"),
-            format!("upload_id={id}&md5={md5}"),
-            format!("{base}/api/chunked_upload_complete/"),
-        ],
-    )
-    .await;
-    assert_eq!(
-        (got.status, got.version.as_str()),
-        (200, "2"),
-        "{}",
-        String::from_utf8_lossy(&got.body)
-    );
+    let done = format!("upload_id={id}&md5={md5}");
+    c.ok(200, &["-d", &done], "/api/chunked_upload_complete/")
+        .await;
 
     // An upload session: open, add a file, store.
-    let got = curl(
-        ca,
-        vec![
-            s("--http2"),
-            s("-X"),
-            s("POST"),
-            s("-H"),
-            auth.clone(),
-            format!("{base}/upload-session/"),
-        ],
-    )
-    .await;
-    assert_eq!((got.status, got.version.as_str()), (201, "2"));
+    let got = c.ok(201, &["-X", "POST"], "/upload-session/").await;
     let token = got.json()["uploadSessionToken"]
         .as_str()
         .expect("token")
         .to_string();
     let txt = b"a note for the archivist\n".repeat(100);
-    let t = put("note.txt", &txt);
-    let got = curl(
-        ca,
-        vec![
-            s("--http2"),
-            s("-H"),
-            auth.clone(),
-            s("-F"),
-            format!("file=@{t}"),
-            format!("{base}/upload-session/{token}/files/"),
-        ],
+    let t = format!("file=@{}", put("note.txt", &txt));
+    c.ok(200, &["-F", &t], &format!("/upload-session/{token}/files/"))
+        .await;
+    c.ok(
+        200,
+        &["-X", "POST"],
+        &format!("/upload-session/{token}/store/"),
     )
     .await;
-    assert_eq!(
-        (got.status, got.version.as_str()),
-        (200, "2"),
-        "{}",
-        String::from_utf8_lossy(&got.body)
-    );
-    let got = curl(
-        ca,
-        vec![
-            s("--http2"),
-            s("-X"),
-            s("POST"),
-            s("-H"),
-            auth.clone(),
-            format!("{base}/upload-session/{token}/store/"),
-        ],
-    )
-    .await;
-    assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
 
     // Every byte, as stored.
     let files = app
@@ -438,47 +359,24 @@ async fn limits_hold_per_stream_and_streams_are_capped() {
         frames.contains("SETTINGS_MAX_CONCURRENT_STREAMS(0x03):7"),
         "{frames}"
     );
-    let ca = Some(ca.as_path());
-    let auth = format!("Authorization: Bearer {}", app.token);
+    let c = Curl2 {
+        ca: &ca,
+        auth: format!("Authorization: Bearer {}", app.token),
+        base,
+    };
     // A body over max_upload_size, on a stream: 413 with JSON, as on HTTP/1.1.
     let dir = tempfile::tempdir().expect("files");
     let f = dir.path().join("big.bin");
     std::fs::write(&f, bytes(50_000, 26)).expect("write");
-    let got = curl(
-        ca,
-        vec![
-            s("--http2"),
-            s("-H"),
-            auth.clone(),
-            s("-F"),
-            format!("file=@{}", f.display()),
-            format!("{base}/api/files"),
-        ],
-    )
-    .await;
-    assert_eq!((got.status, got.version.as_str()), (413, "2"));
+    let form = format!("file=@{}", f.display());
+    let got = c.ok(413, &["-F", &form], "/api/files").await;
+    assert_eq!(got.json()["code"], "too_large");
     // Headers over max_request_header_size (32 KiB): 431 with JSON.
-    let got = curl(
-        ca,
-        vec![
-            s("--http2"),
-            s("-H"),
-            auth.clone(),
-            s("-H"),
-            format!("X-Big: {}", "a".repeat(40_000)),
-            format!("{base}/api/files"),
-        ],
-    )
-    .await;
-    assert_eq!((got.status, got.version.as_str()), (431, "2"));
+    let big = format!("X-Big: {}", "a".repeat(40_000));
+    let got = c.ok(431, &["-H", &big], "/api/files").await;
     assert_eq!(got.json()["code"], "headers_too_large");
     // The connection's other streams were not harmed.
-    let got = curl(
-        ca,
-        vec![s("--http2"), s("-H"), auth, format!("{base}/api/files")],
-    )
-    .await;
-    assert_eq!(got.status, 200);
+    c.ok(200, &[], "/api/files").await;
 }
 
 #[tokio::test]
