@@ -400,6 +400,7 @@ async fn events(settings: &Settings, cmd: EventsCmd) -> anyhow::Result<()> {
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     init_logs(&settings)?;
     raise_open_files_limit();
+    keep_running_on_sighup();
     let listen = settings.listen.clone();
     let state = chute::app::open_state(settings).await?;
     if let Some(token) = chute::app::bootstrap_admin(state.engine.meta.as_ref()).await? {
@@ -436,6 +437,22 @@ fn init_logs(settings: &Settings) -> anyhow::Result<()> {
             .init(),
     }
     Ok(())
+}
+
+/// SIGHUP is an operator's "reload": with TLS the certificate is re-read (`chute::tls`);
+/// without, there is nothing to reload, and the signal must not end the server (its default).
+fn keep_running_on_sighup() {
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: the TLS certificate, if any, is read again");
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "SIGHUP cannot be caught"),
+    }
 }
 
 /// Every connection and upload takes file descriptors, and the usual soft limit (1024) is

@@ -173,7 +173,7 @@ async fn json_logs_have_one_access_line_per_request_and_no_secret() {
 }
 
 #[tokio::test]
-async fn text_logs_to_a_file_carry_no_colour_codes() {
+async fn text_logs_to_a_file_carry_no_colour_codes_and_sighup_keeps_it_running() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("chute.log");
     let (child, addr, _token) = serve(&dir.path().join("data"), &log, &[]);
@@ -181,8 +181,23 @@ async fn text_logs_to_a_file_carry_no_colour_codes() {
         .await
         .expect("health");
     assert_eq!(res.status(), 200);
+    // SIGHUP (an operator's "reload") leaves the server running.
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let res = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .expect("still serving after SIGHUP");
+    assert_eq!(res.status(), 200);
     stop(child).await;
     let text = std::fs::read_to_string(&log).expect("log");
+    assert!(text.contains("SIGHUP"), "{text}");
     assert!(
         text.lines()
             .any(|l| l.contains("chute::access") && l.contains("route=/healthz status=200")),
