@@ -115,9 +115,7 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
         })
     });
 
-    metrics
-        .gauge(metrics::REQUESTS_IN_FLIGHT, &[])
-        .increment(1.0);
+    metrics.requests_in_flight().increment(1.0);
     // Made now, so that a request dropped before its answer (the client left) is counted and
     // logged too, as 499 (nginx's "client closed request").
     let mut done = Done {

@@ -12,6 +12,22 @@ use crate::auth::jwt::{JwtError, JwtVerifier};
 use crate::meta::{MetaError, MetaStore, User};
 use crate::upload::limits::Limits;
 
+/// The token of `Authorization: Bearer TOKEN`, or 401 saying what is wrong with the header.
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
+    let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        ApiError::unauthorized("send an API token as `Authorization: Bearer TOKEN`")
+    })?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("the Authorization header is not readable"))?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(token.trim()),
+        _ => Err(ApiError::unauthorized(
+            "the Authorization scheme must be Bearer",
+        )),
+    }
+}
+
 /// The caller, and the limits their uploads are held to (the server's, narrowed by a signed
 /// token's claims).
 pub struct AuthUser(pub User, pub Limits);
@@ -20,20 +36,7 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthorized("send an API token as `Authorization: Bearer TOKEN`")
-        })?;
-        let value = value
-            .to_str()
-            .map_err(|_| ApiError::unauthorized("the Authorization header is not readable"))?;
-        let token = match value.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-            _ => {
-                return Err(ApiError::unauthorized(
-                    "the Authorization scheme must be Bearer",
-                ));
-            }
-        };
+        let token = bearer(&parts.headers)?;
         let limits = Limits::of(&state.engine.settings);
         if let Some(jwt) = &state.jwt
             && JwtVerifier::looks_like_jwt(token)

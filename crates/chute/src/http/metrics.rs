@@ -50,13 +50,7 @@ fn serve(state: &AppState, headers: &HeaderMap) -> Response {
 /// Whether the request's bearer token is `want`, compared by digest so that the time taken
 /// says nothing about how much of it matched.
 fn bearer_is(headers: &HeaderMap, want: &str) -> bool {
-    let Some(got) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim())
-    else {
+    let Ok(got) = super::auth::bearer(headers) else {
         return false;
     };
     let digest = |s: &str| ring::digest::digest(&ring::digest::SHA256, s.as_bytes());

@@ -271,15 +271,8 @@ async fn every_protocol_works_over_http2_with_tls() {
     .await;
 
     // Every byte, as stored.
-    let files = app
-        .state
-        .engine
-        .meta
-        .list_files(1, None, 100)
-        .await
-        .expect("list");
     let stored: std::collections::BTreeSet<String> =
-        files.iter().filter_map(|f| f.sha256.clone()).collect();
+        stored_sha256(&app).await.into_values().collect();
     for (what, data) in [
         ("form", &form),
         ("tus", &tus),
@@ -458,6 +451,14 @@ async fn chromium_uploads_through_the_page_over_http2() {
     for (path, p) in protocols {
         assert_eq!(p, "h2", "{path} in {v}");
     }
+    assert_eq!(
+        stored_sha256(&app).await.get("browser-h2.bin"),
+        Some(&sha256_hex(&data))
+    );
+}
+
+/// The admin's files, name to sha256, read from the catalog (the app speaks only HTTPS).
+async fn stored_sha256(app: &TestApp) -> std::collections::BTreeMap<String, String> {
     let files = app
         .state
         .engine
@@ -465,9 +466,40 @@ async fn chromium_uploads_through_the_page_over_http2() {
         .list_files(1, None, 100)
         .await
         .expect("list");
-    let f = files
-        .iter()
-        .find(|f| f.name == "browser-h2.bin")
-        .expect("stored");
-    assert_eq!(f.sha256.as_deref(), Some(sha256_hex(&data).as_str()));
+    files
+        .into_iter()
+        .filter_map(|f| Some((f.name, f.sha256?)))
+        .collect()
+}
+
+#[tokio::test]
+async fn garbage_and_plain_http_on_the_tls_port_harm_no_one() {
+    use std::io::{Read, Write};
+    let (app, ca, _certs) = tls_app(&[]).await;
+    let addr = app.addr;
+    // Plain HTTP, random bytes, and a connection that never finishes its handshake.
+    let stalled = blocking(move || {
+        let mut plain = std::net::TcpStream::connect(addr).expect("connect");
+        plain
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        plain
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("write");
+        let mut buf = Vec::new();
+        let _ = plain.read_to_end(&mut buf);
+        assert!(!buf.starts_with(b"HTTP/1.1 200"), "plain HTTP was served");
+        let mut noise = std::net::TcpStream::connect(addr).expect("connect");
+        let _ = noise.write_all(&bytes(4096, 28));
+        std::net::TcpStream::connect(addr).expect("connect")
+    })
+    .await;
+    // Meanwhile a real client is served.
+    let c = Curl2 {
+        ca: &ca,
+        auth: format!("Authorization: Bearer {}", app.token),
+        base: format!("https://127.0.0.1:{}", addr.port()),
+    };
+    c.ok(200, &[], "/api/files").await;
+    drop(stalled);
 }
