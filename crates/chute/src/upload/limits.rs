@@ -6,6 +6,22 @@
 
 use crate::config::Settings;
 
+/// The largest length an upload may declare, whatever the settings: the largest
+/// structured-field integer (RFC 8941, 15 digits, about 1 PB), which the draft's headers can
+/// carry anyway. It keeps every length, and the sums the quota takes of a user's uploads,
+/// well inside the catalog's signed 64-bit integers.
+pub const MAX_DECLARED_LENGTH: u64 = 999_999_999_999_999;
+
+/// `Err(TooLarge)` for a declared length past [`MAX_DECLARED_LENGTH`].
+pub fn check_declared(length: u64) -> Result<(), crate::upload::UploadError> {
+    if length > MAX_DECLARED_LENGTH {
+        return Err(crate::upload::UploadError::TooLarge {
+            limit: MAX_DECLARED_LENGTH,
+        });
+    }
+    Ok(())
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Limits {
     /// The largest upload, in bytes.

@@ -398,3 +398,78 @@ fn tokio_stream<T: Send + 'static>(
 ) -> impl futures::Stream<Item = T> + Send + 'static {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
+
+/// A declared length is held to what the catalog can count, with no `max_upload_size` set:
+/// 2^64 - 1 was stored as -1 (and 2^63 as i64::MIN), which lowered the user's usage and made
+/// `/api/me` fail with 500 (schemathesis found it). Every protocol's declaration is checked:
+/// tus's at creation and when a deferred length is given, chunked's Content-Range total; the
+/// draft's structured integers cannot exceed it.
+#[tokio::test]
+async fn a_declared_length_past_what_can_be_counted_is_413() {
+    let app = spawn_app(&[]).await;
+    let tus = |headers: &[(&str, &str)]| {
+        let mut r = app
+            .auth(app.client.post(app.url("/tus/")))
+            .header("Tus-Resumable", "1.0.0");
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.send()
+    };
+    for huge in [
+        "18446744073709551615",
+        "9223372036854775808",
+        "9223372036854775807",
+        "1000000000000000",
+    ] {
+        let res = tus(&[("Upload-Length", huge)]).await.expect("create");
+        assert_eq!(res.status(), 413, "Upload-Length: {huge}");
+        let err: Value = res.json().await.expect("json");
+        assert_eq!(err["code"], "too_large", "{err}");
+    }
+    // The largest that can be declared (15 digits, the draft's own bound) is taken.
+    let res = tus(&[("Upload-Length", "999999999999999")])
+        .await
+        .expect("create");
+    assert_eq!(res.status(), 201);
+
+    // Declared later, on a deferred-length upload.
+    let res = tus(&[("Upload-Defer-Length", "1")]).await.expect("create");
+    assert_eq!(res.status(), 201);
+    let loc = res.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_string();
+    let res = app
+        .auth(app.client.patch(app.url(&loc)))
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Offset", "0")
+        .header("Upload-Length", "18446744073709551615")
+        .header("Content-Type", "application/offset+octet-stream")
+        .body("abc")
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(res.status(), 413);
+
+    // chunked: the total of Content-Range.
+    let form = Form::new().part("file", Part::bytes(b"abc".to_vec()).file_name("a.bin"));
+    let res = app
+        .auth(app.client.post(app.url("/api/chunked_upload/")))
+        .header("Content-Range", "bytes 0-2/18446744073709551615")
+        .multipart(form)
+        .send()
+        .await
+        .expect("chunk");
+    assert_eq!(res.status(), 413, "{:?}", res.text().await);
+
+    // What the user holds is still counted, and answered.
+    let res = app
+        .auth(app.client.get(app.url("/api/me")))
+        .send()
+        .await
+        .expect("me");
+    assert_eq!(res.status(), 200);
+    let me: Value = res.json().await.expect("json");
+    assert_eq!(me["usage"], 999_999_999_999_999_u64, "{me}");
+}

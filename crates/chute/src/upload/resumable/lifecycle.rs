@@ -36,6 +36,9 @@ pub struct NewUpload<'a> {
 
 impl Engine {
     pub async fn create_upload(&self, n: NewUpload<'_>) -> Result<UploadRecord, UploadError> {
+        if let Some(len) = n.length {
+            crate::upload::limits::check_declared(len)?;
+        }
         let mut metadata = n.metadata;
         let mut name = n.name.to_string();
         // The application agrees (and may reshape the upload) before anything is staged. A
@@ -155,6 +158,7 @@ impl Engine {
         up: &UploadRecord,
         length: u64,
     ) -> Result<bool, UploadError> {
+        crate::upload::limits::check_declared(length)?;
         Ok(self
             .meta
             .set_upload_length(&up.id, length, self.quota_for(up))
