@@ -3,7 +3,8 @@
 # nginx (nginx-light), PostgreSQL (postgresql), promtool (prometheus, whose server is
 # installed but never started) and nghttp (nghttp2-client, an HTTP/2 client that shows frames); Garage (crates.io); the npm packages pinned in
 # e2e/package-lock.json (jQuery-File-Upload, spark-md5, playwright-core, tus-js-client); and
-# tuspy and standardwebhooks (e2e/requirements.txt) in e2e/.venv. The tests start clamd, nginx, PostgreSQL and
+# the Python tools pinned in e2e/requirements.txt (tuspy, standardwebhooks, PyJWT, schemathesis,
+# openapi-spec-validator) in e2e/.venv. The tests start clamd, nginx, PostgreSQL and
 # Garage themselves (scripts/clamd-test.sh, nginx-test.sh, postgres-test.sh, garage-test.sh).
 # Idempotent: does nothing when everything is there.
 set -euo pipefail
@@ -43,7 +44,9 @@ if [ ! -d e2e/node_modules/blueimp-file-upload ] || [ e2e/package-lock.json -nt 
   (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
-if [ ! -x e2e/.venv/bin/python ] || ! e2e/.venv/bin/python -c 'import tusclient, standardwebhooks, jwt' 2>/dev/null; then
+# Installed again whenever the pins change (the stamp is older than the file).
+if [ ! -x e2e/.venv/bin/python ] || [ e2e/requirements.txt -nt e2e/.venv/.installed ]; then
   python3 -m venv e2e/.venv
   e2e/.venv/bin/pip install -q --disable-pip-version-check -r e2e/requirements.txt
+  touch e2e/.venv/.installed
 fi

@@ -6,8 +6,9 @@
 # folder), then every app on a PostgreSQL catalog (a server this script starts with
 # scripts/postgres-test.sh), then as the scaled-out deployment: PostgreSQL catalog and S3
 # storage in a Garage bucket (scripts/garage-test.sh). Last, every fuzz target runs 20 s from
-# its kept corpus (scripts/fuzz.sh, nightly toolchain and cargo-fuzz). The chaos test runs
-# once, after the first pass.
+# its kept corpus (scripts/fuzz.sh, nightly toolchain and cargo-fuzz). The chaos test and the
+# API contract run (scripts/api-contract.sh: openapi-spec-validator, schemathesis) run once,
+# after the first pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,9 @@ CHUTE_TEST_LOG="$logs/sqlite.log" cargo test --all-targets --locked
 # clients) runs once, alone: it is the same on every pass and loads the machine for a minute.
 echo "the chaos test: faults across nodes"
 cargo test --locked --test it -- --ignored chaos
+# The OpenAPI document, validated and held to a live server by schemathesis (about 45 s).
+echo "the API contract: openapi-spec-validator and schemathesis"
+./scripts/api-contract.sh
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 work=$(mktemp -d "${TMPDIR:-/tmp}/chute-test-servers.XXXXXX")

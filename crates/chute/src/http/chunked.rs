@@ -17,8 +17,9 @@
 
 use std::collections::HashMap;
 
+use super::extract::Query;
 use axum::Json;
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -33,11 +34,12 @@ use super::error::{ApiError, ApiResult};
 use super::error_code;
 use super::form::{body_error, multer_error};
 use super::headers::rfc3339;
+use super::openapi::Errors;
 use crate::checksum::Algorithm;
 use crate::meta::{Protocol, UploadRecord, UploadState, User, now_unix};
 
 mod receive;
-pub use receive::chunk;
+pub use receive::{__path_chunk, chunk};
 
 const PROTOCOL: Protocol = Protocol::Chunked;
 /// The form fields around a chunk are small; this bounds what is read of them.
@@ -121,12 +123,60 @@ fn offset_error(code: &'static str, msg: impl Into<String>, offset: u64) -> ApiE
     ApiError::bad_request(code, msg).with("offset", offset)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StatusQuery {
+    /// The upload's id (else 400 `no_upload_id`).
+    #[param(required = true)]
     upload_id: Option<String>,
 }
 
+/// Where a chunked upload stands.
+#[derive(utoipa::ToSchema)]
+#[schema(as = ChunkedUpload)]
+#[allow(dead_code)] // Only described: `progress_json` builds it.
+pub struct ChunkedJson {
+    upload_id: String,
+    /// Bytes received.
+    offset: u64,
+    /// When the unfinished upload expires (RFC 3339).
+    expires: Option<String>,
+    /// The total from `Content-Range` (status only).
+    length: Option<u64>,
+    /// Whether it was completed (status only).
+    complete: Option<bool>,
+}
+
+/// One chunk: multipart with the chunk in `file`, `upload_id` after the first.
+#[derive(utoipa::ToSchema)]
+#[schema(as = Chunk)]
+#[allow(dead_code)] // Only described: the body is streamed.
+pub struct ChunkBody {
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    upload_id: Option<String>,
+}
+
+/// The completion form.
+#[derive(utoipa::ToSchema)]
+#[schema(as = ChunkedCompletion)]
+#[allow(dead_code)] // Only described: `small_form` reads it.
+pub struct CompleteBody {
+    upload_id: String,
+    /// The whole file's md5, hex.
+    md5: String,
+}
+
 /// `GET /api/chunked_upload/?upload_id=…`
+#[utoipa::path(
+    get,
+    path = "/api/chunked_upload/",
+    tag = "chunked",
+    summary = "Where a chunked upload stands",
+    params(StatusQuery),
+    responses((status = 200, description = "Its offset, length and state", body = ChunkedJson), Errors),
+    security(("token" = [])),
+)]
 pub async fn status(
     State(state): State<AppState>,
     auth: Result<AuthUser, ApiError>,
@@ -147,6 +197,18 @@ pub async fn status(
 }
 
 /// `POST /api/chunked_upload_complete/` with `upload_id` and `md5`.
+#[utoipa::path(
+    post,
+    path = "/api/chunked_upload_complete/",
+    tag = "chunked",
+    summary = "Complete a chunked upload, checking its md5",
+    request_body(content = CompleteBody, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The stored file, with `md5`, `sha256` and `upload_id`", body = crate::meta::FileJson),
+        Errors,
+    ),
+    security(("token" = [])),
+)]
 pub async fn complete(
     State(state): State<AppState>,
     auth: Result<AuthUser, ApiError>,

@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::error::ApiError;
 use super::error_code;
+use super::openapi::Errors;
 
 /// Whether this node is draining.
 #[derive(Debug, Default)]
@@ -65,6 +66,13 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
 
 /// `GET /readyz`: 503 `draining` from the start of a drain; otherwise as `/healthz` (the
 /// catalog answers and the storage is writable).
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    summary = "Readiness: as /healthz, but 503 `draining` from the start of a shutdown",
+    responses((status = 200, description = "Ready"), Errors),
+)]
 pub async fn readyz(state: State<AppState>) -> Response {
     if state.drain.is_draining() {
         return draining();

@@ -27,6 +27,7 @@ codes! {
     BAD_LENGTH = "bad_length",
     BAD_LIMIT = "bad_limit",
     BAD_METADATA = "bad_metadata",
+    BAD_PATH = "bad_path",
     BAD_PROGRESS_ID = "bad_progress_id",
     BAD_QUERY = "bad_query",
     BAD_RANGE = "bad_range",

@@ -14,6 +14,7 @@ use super::AppState;
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiResult};
 use super::error_code;
+use super::openapi::Errors;
 use crate::events::EventRecord;
 
 const DEFAULT_LIMIT: u32 = 100;
@@ -81,6 +82,56 @@ fn event_json(e: &EventRecord) -> Value {
     v
 }
 
+/// The feed's query (read by hand, so that each bad value has its own code).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Only described: `parse_query` reads the query.
+struct FeedParams {
+    /// A `next` this feed returned (else 400 `bad_cursor`); from the start when absent.
+    after: Option<String>,
+    /// Events per answer, 1 to 1000 (100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// Seconds to hold an empty answer open until an event arrives, 0 to 60 (0).
+    #[param(minimum = 0, maximum = 60)]
+    wait: Option<u32>,
+}
+
+/// A page of the feed.
+#[derive(utoipa::ToSchema)]
+#[schema(as = EventPage)]
+#[allow(dead_code)] // Only described: the events are kept as JSON.
+struct EventPage {
+    events: Vec<EventJson>,
+    /// The cursor to ask `after` next.
+    next: String,
+}
+
+/// One event.
+#[derive(utoipa::ToSchema)]
+#[schema(as = Event)]
+#[allow(dead_code)] // Only described.
+struct EventJson {
+    /// The event's id (the webhook's `webhook-id`).
+    id: String,
+    /// `upload.created`, `upload.finished`, ...
+    #[schema(rename = "type")]
+    kind: String,
+    /// When it happened (RFC 3339).
+    timestamp: String,
+    /// What it is about: the upload, the file.
+    data: serde_json::Value,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/events",
+    tag = "operations",
+    summary = "Recorded events in commit order (staff only)",
+    params(FeedParams),
+    responses((status = 200, description = "Events after the cursor", body = EventPage), Errors),
+    security(("token" = [])),
+)]
 pub async fn feed(
     State(state): State<AppState>,
     AuthUser(user, ..): AuthUser,

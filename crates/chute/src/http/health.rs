@@ -7,9 +7,25 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AppState;
+use super::openapi::Errors;
+
+/// `{"status": "ok"}`
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Only described.
+struct Health {
+    #[schema(pattern = "^ok$")]
+    status: String,
+}
 use super::error::ApiError;
 use super::error_code;
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    summary = "Liveness: the catalog answers and the storage is writable",
+    responses((status = 200, description = "Healthy", body = inline(Health)), Errors),
+)]
 pub async fn healthz(State(state): State<AppState>) -> Response {
     if let Err(e) = state.engine.meta.ping().await {
         tracing::warn!(error = %e, "health: database unreachable");

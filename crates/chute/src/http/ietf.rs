@@ -23,10 +23,11 @@
 //! response, or by creating the upload with an empty body first (the draft's careful
 //! creation).
 
+use super::extract::Path;
 use crate::upload::limits::Limits;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -36,6 +37,7 @@ use super::auth::AuthUser;
 use super::error::{ApiError, ApiResult};
 use super::error_code;
 use super::headers::{file_name, media_type, sf_integer, upload_complete};
+use super::openapi::{Errors, count, header_params, one_of, text};
 use super::origin::origin;
 use super::resumable::{AppendError, append_stream, live, lock_upload};
 use super::serve::serve_file;
@@ -43,9 +45,33 @@ use crate::meta::{FileRecord, Protocol, UploadMeta, UploadRecord, UploadState, U
 use crate::upload::resumable::{Locked, NewUpload, UploadLock};
 
 pub const PROTOCOL: Protocol = Protocol::Ietf;
+
+header_params! {
+    /// A creation's headers.
+    pub CreateHeaders {
+        ("Upload-Complete", true, one_of(&["?0", "?1"]), "Whether this body completes the upload"),
+        ("Upload-Length", false, count(), "The upload's size, when known"),
+        ("Content-Disposition", false, text(), "The file's name (`attachment; filename=...`)"),
+        ("Upload-Metadata", false, text(), "tus-style metadata, another way to give the name and type"),
+    }
+}
+
+header_params! {
+    /// An append's headers.
+    pub AppendHeaders {
+        ("Upload-Offset", true, count(), "Where the body goes (else 409 `mismatching-upload-offset`)"),
+        ("Upload-Complete", true, one_of(&["?0", "?1"]), "Whether this body completes the upload"),
+        ("Upload-Length", false, count(), "The upload's size, when known"),
+    }
+}
 pub const INTEROP_VERSION: &str = "8";
 const PARTIAL_UPLOAD: &str = "application/partial-upload";
 const PROBLEM_BASE: &str = "https://iana.org/assignments/http-problem-types#";
+const MISMATCHING_OFFSET: &str = "mismatching-upload-offset";
+const COMPLETED: &str = "completed-upload";
+const INCONSISTENT_LENGTH: &str = "inconsistent-upload-length";
+/// The draft's problem types, each also the problem's `code`.
+pub const PROBLEM_KINDS: &[&str] = &[MISMATCHING_OFFSET, COMPLETED, INCONSISTENT_LENGTH];
 
 /// An RFC 9457 problem of the draft (409), with chute's `error` and `code` beside.
 fn problem(kind: &'static str, title: &str, extra: Value, offset: Option<u64>) -> Response {
@@ -73,7 +99,7 @@ fn problem(kind: &'static str, title: &str, extra: Value, offset: Option<u64>) -
 
 fn mismatching_offset(expected: u64, provided: u64) -> Response {
     problem(
-        "mismatching-upload-offset",
+        MISMATCHING_OFFSET,
         "Upload-Offset does not match the upload's offset",
         json!({ "expected-offset": expected, "provided-offset": provided }),
         Some(expected),
@@ -82,7 +108,7 @@ fn mismatching_offset(expected: u64, provided: u64) -> Response {
 
 fn completed(offset: u64) -> Response {
     problem(
-        "completed-upload",
+        COMPLETED,
         "the upload is already complete",
         json!({}),
         Some(offset),
@@ -91,11 +117,86 @@ fn completed(offset: u64) -> Response {
 
 fn inconsistent_length(offset: Option<u64>) -> Response {
     problem(
-        "inconsistent-upload-length",
+        INCONSISTENT_LENGTH,
         "the upload's length is inconsistent with what was sent",
         json!({}),
         offset,
     )
+}
+
+/// An RFC 9457 problem of the IETF draft (409), with chute's `error` and `code` beside.
+pub struct Problem;
+
+impl utoipa::ToSchema for Problem {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Problem".into()
+    }
+}
+
+impl utoipa::PartialSchema for Problem {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        let text = || {
+            utoipa::openapi::schema::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::Type::String)
+        };
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .property("type", text())
+            .property("title", text())
+            .property("error", text())
+            .property(
+                "code",
+                text().enum_values(Some(PROBLEM_KINDS.iter().copied())),
+            )
+            .property(
+                "expected-offset",
+                utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::Integer)
+                    .minimum(Some(0)),
+            )
+            .property(
+                "provided-offset",
+                utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::Integer)
+                    .minimum(Some(0)),
+            )
+            .required("type")
+            .required("title")
+            .required("error")
+            .required("code")
+            .additional_properties(Some(
+                utoipa::openapi::schema::AdditionalProperties::FreeForm(true),
+            ))
+            .into()
+    }
+}
+
+/// The 409 of a request that may speak the draft: its RFC 9457 problems, or chute's JSON error
+/// (a tus or chunked conflict).
+pub struct Conflicts;
+
+impl utoipa::IntoResponses for Conflicts {
+    fn responses()
+    -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::Response>> {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        use utoipa::{PartialSchema, ToSchema};
+        let error = ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name(
+                super::openapi::ErrorBody::name(),
+            )))
+            .build();
+        let problem = ContentBuilder::new()
+            .schema(Some(Problem::schema()))
+            .build();
+        let conflict = ResponseBuilder::new()
+            .description(
+                "A conflict: the draft's problems (mismatching-upload-offset, completed-upload, \
+                 inconsistent-upload-length), with `Upload-Offset`",
+            )
+            .content("application/problem+json", problem)
+            .content("application/json", error)
+            .build();
+        [("409".to_string(), conflict.into())].into()
+    }
 }
 
 /// The `Upload-Limit` dictionary: chute's limits for this upload (or for new uploads).
@@ -406,6 +507,23 @@ async fn create_inner(
 }
 
 /// `POST /resumable/`: creation at the draft's own path.
+#[utoipa::path(
+    post,
+    path = "/resumable/",
+    tag = "resumable",
+    summary = "Create an upload, with its first bytes (or all of them)",
+    params(CreateHeaders),
+    request_body(content = Option<crate::http::openapi::Binary>, content_type = "*/*", description = "The first bytes; `Content-Type` becomes the file's type"),
+    responses(
+        (status = 201, description = "Created at `Location`. With `Upload-Complete: ?1` and every byte, the body is the stored file's JSON (`File`); else there is none", headers(
+            ("Location" = String, description = "The upload's URL, `/resumable/{id}`"),
+            ("Upload-Offset" = u64), ("Upload-Complete" = String), ("Upload-Limit" = String),
+        )),
+        Conflicts,
+        Errors,
+    ),
+    security(("token" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     AuthUser(user, limits): AuthUser,
@@ -438,6 +556,21 @@ async fn load(state: &AppState, user: &User, id: &str) -> ApiResult<UploadRecord
 
 /// `HEAD /resumable/{id}`: offset retrieval. A request still writing the upload is stale
 /// once its client asks where it stands: it is ended and its bytes kept.
+#[utoipa::path(
+    head,
+    path = "/resumable/{id}",
+    tag = "resumable",
+    summary = "Offset retrieval",
+    params(("id" = String, Path, description = "The upload's id")),
+    responses(
+        (status = 204, description = "Where the upload stands", headers(
+            ("Upload-Offset" = u64), ("Upload-Complete" = String), ("Upload-Length" = u64),
+            ("Upload-Limit" = String), ("Cache-Control" = String),
+        )),
+        Errors,
+    ),
+    security(("token" = [])),
+)]
 pub async fn head(
     State(state): State<AppState>,
     AuthUser(user, ..): AuthUser,
@@ -449,6 +582,21 @@ pub async fn head(
 }
 
 /// `GET /resumable/{id}`: a finished upload's bytes; an unfinished one answers like HEAD.
+#[utoipa::path(
+    get,
+    path = "/resumable/{id}",
+    tag = "resumable",
+    summary = "Download the finished upload (an unfinished one answers as HEAD)",
+    params(("id" = String, Path, description = "The upload's id"), super::serve::DownloadHeaders),
+    responses(
+        (status = 200, description = "The file's bytes", content_type = "*/*", body = crate::http::openapi::Binary),
+        (status = 206, description = "The range asked for", content_type = "*/*", body = crate::http::openapi::Binary),
+        (status = 204, description = "Not finished: as HEAD"),
+        (status = 304, description = "Not modified (`If-None-Match`)"),
+        Errors,
+    ),
+    security(("token" = [])),
+)]
 pub async fn get(
     State(state): State<AppState>,
     AuthUser(user, ..): AuthUser,
@@ -463,6 +611,21 @@ pub async fn get(
 }
 
 /// `PATCH /resumable/{id}`: append, and complete with `Upload-Complete: ?1`.
+#[utoipa::path(
+    patch,
+    path = "/resumable/{id}",
+    tag = "resumable",
+    summary = "Append, and complete with `Upload-Complete: ?1`",
+    params(("id" = String, Path, description = "The upload's id"), AppendHeaders),
+    request_body(content = Option<crate::http::openapi::Binary>, content_type = "application/partial-upload"),
+    responses(
+        (status = 204, description = "Appended", headers(("Upload-Offset" = u64), ("Upload-Complete" = String))),
+        (status = 200, description = "Appended and complete: the stored file", body = crate::meta::FileJson),
+        Conflicts,
+        Errors,
+    ),
+    security(("token" = [])),
+)]
 pub async fn patch(
     State(state): State<AppState>,
     AuthUser(user, ..): AuthUser,
@@ -572,6 +735,15 @@ async fn patch_inner(
 }
 
 /// `DELETE /resumable/{id}`: cancels the upload, ending a request still writing it.
+#[utoipa::path(
+    delete,
+    path = "/resumable/{id}",
+    tag = "resumable",
+    summary = "Cancel the upload",
+    params(("id" = String, Path, description = "The upload's id")),
+    responses((status = 204, description = "Cancelled"), Errors),
+    security(("token" = [])),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     AuthUser(user, ..): AuthUser,

@@ -6,31 +6,55 @@
 //!   file and expiry is 403 `link_invalid`; one past its expiry 403 `link_expired`; a file
 //!   deleted since, 404.
 
+use super::extract::{Path, Query};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::AppState;
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiResult};
 use super::error_code;
+use super::openapi::Errors;
 use super::serve::serve_file;
 use crate::upload::links::LinkRefused;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = LinkRequest)]
 pub struct LinkRequest {
+    /// Seconds the link works for: 1 to `download_link_max_age` (7 days by default).
+    #[schema(required = true, value_type = i64, minimum = 1)]
     expires_in: Option<i64>,
 }
 
+/// A download link.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Link)]
+pub struct LinkJson {
+    /// The link: a path to `GET /dl/{id}` with its signature.
+    url: String,
+    /// When it stops working (RFC 3339).
+    expires_at: Option<String>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/files/{id}/link",
+    tag = "links",
+    summary = "Make a download link to one of the caller's files",
+    params(("id" = String, Path, description = "The file's id")),
+    request_body(content = LinkRequest, content_type = "application/json"),
+    responses((status = 201, description = "The link", body = LinkJson), Errors),
+    security(("token" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     AuthUser(user, ..): AuthUser,
     Path(id): Path<String>,
-    body: Option<Json<LinkRequest>>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    req: axum::extract::Request,
+) -> ApiResult<(StatusCode, Json<LinkJson>)> {
     let max = state.engine.settings.download_link_max_age.0.as_secs() as i64;
     let bad = || {
         ApiError::bad_request(
@@ -38,8 +62,14 @@ pub async fn create(
             format!("send {{\"expires_in\": seconds}}, 1 to {max}"),
         )
     };
-    let expires_in = body
-        .and_then(|Json(b)| b.expires_in)
+    // Read by hand: whatever the body is (none, not JSON, too long), the answer is this JSON
+    // error, not axum's plain-text one.
+    let body = axum::body::to_bytes(req.into_body(), 4096)
+        .await
+        .map_err(|_| bad())?;
+    let expires_in = serde_json::from_slice::<LinkRequest>(&body)
+        .ok()
+        .and_then(|b| b.expires_in)
         .filter(|s| (1..=max).contains(s))
         .ok_or_else(bad)?;
     match state.engine.meta.get_file(&id).await? {
@@ -49,19 +79,33 @@ pub async fn create(
     let expires = crate::meta::now_unix() + expires_in;
     let url = state.engine.link_path(&id, expires).await?;
     let expires_at = super::headers::rfc3339(expires);
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"url": url, "expires_at": expires_at})),
-    ))
+    Ok((StatusCode::CREATED, Json(LinkJson { url, expires_at })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LinkQuery {
+    /// The signing key's id.
     k: Option<String>,
+    /// The expiry (Unix seconds).
     e: Option<String>,
+    /// The signature.
     s: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/dl/{id}",
+    tag = "links",
+    summary = "Download through a link, with no token (HEAD too)",
+    params(("id" = String, Path, description = "The file's id"), LinkQuery, super::serve::DownloadHeaders),
+    responses(
+        (status = 200, description = "The file's bytes", content_type = "*/*", body = crate::http::openapi::Binary),
+        (status = 206, description = "The range asked for", content_type = "*/*", body = crate::http::openapi::Binary),
+        (status = 304, description = "Not modified (`If-None-Match`)"),
+        Errors,
+    ),
+)]
 pub async fn download(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -12,11 +12,24 @@ use axum::routing::get;
 use super::AppState;
 use super::error::ApiError;
 use super::error_code;
+use super::openapi::Errors;
 
 /// Prometheus's text exposition format.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// `/metrics` on the main address.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Prometheus metrics",
+    description = "With `metrics_token` as the bearer token (users' tokens get 401); 404 when `metrics_token` is not set.",
+    responses(
+        (status = 200, description = "The Prometheus text format", content_type = "text/plain", body = String),
+        Errors,
+    ),
+    security(("metrics_token" = [])),
+)]
 pub async fn on_listen(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if state.engine.settings.metrics_token.is_empty() {
         return ApiError::new(

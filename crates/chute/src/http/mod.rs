@@ -37,6 +37,7 @@ pub mod drain;
 pub mod error;
 pub mod error_code;
 pub mod events;
+pub mod extract;
 pub mod files;
 pub mod form;
 pub mod headers;
@@ -46,6 +47,7 @@ pub mod links;
 pub mod me;
 pub mod metrics;
 pub mod multipart;
+pub mod openapi;
 pub mod origin;
 pub mod progress;
 pub mod proxies;
@@ -61,7 +63,12 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
+use axum::routing::get;
+use utoipa::OpenApi;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
+use utoipa_axum::routes;
+
+use self::openapi::Errors;
 
 use self::auth::AuthUser;
 use crate::auth::jwt::JwtVerifier;
@@ -88,6 +95,8 @@ pub struct AppState {
     pub jwt: Option<Arc<JwtVerifier>>,
     /// Set when the node starts draining (`app::serve_app`, on its shutdown signal).
     pub drain: Arc<drain::Drain>,
+    /// The OpenAPI document of this state's router, made by `router`.
+    pub openapi: Arc<openapi::Document>,
 }
 
 impl AppState {
@@ -109,34 +118,39 @@ impl AppState {
             in_flight,
             jwt,
             drain: Arc::default(),
+            openapi: Arc::default(),
         })
     }
 }
 
-/// The upload-session routes, with and without the trailing slash Django's URLs have.
-fn session_routes() -> Router<AppState> {
-    let mut r = Router::new();
-    for slash in ["/", ""] {
-        r = r
-            .route(&format!("/upload-session{slash}"), post(sessions::create))
-            .route(
-                &format!("/upload-session/{{token}}{slash}"),
-                get(sessions::show),
-            )
-            .route(
-                &format!("/upload-session/{{token}}/files{slash}"),
-                get(sessions::list).post(sessions::upload),
-            )
-            .route(
-                &format!("/upload-session/{{token}}/files/{{name}}{slash}"),
-                get(sessions::get_file).delete(sessions::delete_file),
-            )
-            .route(
-                &format!("/upload-session/{{token}}/store{slash}"),
-                post(sessions::store),
-            );
-    }
-    r
+/// Registers `routes` at the path their annotation gives, and at the same path with (or
+/// without) its trailing slash, as Django's URLs answer both. The document names the first.
+fn both_slashes(
+    router: OpenApiRouter<AppState>,
+    routes: UtoipaMethodRouter<AppState>,
+) -> OpenApiRouter<AppState> {
+    let Some(path) = routes.1.paths.keys().next().cloned() else {
+        return router.routes(routes);
+    };
+    let alias = match path.strip_suffix('/') {
+        Some(bare) => bare.to_string(),
+        None => format!("{path}/"),
+    };
+    let same = routes.2.clone();
+    router.routes(routes).route(&alias, same)
+}
+
+/// The upload-session routes.
+fn session_routes() -> OpenApiRouter<AppState> {
+    [
+        routes!(sessions::create),
+        routes!(sessions::show),
+        routes!(sessions::list, sessions::upload),
+        routes!(sessions::get_file, sessions::delete_file),
+        routes!(sessions::store),
+    ]
+    .into_iter()
+    .fold(OpenApiRouter::default(), both_slashes)
 }
 
 /// Request line and headers over `max_request_header_size` get 431 with a JSON error (hyper
@@ -211,6 +225,28 @@ pub(crate) fn speaks_draft(h: &HeaderMap) -> bool {
 }
 
 /// `POST /tus/`: a tus creation, or the draft's.
+#[utoipa::path(
+    post,
+    path = "/tus/",
+    tag = "tus",
+    summary = "Create an upload (tus, or the IETF draft when Upload-Complete is sent)",
+    description = "tus creation: `Upload-Length` or `Upload-Defer-Length: 1`, optional \
+        `Upload-Metadata` (`filename`, `filetype`), `Upload-Concat`, and with a body of \
+        `application/offset+octet-stream` its first bytes (creation-with-upload). A request \
+        with `Upload-Complete` and no `Tus-Resumable` is the IETF draft's creation instead, \
+        described at `POST /resumable/`.",
+    params(tus::CreateHeaders),
+    request_body(content = Option<crate::http::openapi::Binary>, content_type = "application/offset+octet-stream", description = "The upload's first bytes (may be empty)"),
+    responses(
+        (status = 201, description = "Created; the upload is at `Location`. A draft creation with every byte has the stored file's JSON (`File`) as its body", headers(
+            ("Location" = String, description = "The upload's URL"),
+            ("Upload-Offset" = u64, description = "Bytes received so far"),
+            ("Upload-Expires" = String, description = "When the unfinished upload expires (HTTP date)"),
+        )),
+        ietf::Conflicts, Errors,
+    ),
+    security(("token" = [])),
+)]
 async fn create_at_tus(state: State<AppState>, user: AuthUser, req: Request) -> Response {
     if speaks_draft(req.headers()) {
         ietf::create(state, user, req).await
@@ -220,6 +256,21 @@ async fn create_at_tus(state: State<AppState>, user: AuthUser, req: Request) -> 
 }
 
 /// `OPTIONS /tus/`: tus's capabilities, and the draft's limits (its clients ask here too).
+#[utoipa::path(
+    options,
+    path = "/tus/",
+    tag = "tus",
+    summary = "tus's capabilities and the draft's limits",
+    responses(
+        (status = 204, description = "What this server supports", headers(
+            ("Tus-Version" = String), ("Tus-Extension" = String),
+            ("Tus-Checksum-Algorithm" = String),
+            ("Tus-Max-Size" = u64, description = "`max_upload_size`, when set"),
+            ("Upload-Limit" = String, description = "The draft's limits (a structured dictionary)"),
+        )),
+        Errors,
+    ),
+)]
 async fn options_at_tus(state: State<AppState>) -> Response {
     let limit = ietf::upload_limit(&state, None);
     let mut res = tus::options(state).await;
@@ -227,7 +278,42 @@ async fn options_at_tus(state: State<AppState>) -> Response {
     res
 }
 
+/// `OPTIONS /tus/{id}`: as at `/tus/`.
+#[utoipa::path(
+    options,
+    path = "/tus/{id}",
+    tag = "tus",
+    summary = "tus's capabilities and the draft's limits",
+    params(("id" = String, Path, description = "The upload's id")),
+    responses((status = 204, description = "As `OPTIONS /tus/`"), Errors),
+)]
+async fn options_at_tus_upload(state: State<AppState>) -> Response {
+    options_at_tus(state).await
+}
+
 /// `POST /api/files`: a form upload, or the draft's upgrade of one into a resumable upload.
+#[utoipa::path(
+    post,
+    path = "/api/files",
+    tag = "files",
+    summary = "Upload files in one multipart/form-data request",
+    description = "Any number of files (`data_upload_max_number_files`) and text fields, \
+        streamed through the upload-handler chain. `X-Progress-ID` (header or query) reports \
+        at `/api/progress/{id}`. With `Upload-Complete: ?0|?1` the request is the IETF \
+        draft's resumable form upload (201 at `Location`, as `POST /resumable/`): its answer, \
+        once complete, is this one.",
+    params(multipart::FormParams),
+    request_body(content = multipart::FormBody, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "The files stored and the fields sent", body = multipart::FormAnswer, links(
+            ("download" = (operation_id = "files.download", parameters(("id" = "$response.body#/files/0/id")))),
+            ("delete" = (operation_id = "files.delete", parameters(("id" = "$response.body#/files/0/id")))),
+            ("link" = (operation_id = "links.create", parameters(("id" = "$response.body#/files/0/id")))),
+        )),
+        ietf::Conflicts, Errors,
+    ),
+    security(("token" = [])),
+)]
 async fn post_files(state: State<AppState>, user: AuthUser, req: Request) -> Response {
     if speaks_draft(req.headers()) {
         ietf::upgrade_form_upload(state, user, req).await
@@ -236,56 +322,63 @@ async fn post_files(state: State<AppState>, user: AuthUser, req: Request) -> Res
     }
 }
 
+/// The described routes: every route chute serves but the UI's assets.
+fn described_routes() -> OpenApiRouter<AppState> {
+    // `/tus` answers as `/tus/`; the protocol layer checks `Tus-Resumable` on all of them.
+    let tus = both_slashes(
+        OpenApiRouter::default(),
+        routes!(create_at_tus, options_at_tus),
+    )
+    .routes(routes!(
+        tus::patch,
+        tus::head,
+        tus::delete,
+        tus::get,
+        tus::method_override,
+        options_at_tus_upload
+    ))
+    .layer(axum::middleware::from_fn(tus::protocol_layer));
+    let router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(tus)
+        .routes(routes!(ietf::head, ietf::get, ietf::patch, ietf::delete))
+        .routes(routes!(health::healthz))
+        .routes(routes!(drain::readyz))
+        .routes(routes!(metrics::on_listen))
+        .routes(routes!(openapi::document))
+        .routes(routes!(files::list, post_files))
+        .routes(routes!(files::download, files::delete))
+        .routes(routes!(links::create))
+        .routes(routes!(links::download))
+        .routes(routes!(progress::report))
+        .routes(routes!(me::me))
+        .routes(routes!(events::feed))
+        .merge(session_routes());
+    [
+        routes!(ietf::create),
+        routes!(chunked::status, chunked::chunk),
+        routes!(chunked::complete),
+    ]
+    .into_iter()
+    .fold(router, both_slashes)
+}
+
 /// All routes, ready to serve or to mount in another axum app.
 pub fn router(state: AppState) -> Router {
-    let tus = Router::new()
-        .route("/tus", post(create_at_tus).options(options_at_tus))
-        .route("/tus/", post(create_at_tus).options(options_at_tus))
-        .route(
-            "/tus/{id}",
-            patch(tus::patch)
-                .head(tus::head)
-                .delete(tus::delete)
-                .get(tus::get)
-                .post(tus::method_override)
-                .options(options_at_tus),
-        )
-        .layer(axum::middleware::from_fn(tus::protocol_layer));
-    let router = Router::new()
-        .merge(tus)
-        .route("/resumable", post(ietf::create))
-        .route("/resumable/", post(ietf::create))
-        .route(
-            "/resumable/{id}",
-            patch(ietf::patch)
-                .head(ietf::head)
-                .get(ietf::get)
-                .delete(ietf::delete),
-        )
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(drain::readyz))
-        .route("/metrics", get(metrics::on_listen))
-        .route("/api/files", get(files::list).post(post_files))
-        .route(
-            "/api/files/{id}",
-            get(files::download).delete(files::delete),
-        )
-        .route("/api/files/{id}/link", post(links::create))
-        .route("/dl/{id}", get(links::download))
-        .route("/api/progress/{id}", get(progress::report))
-        .route("/api/me", get(me::me))
-        .route("/api/events", get(events::feed))
-        .route(
-            "/api/chunked_upload",
-            get(chunked::status).post(chunked::chunk),
-        )
-        .route(
-            "/api/chunked_upload/",
-            get(chunked::status).post(chunked::chunk),
-        )
-        .merge(session_routes())
-        .route("/api/chunked_upload_complete", post(chunked::complete))
-        .route("/api/chunked_upload_complete/", post(chunked::complete))
+    let settings = state.engine.settings.clone();
+    let described = described_routes();
+    let described = if settings.ui_enabled {
+        described
+            .routes(routes!(ui::index))
+            .route("/ui/app.js", get(ui::app_js))
+            .route("/ui/app.css", get(ui::app_css))
+            .route("/ui/uppy.min.js", get(ui::uppy_js))
+            .route("/ui/uppy.min.css", get(ui::uppy_css))
+    } else {
+        described
+    };
+    let (router, doc) = described.split_for_parts();
+    state.openapi.set(doc);
+    let router = router
         .fallback(|| async { ApiError::not_found("route").into_response() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -311,17 +404,6 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             proxies::layer,
         ));
-    let settings = state.engine.settings.clone();
-    let router = if settings.ui_enabled {
-        router
-            .route("/", get(ui::index))
-            .route("/ui/app.js", get(ui::app_js))
-            .route("/ui/app.css", get(ui::app_css))
-            .route("/ui/uppy.min.js", get(ui::uppy_js))
-            .route("/ui/uppy.min.css", get(ui::uppy_css))
-    } else {
-        router
-    };
     // Outermost, so that it times, counts and logs what the client gets, CORS included.
     cors::with_cors(router.with_state(state.clone()), &settings)
         .layer(axum::middleware::from_fn_with_state(state, access::layer))

@@ -18,6 +18,7 @@ use super::error::{ApiError, ApiResult};
 use super::error_code;
 use super::form::receive_request;
 use super::headers::{content_length, multipart_boundary};
+use super::openapi::header_params;
 use super::origin::form_hooks;
 use super::progress::progress_id;
 use crate::meta::FileRecord;
@@ -26,6 +27,35 @@ use crate::upload::events::MULTIPART;
 use crate::upload::handlers::ChainContext;
 use crate::upload::limits::Limits;
 use crate::upload::pipeline::Outcome;
+
+header_params! {
+    /// A form upload's headers.
+    pub FormParams {
+        ("X-Progress-ID", false, super::openapi::progress_id(), "Report this upload's progress at `/api/progress/{id}` (also as a query argument)"),
+    }
+}
+
+/// A form: files in any fields, and text fields.
+#[derive(utoipa::ToSchema)]
+#[schema(as = Form)]
+#[allow(dead_code)] // Only described: the body is streamed, never built into this.
+pub struct FormBody {
+    /// A file (any field name may carry files).
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+/// What a form upload stored.
+#[derive(utoipa::ToSchema)]
+#[schema(as = FormUploaded)]
+#[allow(dead_code)] // Only described: the answer is built as JSON in `respond`.
+pub struct FormAnswer {
+    files: Vec<crate::meta::FileJson>,
+    /// The text fields, by name (a name may repeat).
+    fields: BTreeMap<String, Vec<String>>,
+    /// Present and true when a handler stopped the upload early (what it kept is stored).
+    stopped: Option<bool>,
+}
 
 pub async fn upload(
     State(state): State<AppState>,

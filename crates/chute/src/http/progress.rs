@@ -2,8 +2,9 @@
 //! in the JSON shape of nginx's upload-progress module; and `X-Progress-ID` itself (header or
 //! query), which form uploads and tus PATCHes take to be followed here.
 
+use super::extract::Path;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 
@@ -11,6 +12,7 @@ use super::AppState;
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiResult};
 use super::error_code;
+use super::openapi::Errors;
 use crate::upload::progress::{ProgressEntry, ProgressState};
 
 /// Records how a tagged request ended: done, or the status of its error.
@@ -28,6 +30,18 @@ pub fn finish_status(entry: Option<&ProgressEntry>, error: Option<u16>) {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/progress/{id}",
+    tag = "files",
+    summary = "The progress of a request sent with `X-Progress-ID`",
+    params(("id" = String, Path, pattern = "^[A-Za-z0-9._-]{1,128}$", description = "The progress id: 1-128 letters, digits, `-`, `_` or `.`")),
+    responses(
+        (status = 200, description = "nginx upload-progress JSON", body = crate::upload::progress::ProgressReport),
+        Errors,
+    ),
+    security(("token" = [])),
+)]
 pub async fn report(
     State(state): State<AppState>,
     AuthUser(user, ..): AuthUser,

@@ -11,8 +11,17 @@ use tokio_util::io::{ReaderStream, StreamReader};
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::error_code;
+use super::openapi::{header_params, text};
 use crate::meta::FileRecord;
 use crate::names::content_disposition;
+
+header_params! {
+    /// What a download may ask.
+    pub DownloadHeaders {
+        ("Range", false, text(), "One range, `bytes=START-END` (else the whole file; unsatisfiable: 416 `bad_range`)"),
+        ("If-None-Match", false, text(), "An ETag seen before: 304 when the file is the same"),
+    }
+}
 
 /// Serves a catalog file's bytes: conditional requests, one byte range, transparent zstd.
 pub async fn serve_file(
@@ -75,6 +84,9 @@ pub async fn serve_file(
                     format!("the range is outside the file's {} bytes", f.size),
                 )
                 .into_response();
+                // The body is the JSON error: not the file's type, not an attachment.
+                h.remove(header::CONTENT_TYPE);
+                h.remove(header::CONTENT_DISPOSITION);
                 res.headers_mut().extend(h);
                 return Ok(res);
             }

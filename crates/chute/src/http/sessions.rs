@@ -13,11 +13,11 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::extract::Path;
 use axum::Json;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
 
 use super::AppState;
 use super::auth::AuthUser;
@@ -25,6 +25,7 @@ use super::error::{ApiError, ApiResult};
 use super::error_code;
 use super::form::receive_request;
 use super::headers::{multipart_boundary, rfc3339};
+use super::openapi::Errors;
 use super::origin::form_hooks;
 use super::serve::serve_file;
 use crate::config::{HandlerName, ServeMode};
@@ -39,18 +40,74 @@ use crate::upload::handlers::validate::{SessionUsage, ValidateHandler};
 use crate::upload::handlers::{ChainContext, build_handlers, integrations, scanner};
 use crate::upload::sessions::{new_session_token, valid_session_token};
 
-fn session_json(state: &AppState, s: &SessionRecord) -> Value {
-    json!({
-        "uploadSessionToken": s.token,
-        "status": s.status,
-        "fileCount": s.file_count,
-        "totalSize": s.total_size,
-        "expiresAt": state.engine.session_expires_at(s).and_then(rfc3339),
-        // The limits a session is held to, for a page to show against its totals.
-        "maxFileCount": state.engine.settings.max_total_upload_count,
-        "maxTotalSize": state.engine.settings.max_total_upload_size.bytes(),
-        "maxFileSize": state.engine.settings.max_single_upload_size.bytes(),
-    })
+/// An upload session as the API shows it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Session)]
+pub struct SessionJson {
+    upload_session_token: String,
+    /// CREATED, UPLOADING, COPYING_IN_PROGRESS, STORED, COPYING_FAILED or EXPIRED.
+    #[schema(value_type = String)]
+    status: SessionStatus,
+    file_count: u64,
+    /// Bytes of the session's files.
+    total_size: u64,
+    /// When an unstored session expires (RFC 3339).
+    expires_at: Option<String>,
+    // The limits a session is held to, for a page to show against its totals.
+    max_file_count: u64,
+    max_total_size: u64,
+    max_file_size: u64,
+}
+
+fn session_json(state: &AppState, s: &SessionRecord) -> SessionJson {
+    let settings = &state.engine.settings;
+    SessionJson {
+        upload_session_token: s.token.clone(),
+        status: s.status,
+        file_count: s.file_count,
+        total_size: s.total_size,
+        expires_at: state.engine.session_expires_at(s).and_then(rfc3339),
+        max_file_count: settings.max_total_upload_count,
+        max_total_size: settings.max_total_upload_size.bytes(),
+        max_file_size: settings.max_single_upload_size.bytes(),
+    }
+}
+
+/// A session's file list.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = SessionFiles)]
+pub struct SessionFiles {
+    files: Vec<SessionFile>,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct SessionFile {
+    name: String,
+    size: u64,
+    /// Where to read it: `/upload-session/{token}/files/{name}/`.
+    url: String,
+}
+
+/// A file the session accepted.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = SessionFileAccepted)]
+pub struct Accepted {
+    file: String,
+    /// Always true: a refusal is a 400 error, with `accepted: false`.
+    accepted: bool,
+    upload_session_token: String,
+    url: String,
+}
+
+/// A multipart body with one file in the field `file`.
+#[derive(utoipa::ToSchema)]
+#[schema(as = SessionUpload)]
+#[allow(dead_code)] // Only described: the body is streamed, never built into this.
+pub struct SessionUpload {
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
 }
 
 /// The URL of a session file (the name percent-encoded as one path segment).
@@ -136,6 +193,22 @@ fn not_writable(token: &str, status: SessionStatus) -> ApiError {
     .with("status", status.as_str())
 }
 
+#[utoipa::path(
+    post,
+    path = "/upload-session/",
+    tag = "sessions",
+    summary = "Open an upload session",
+    responses(
+        (status = 201, description = "The new session", body = SessionJson, links(
+            ("show" = (operation_id = "sessions.show", parameters(("token" = "$response.body#/uploadSessionToken")))),
+            ("list" = (operation_id = "sessions.list", parameters(("token" = "$response.body#/uploadSessionToken")))),
+            ("upload" = (operation_id = "sessions.upload", parameters(("token" = "$response.body#/uploadSessionToken")))),
+            ("store" = (operation_id = "sessions.store", parameters(("token" = "$response.body#/uploadSessionToken")))),
+        )),
+        Errors,
+    ),
+    security(("token" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     AuthUser(user, ..): AuthUser,
@@ -156,33 +229,54 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(session_json(&state, &s))).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/upload-session/{token}/",
+    tag = "sessions",
+    summary = "A session's status, totals and limits",
+    params(("token" = String, Path, pattern = "^[A-Za-z0-9]{32}$", description = "The session's `uploadSessionToken` (else 400 `invalid_session`)")),
+    responses((status = 200, description = "The session", body = SessionJson), Errors),
+    security(("token" = [])),
+)]
 pub async fn show(
     State(state): State<AppState>,
     AuthUser(user, ..): AuthUser,
     Path(token): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SessionJson>> {
     let (s, _) = visible_session(&state, &user, &token)
         .await?
         .ok_or_else(not_found)?;
     Ok(Json(session_json(&state, &s)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/upload-session/{token}/files/",
+    tag = "sessions",
+    summary = "A session's files",
+    params(("token" = String, Path, pattern = "^[A-Za-z0-9]{32}$", description = "The session's `uploadSessionToken` (else 400 `invalid_session`)")),
+    responses((status = 200, description = "The files", body = SessionFiles), Errors),
+    security(("token" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     AuthUser(user, ..): AuthUser,
     Path(token): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SessionFiles>> {
     let (s, _) = visible_session(&state, &user, &token)
         .await?
         .ok_or_else(not_found)?;
     let files = state.engine.meta.session_files(&s.token).await?;
-    Ok(Json(json!({
-        "files": files.iter().map(|f| json!({
-            "name": f.name,
-            "size": f.size,
-            "url": file_url(&s.token, &f.name),
-        })).collect::<Vec<_>>(),
-    })))
+    Ok(Json(SessionFiles {
+        files: files
+            .iter()
+            .map(|f| SessionFile {
+                name: f.name.clone(),
+                size: f.size,
+                url: file_url(&s.token, &f.name),
+            })
+            .collect(),
+    }))
 }
 
 /// Adds the handlers every session upload starts with to the route's chain.
@@ -217,6 +311,24 @@ fn session_chain(
     Chain::new(handlers, s.file_upload_chunk_size.bytes() as usize)
 }
 
+#[utoipa::path(
+    post,
+    path = "/upload-session/{token}/files/",
+    tag = "sessions",
+    summary = "Add one file to a session (validated, maybe scanned)",
+    description = "A refused file is 400 `invalid_file` with `file`, `accepted: false` and `verboseError`; an unknown or another user's token 400 `invalid_session`.",
+    params(("token" = String, Path, pattern = "^[A-Za-z0-9]{32}$", description = "The session's `uploadSessionToken` (else 400 `invalid_session`)")),
+    request_body(content = SessionUpload, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "Accepted", body = Accepted, links(
+            ("read" = (operation_id = "sessions.get_file", parameters(("token" = "$response.body#/uploadSessionToken"), ("name" = "$response.body#/file")))),
+            ("remove" = (operation_id = "sessions.delete_file", parameters(("token" = "$response.body#/uploadSessionToken"), ("name" = "$response.body#/file")))),
+            ("store" = (operation_id = "sessions.store", parameters(("token" = "$response.body#/uploadSessionToken")))),
+        )),
+        Errors,
+    ),
+    security(("token" = [])),
+)]
 pub async fn upload(
     State(state): State<AppState>,
     AuthUser(user, caller): AuthUser,
@@ -366,12 +478,13 @@ pub async fn upload(
         ));
     }
     counted.finished();
-    Ok(Json(json!({
-        "file": record.name,
-        "accepted": true,
-        "uploadSessionToken": token,
-        "url": file_url(&token, &record.name),
-    }))
+    let url = file_url(&token, &record.name);
+    Ok(Json(Accepted {
+        file: record.name,
+        accepted: true,
+        upload_session_token: token,
+        url,
+    })
     .into_response())
 }
 
@@ -399,6 +512,20 @@ fn inline_safe(content_type: &str) -> bool {
     )
 }
 
+#[utoipa::path(
+    get,
+    path = "/upload-session/{token}/files/{name}/",
+    tag = "sessions",
+    summary = "Read a session file (inline for images, audio, video and PDF)",
+    params(("token" = String, Path, pattern = "^[A-Za-z0-9]{32}$", description = "The session's `uploadSessionToken` (else 400 `invalid_session`)"), ("name" = String, Path, description = "The file's name"), super::serve::DownloadHeaders),
+    responses(
+        (status = 200, description = "The file's bytes (or, behind nginx, only `X-Accel-Redirect`)", content_type = "*/*", body = crate::http::openapi::Binary),
+        (status = 206, description = "The range asked for", content_type = "*/*", body = crate::http::openapi::Binary),
+        (status = 304, description = "Not modified (`If-None-Match`)"),
+        Errors,
+    ),
+    security(("token" = [])),
+)]
 pub async fn get_file(
     State(state): State<AppState>,
     AuthUser(user, ..): AuthUser,
@@ -454,6 +581,15 @@ fn x_accel(state: &AppState, f: &FileRecord, ctype: &str, disposition: &str) -> 
     (StatusCode::OK, h).into_response()
 }
 
+#[utoipa::path(
+    delete,
+    path = "/upload-session/{token}/files/{name}/",
+    tag = "sessions",
+    summary = "Remove a file from an open session",
+    params(("token" = String, Path, pattern = "^[A-Za-z0-9]{32}$", description = "The session's `uploadSessionToken` (else 400 `invalid_session`)"), ("name" = String, Path, description = "The file's name")),
+    responses((status = 204, description = "Removed"), Errors),
+    security(("token" = [])),
+)]
 pub async fn delete_file(
     State(state): State<AppState>,
     AuthUser(user, ..): AuthUser,
@@ -477,11 +613,20 @@ pub async fn delete_file(
 
 /// Keeps the session's files for good: COPYING_IN_PROGRESS, then STORED (files join the
 /// catalog in one transaction), or COPYING_FAILED if that fails.
+#[utoipa::path(
+    post,
+    path = "/upload-session/{token}/store/",
+    tag = "sessions",
+    summary = "Keep the session's files for good (they join /api/files)",
+    params(("token" = String, Path, pattern = "^[A-Za-z0-9]{32}$", description = "The session's `uploadSessionToken` (else 400 `invalid_session`)")),
+    responses((status = 200, description = "The session, STORED", body = SessionJson), Errors),
+    security(("token" = [])),
+)]
 pub async fn store(
     State(state): State<AppState>,
     AuthUser(user, ..): AuthUser,
     Path(token): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SessionJson>> {
     let s = owned_session(&state, &user, &token).await?;
     let meta = &state.engine.meta;
     if !meta

@@ -13,9 +13,10 @@
 //! nothing processed) and every response but OPTIONS's carries it. `X-HTTP-Method-Override`
 //! on a POST to an upload URL turns it into the PATCH, HEAD or DELETE it names.
 
+use super::extract::Path;
 use crate::upload::limits::Limits;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -25,6 +26,7 @@ use super::auth::AuthUser;
 use super::error::{ApiError, ApiResult};
 use super::error_code;
 use super::headers::{header_u64, http_date, parse_metadata};
+use super::openapi::{Errors, count, header_params, one_of, text};
 use super::origin::origin;
 use super::resumable::{
     append_stream, finished_file, live, load_protocol, lock_upload, settled, siblings_size,
@@ -51,6 +53,42 @@ const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,ex
 checksum,checksum-trailer,termination,concatenation,concatenation-unfinished";
 const CHECKSUMS: &str = "sha1,md5,sha256";
 const OFFSET_STREAM: &str = "application/offset+octet-stream";
+
+header_params! {
+    /// `Tus-Resumable`, on every tus request but OPTIONS and downloads.
+    pub TusResumable {
+        ("Tus-Resumable", true, one_of(&[VERSION]), "The protocol's version (else 412 `unsupported_version`)"),
+    }
+}
+
+header_params! {
+    /// A tus creation's headers.
+    pub CreateHeaders {
+        ("Tus-Resumable", true, one_of(&[VERSION]), "The protocol's version (else 412 `unsupported_version`)"),
+        ("Upload-Length", false, count(), "The upload's size in bytes"),
+        ("Upload-Defer-Length", false, one_of(&["1"]), "The size is not known yet (sent with a later PATCH)"),
+        ("Upload-Metadata", false, text(), "`key base64value` pairs, comma separated; `filename` and `filetype` become the file's name and type"),
+        ("Upload-Concat", false, text(), "`partial`, or `final;URL URL...` naming the partial uploads to join"),
+        ("Upload-Checksum", false, text(), "`sha1|md5|sha256 BASE64DIGEST` of this request's body"),
+    }
+}
+
+header_params! {
+    /// The method a POST stands for.
+    pub MethodOverride {
+        ("X-HTTP-Method-Override", false, one_of(&["PATCH", "HEAD", "DELETE"]), "The method meant (needed: without it, 405)"),
+    }
+}
+
+header_params! {
+    /// An append's headers.
+    pub PatchHeaders {
+        ("Upload-Offset", true, count(), "Where the body goes: the upload's current offset (else 409 `offset_mismatch`)"),
+        ("Upload-Length", false, count(), "The size of a deferred-length upload, once known"),
+        ("Upload-Checksum", false, text(), "`sha1|md5|sha256 BASE64DIGEST` of the body (mismatch: 460, bytes discarded)"),
+        ("X-Progress-ID", false, super::openapi::progress_id(), "Report this request's progress at `/api/progress/{id}`"),
+    }
+}
 
 /// Checks `Tus-Resumable` on requests and sets it on responses (OPTIONS excepted).
 pub async fn protocol_layer(req: Request, next: Next) -> Response {
@@ -322,6 +360,22 @@ async fn append(
 }
 
 /// `PATCH /tus/{id}`
+#[utoipa::path(
+    patch,
+    path = "/tus/{id}",
+    tag = "tus",
+    summary = "Append bytes at the upload's offset",
+    params(("id" = String, Path, description = "The upload's id"), TusResumable, PatchHeaders),
+    request_body(content = Option<crate::http::openapi::Binary>, content_type = "application/offset+octet-stream"),
+    responses(
+        (status = 204, description = "Appended; the upload finishes when its length is reached", headers(
+            ("Upload-Offset" = u64, description = "Bytes received"),
+            ("Upload-Expires" = String, description = "When the unfinished upload expires (HTTP date)"),
+        )),
+        Errors,
+    ),
+    security(("token" = [])),
+)]
 pub async fn patch(
     State(state): State<AppState>,
     AuthUser(user, ..): AuthUser,
@@ -404,6 +458,21 @@ pub async fn patch(
 }
 
 /// `HEAD /tus/{id}`
+#[utoipa::path(
+    head,
+    path = "/tus/{id}",
+    tag = "tus",
+    summary = "Where the upload stands",
+    params(("id" = String, Path, description = "The upload's id"), TusResumable),
+    responses(
+        (status = 200, description = "The upload's offset, length, metadata and concatenation", headers(
+            ("Upload-Offset" = u64), ("Upload-Length" = u64), ("Upload-Defer-Length" = String),
+            ("Upload-Metadata" = String), ("Upload-Concat" = String), ("Upload-Expires" = String),
+        )),
+        Errors,
+    ),
+    security(("token" = [])),
+)]
 pub async fn head(
     State(state): State<AppState>,
     AuthUser(user, ..): AuthUser,
@@ -449,6 +518,15 @@ pub async fn head(
 }
 
 /// `DELETE /tus/{id}`: termination. A finished upload's file goes too.
+#[utoipa::path(
+    delete,
+    path = "/tus/{id}",
+    tag = "tus",
+    summary = "Terminate the upload (its file too, if finished)",
+    params(("id" = String, Path, description = "The upload's id"), TusResumable),
+    responses((status = 204, description = "Terminated"), Errors),
+    security(("token" = [])),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     AuthUser(user, ..): AuthUser,
@@ -459,6 +537,21 @@ pub async fn delete(
 }
 
 /// `GET /tus/{id}`: the finished upload's bytes.
+#[utoipa::path(
+    get,
+    path = "/tus/{id}",
+    tag = "tus",
+    summary = "Download the finished upload",
+    description = "As `GET /api/files/{id}`: `Range`, `ETag`, `If-None-Match`.",
+    params(("id" = String, Path, description = "The upload's id"), super::serve::DownloadHeaders),
+    responses(
+        (status = 200, description = "The file's bytes", content_type = "*/*", body = crate::http::openapi::Binary),
+        (status = 206, description = "The range asked for", content_type = "*/*", body = crate::http::openapi::Binary),
+        (status = 304, description = "Not modified (`If-None-Match`)"),
+        Errors,
+    ),
+    security(("token" = [])),
+)]
 pub async fn get(
     State(state): State<AppState>,
     AuthUser(user, ..): AuthUser,
@@ -473,6 +566,24 @@ pub async fn get(
 }
 
 /// `POST /tus/{id}` with `X-HTTP-Method-Override`.
+#[utoipa::path(
+    post,
+    path = "/tus/{id}",
+    tag = "tus",
+    summary = "PATCH, HEAD or DELETE for clients that can only POST",
+    params(
+        ("id" = String, Path, description = "The upload's id"),
+        TusResumable,
+        MethodOverride,
+    ),
+    request_body(content = Option<crate::http::openapi::Binary>, content_type = "application/offset+octet-stream", description = "A PATCH's body"),
+    responses(
+        (status = 200, description = "As HEAD"),
+        (status = 204, description = "As PATCH or DELETE"),
+        Errors,
+    ),
+    security(("token" = [])),
+)]
 pub async fn method_override(
     state: State<AppState>,
     user: AuthUser,

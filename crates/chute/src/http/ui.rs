@@ -25,6 +25,13 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     res
 }
 
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "ui",
+    summary = "The upload page (`ui_enabled`), its scripts and styles under /ui/",
+    responses((status = 200, description = "The page", content_type = "text/html", body = String)),
+)]
 pub async fn index() -> Response {
     let mut res = asset(INDEX, "text/html; charset=utf-8");
     let h = res.headers_mut();

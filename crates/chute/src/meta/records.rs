@@ -21,6 +21,62 @@ pub struct TokenInfo {
     pub last_used_at: Option<i64>,
 }
 
+/// A file as every protocol and event shows it (`FileRecord::to_json`); its schema is the
+/// OpenAPI document's `File`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = File)]
+pub struct FileJson {
+    /// The file's id: `/api/files/{id}`.
+    pub id: String,
+    /// The file's name, made safe (no path, no control characters).
+    pub name: String,
+    /// Bytes, as uploaded (before any compression at rest).
+    pub size: u64,
+    /// The type the client declared.
+    pub content_type: Option<String>,
+    /// The type the file's first bytes show (the sniff handler), when it ran.
+    pub detected_type: Option<String>,
+    /// Hex digests, by algorithm (`file_upload_checksums`).
+    pub checksums: std::collections::BTreeMap<&'static str, String>,
+    /// Whether it is kept zstd-compressed (served decompressed).
+    pub compressed: bool,
+    /// Where to download it.
+    pub url: String,
+    /// When it was stored (RFC 3339).
+    pub created_at: Option<String>,
+}
+
+impl From<&FileRecord> for FileJson {
+    fn from(f: &FileRecord) -> Self {
+        let checksums = [
+            ("md5", &f.md5),
+            ("sha1", &f.sha1),
+            ("sha256", &f.sha256),
+            ("blake3", &f.blake3),
+        ]
+        .into_iter()
+        .filter_map(|(name, v)| Some((name, v.clone()?)))
+        .collect();
+        let created_at = time::OffsetDateTime::from_unix_timestamp(f.created_at)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            });
+        FileJson {
+            id: f.id.clone(),
+            name: f.name.clone(),
+            size: f.size,
+            content_type: f.content_type.clone(),
+            detected_type: f.detected_type.clone(),
+            checksums,
+            compressed: f.encoding.is_some(),
+            url: format!("/api/files/{}", f.id),
+            created_at,
+        }
+    }
+}
+
 /// One finished file in the catalog.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileRecord {
@@ -43,35 +99,7 @@ pub struct FileRecord {
 impl FileRecord {
     /// The JSON of one file, as every protocol and event shows it.
     pub fn to_json(&self) -> serde_json::Value {
-        let f = self;
-        let mut checksums = serde_json::Map::new();
-        for (name, value) in [
-            ("md5", &f.md5),
-            ("sha1", &f.sha1),
-            ("sha256", &f.sha256),
-            ("blake3", &f.blake3),
-        ] {
-            if let Some(v) = value {
-                checksums.insert(name.into(), serde_json::Value::String(v.clone()));
-            }
-        }
-        let created = time::OffsetDateTime::from_unix_timestamp(f.created_at)
-            .ok()
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            });
-        serde_json::json!({
-            "id": f.id,
-            "name": f.name,
-            "size": f.size,
-            "content_type": f.content_type,
-            "detected_type": f.detected_type,
-            "checksums": checksums,
-            "compressed": f.encoding.is_some(),
-            "url": format!("/api/files/{}", f.id),
-            "created_at": created,
-        })
+        serde_json::to_value(FileJson::from(self)).unwrap_or_default()
     }
 
     /// Fills the checksum columns from (algorithm, hex) pairs.

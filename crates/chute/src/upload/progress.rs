@@ -26,8 +26,11 @@ pub struct ProgressEntry {
 }
 
 /// The JSON shape of nginx's upload-progress probe.
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(as = Progress)]
 pub struct ProgressReport {
+    /// `starting` (not seen yet), `uploading`, `done` or `error`.
+    #[schema(value_type = String, pattern = "^(starting|uploading|done|error)$")]
     pub state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub received: Option<u64>,

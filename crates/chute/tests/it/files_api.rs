@@ -128,6 +128,12 @@ async fn downloads_honour_range_etag_head_and_quote_names_safely() {
         .expect("416");
     assert_eq!(res.status(), 416);
     assert_eq!(res.headers()["content-range"], "bytes */100000");
+    // The body is a JSON error, and says so: not labelled with the file's own type, nor
+    // offered as an attachment named like the file (schemathesis found both).
+    assert_eq!(res.headers()["content-type"], "application/json");
+    assert!(res.headers().get("content-disposition").is_none());
+    let err: serde_json::Value = res.json().await.expect("a JSON error");
+    assert_eq!(err["code"], "bad_range");
 
     let res = app
         .auth(app.client.get(&url))

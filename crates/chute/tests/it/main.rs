@@ -21,6 +21,7 @@ mod logs;
 mod malformed;
 mod metrics;
 mod nginx;
+mod openapi;
 mod postgres;
 mod s3;
 mod servers;

@@ -111,3 +111,95 @@ async fn malformed_multipart_is_refused_with_json_and_nothing_is_kept() {
     assert!(app.leftovers().is_empty(), "{:?}", app.leftovers());
     assert!(app.stored_objects().is_empty());
 }
+
+/// A query, path or JSON body axum cannot read is a JSON error like every other, not axum's
+/// plain-text answer (schemathesis found `GET /api/files?limit=x` answering text/plain).
+#[tokio::test]
+async fn unreadable_query_path_and_json_get_json_errors() {
+    let app = spawn_app(&[]).await;
+    let t = app.token.clone();
+    let get = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {t}\r\nConnection: close\r\n\r\n")
+            .into_bytes()
+    };
+    let link = |body: &str| {
+        format!(
+            "POST /api/files/x/link HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {t}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    };
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "a limit that is not a number",
+            get("/api/files?limit=x"),
+            400,
+            "bad_query",
+        ),
+        (
+            "a negative limit",
+            get("/api/files?limit=-1"),
+            400,
+            "bad_query",
+        ),
+        (
+            "a path that is not UTF-8",
+            get("/api/files/%FF"),
+            400,
+            "bad_path",
+        ),
+        (
+            "a tus id that is not UTF-8",
+            get("/tus/%C3%28"),
+            400,
+            "bad_path",
+        ),
+        (
+            "a session name that is not UTF-8",
+            get("/upload-session/abc/files/%FF/"),
+            400,
+            "bad_path",
+        ),
+        (
+            "a link query with a bad escape",
+            get("/dl/x?k=%FF"),
+            403,
+            "link_invalid",
+        ),
+        (
+            "a repeated limit",
+            get("/api/files?limit=1&limit=2"),
+            400,
+            "bad_query",
+        ),
+        (
+            "a link body that is not JSON",
+            link("{nope"),
+            400,
+            "bad_expiry",
+        ),
+        (
+            "a link body of the wrong shape",
+            link("[1,2]"),
+            400,
+            "bad_expiry",
+        ),
+    ];
+    for (what, req, status, code) in cases {
+        let r = send(&app, req).await;
+        assert_eq!(
+            r.status,
+            status,
+            "{what}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(
+            r.header("content-type")
+                .is_some_and(|c| c.starts_with("application/json")),
+            "{what}: {:?}",
+            r.header("content-type")
+        );
+        let v: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON");
+        assert_eq!(v["code"], code, "{what}: {v}");
+    }
+}

@@ -23,6 +23,7 @@ use crate::http::error::{ApiError, ApiResult};
 use crate::http::error_code;
 use crate::http::form::{body_error, multer_error};
 use crate::http::headers::multipart_boundary;
+use crate::http::openapi::Errors;
 use crate::meta::{UploadRecord, UploadState, User, now_unix};
 use crate::names::sanitize_file_name;
 use crate::upload::UploadError;
@@ -31,6 +32,21 @@ use crate::upload::limits::Limits;
 use crate::upload::resumable::{Locked, NewUpload, UploadLock};
 
 /// `POST /api/chunked_upload/`: one chunk.
+#[utoipa::path(
+    post,
+    path = "/api/chunked_upload/",
+    tag = "chunked",
+    summary = "Send one chunk",
+    params(("Content-Range" = String, Header, pattern = "^bytes [0-9]{1,15}-[0-9]{1,15}/[0-9]{1,15}$", description = "`bytes START-END/TOTAL`, START <= END < TOTAL")),
+    request_body(content = super::ChunkBody, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "Received", body = super::ChunkedJson, links(
+            ("status" = (operation_id = "chunked.status", parameters(("upload_id" = "$response.body#/upload_id")))),
+        )),
+        Errors,
+    ),
+    security(("token" = [])),
+)]
 pub async fn chunk(
     State(state): State<AppState>,
     auth: Result<AuthUser, ApiError>,
