@@ -12,7 +12,8 @@
 # A third server, quiet, is plain with CHUTE_LOG=warn: no access line per request (the cost of
 # the log line, apart from the metrics every server keeps).
 # BASELINE=REV also builds chute at git revision REV (a worktree under bench/out) and runs it
-# with plain's settings as `before`: what the code since REV costs a request.
+# with plain's settings as `before`: what the code since REV costs a request (or BASE_BIN=PATH:
+# a chute binary built before, run the same way).
 # ROUNDS rounds (default 3), the variants taking turns; the median of each is printed with its
 # ratio to the baseline. Usage: [BASELINE=REV] [ROUNDS=3] [N=20000] bench/requests.sh.
 # Loopback only; ends what it starts.
@@ -25,7 +26,9 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 cargo build --release -q -p chute --bin chute --example bench_requests
 BIN=target/release/chute; CLIENT=target/release/examples/bench_requests
-if [ -n "${BASELINE:-}" ]; then
+if [ -n "${BASE_BIN:-}" ]; then
+  : # a chute binary built before, the `before` variant as it is
+elif [ -n "${BASELINE:-}" ]; then
   rev=$(git rev-parse --short "$BASELINE")
   tree=bench/out/baseline-$rev
   [ -d "$tree" ] || git worktree add -q --detach "$tree" "$rev"
@@ -52,7 +55,7 @@ read -r FULL FULL_TOKEN < <(start full CHUTE_AUTH_JWT_SECRET="$SECRET" \
   CHUTE_TRUSTED_PROXIES=127.0.0.1)
 read -r QUIET QUIET_TOKEN < <(start quiet CHUTE_LOG=warn)
 SERVERS_UP=("$PLAIN $PLAIN_TOKEN" "$FULL $FULL_TOKEN" "$QUIET $QUIET_TOKEN")
-if [ -n "${BASELINE:-}" ]; then
+if [ -n "${BASE_BIN:-}" ]; then
   read -r BEFORE BEFORE_TOKEN < <(start before)
   SERVERS_UP+=("$BEFORE $BEFORE_TOKEN")
 fi
@@ -72,7 +75,7 @@ ORIGIN="Origin:https://app.example"
 FWD=("X-Forwarded-Proto:https" "X-Forwarded-Host:files.example" "X-Forwarded-Prefix:/uploads")
 
 names=(baseline quiet layers-on hs256 rs256 cors proxy everything)
-[ -n "${BASELINE:-}" ] && names+=(before)
+[ -n "${BASE_BIN:-}" ] && names+=(before)
 run() { # $1 variant
   local url="/api/files?limit=10"
   case $1 in
