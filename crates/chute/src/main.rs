@@ -13,7 +13,10 @@ use chute::config::{SETTINGS, Settings};
 #[command(
     name = "chute",
     version,
-    about = "A file-upload server: streaming form uploads, resumable uploads, upload sessions"
+    about = "A file-upload server: streaming form uploads, resumable uploads, upload sessions",
+    after_help = "Server settings are listed by `chute serve --help`. Every command takes them, \
+        as flags (before or after the command), as CHUTE_* environment variables, or in the \
+        --config file."
 )]
 struct Cli {
     /// The TOML config file (default: ./chute.toml when it exists).
@@ -28,6 +31,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Start the server (on the embedded default: SQLite and a folder under data_dir).
+    #[command(
+        after_help = serve_settings_help(false),
+        after_long_help = serve_settings_help(true)
+    )]
     Serve,
     /// Manage users.
     #[command(subcommand)]
@@ -172,7 +179,9 @@ impl Args for SettingsArgs {
                     ))
                     .long_help(long)
                     .global(true)
-                    .help_heading("Settings"),
+                    // Listed once, by topic, in `chute serve --help` (serve_settings_help):
+                    // 81 settings in every command's help drowned each command's own options.
+                    .hide(true),
             );
         }
         cmd
@@ -181,6 +190,39 @@ impl Args for SettingsArgs {
     fn augment_args_for_update(cmd: Command) -> Command {
         Self::augment_args(cmd)
     }
+}
+
+/// The settings, by topic (`config::TOPICS`), as `chute serve -h` lists them (each flag with
+/// its first sentence, default and environment variable) and `--help` (with its whole text).
+fn serve_settings_help(long: bool) -> String {
+    let mut out = String::from(
+        "Settings (each also CHUTE_<NAME> in the environment, or `name = value` in the \
+         --config file; flags win over env, env over the file):\n",
+    );
+    for (topic, names) in chute::config::TOPICS {
+        out.push_str(&format!("\n{topic}:\n"));
+        for d in names
+            .iter()
+            .filter_map(|n| SETTINGS.iter().find(|d| d.name == *n))
+        {
+            let text = d.doc.split_whitespace().collect::<Vec<_>>().join(" ");
+            let text = match text.find(". ") {
+                Some(end) if !long => text[..=end].to_string(),
+                _ => text,
+            };
+            out.push_str(&format!(
+                "  --{} <VALUE>\n          {text} [default: {}] [env: {}]\n",
+                d.flag_name(),
+                if d.default.is_empty() {
+                    "none"
+                } else {
+                    d.default
+                },
+                d.env_name()
+            ));
+        }
+    }
+    out
 }
 
 /// Keeps glibc from mapping and unmapping the upload buffers (hyper's reads, the parser's

@@ -54,6 +54,133 @@ impl SettingDef {
     }
 }
 
+/// The settings by topic, in the order `chute serve --help` shows them. Every setting is in
+/// exactly one (a unit test holds the two tables together).
+pub const TOPICS: &[(&str, &[&str])] = &[
+    (
+        "Listening",
+        &[
+            "listen",
+            "tls_cert",
+            "tls_key",
+            "http2_max_concurrent_streams",
+            "public_url",
+            "trusted_proxies",
+            "cors_allowed_origins",
+            "cors_allow_credentials",
+            "cors_max_age",
+            "ui_enabled",
+            "shutdown_grace",
+        ],
+    ),
+    (
+        "Storage and catalog",
+        &[
+            "data_dir",
+            "database_url",
+            "database_max_connections",
+            "storage_url",
+            "s3_endpoint",
+            "s3_region",
+            "s3_access_key_id",
+            "s3_secret_access_key",
+            "s3_path_style",
+            "upload_fsync",
+            "file_upload_temp_dir",
+            "file_upload_permissions",
+            "file_upload_directory_permissions",
+        ],
+    ),
+    (
+        "Limits",
+        &[
+            "max_upload_size",
+            "user_quota",
+            "max_open_uploads_per_user",
+            "max_concurrent_uploads_per_user",
+            "request_body_idle_timeout",
+            "request_body_min_rate",
+            "request_max_duration",
+            "request_header_timeout",
+            "max_request_header_size",
+            "file_upload_enabled",
+        ],
+    ),
+    (
+        "Form uploads and handlers",
+        &[
+            "file_upload_handlers",
+            "file_upload_max_memory_size",
+            "file_upload_checksums",
+            "file_upload_chunk_size",
+            "file_upload_compression_level",
+            "file_upload_reject_type_mismatch",
+            "data_upload_max_memory_size",
+            "data_upload_max_number_fields",
+            "data_upload_max_number_files",
+        ],
+    ),
+    (
+        "Resumable protocols",
+        &[
+            "tus_upload_expiration",
+            "tus_max_concat_parts",
+            "chunked_upload_expiration_delta",
+            "chunked_upload_max_bytes",
+            "chunked_upload_field_name",
+            "upload_sweep_interval",
+            "progress_retention",
+        ],
+    ),
+    (
+        "Upload sessions",
+        &[
+            "max_single_upload_size",
+            "max_total_upload_size",
+            "max_total_upload_count",
+            "accepted_file_formats",
+            "upload_session_expire_after_inactive_minutes",
+            "serve_mode",
+            "x_accel_prefix",
+        ],
+    ),
+    (
+        "Scanning",
+        &["clamav_enabled", "clamav_address", "clamav_timeout"],
+    ),
+    (
+        "Users and links",
+        &[
+            "auth_jwt_secret",
+            "auth_jwt_public_key",
+            "auth_jwt_audience",
+            "auth_jwt_issuer",
+            "auth_jwt_leeway",
+            "auth_jwt_allow_staff",
+            "download_link_max_age",
+        ],
+    ),
+    (
+        "Hooks and events",
+        &[
+            "hooks_url",
+            "hooks_secret",
+            "hooks_events",
+            "hooks_timeout",
+            "hooks_retry_max_interval",
+            "hooks_retry_for",
+            "hooks_forward_headers",
+            "hooks_progress_interval",
+            "events_feed",
+            "events_retention",
+        ],
+    ),
+    (
+        "Logs and metrics",
+        &["log", "log_format", "metrics_token", "metrics_listen"],
+    ),
+];
+
 /// `*`, or an origin as browsers send it: `scheme://host[:port]`, nothing after.
 fn valid_origin(o: &str) -> bool {
     if o == "*" {
@@ -361,6 +488,29 @@ mod tests {
     use crate::checksum::Algorithm;
 
     use super::*;
+
+    #[test]
+    fn every_setting_has_exactly_one_topic() {
+        let mut seen = std::collections::BTreeMap::new();
+        for (topic, names) in TOPICS {
+            for name in *names {
+                assert!(
+                    SETTINGS.iter().any(|d| d.name == *name),
+                    "{topic} names `{name}`, which is no setting"
+                );
+                if let Some(other) = seen.insert(*name, *topic) {
+                    panic!("`{name}` is under {other} and {topic}");
+                }
+            }
+        }
+        for d in SETTINGS {
+            assert!(
+                seen.contains_key(d.name),
+                "`{}` has no topic in TOPICS",
+                d.name
+            );
+        }
+    }
 
     #[test]
     fn handler_chains_are_checked_as_they_are_read() {

@@ -97,6 +97,80 @@ fn help_and_example_config_document_every_setting() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_upload_size"));
 }
 
+/// Each command's help shows its own options; the 81 settings appear once, grouped by topic,
+/// under `chute serve --help`, and are still taken by every command, before or after it.
+#[test]
+fn help_fits_each_command_and_settings_are_grouped_under_serve() {
+    let help = |args: &[&str]| {
+        let out = chute().args(args).output().expect("help");
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8(out.stdout).expect("utf8")
+    };
+    for args in [
+        &["--help"][..],
+        &["user", "add", "--help"],
+        &["token", "create", "--help"],
+        &["gc", "--help"],
+        &["events", "list", "--help"],
+    ] {
+        let text = help(args);
+        assert!(
+            !text.contains("--max-upload-size"),
+            "{args:?} lists the settings:\n{text}"
+        );
+        assert!(
+            text.lines().count() < 30,
+            "{args:?}: {} lines",
+            text.lines().count()
+        );
+    }
+    assert!(
+        help(&["--help"]).contains("chute serve --help"),
+        "the top help says where they are"
+    );
+
+    for args in [&["serve", "-h"][..], &["serve", "--help"]] {
+        let text = help(args);
+        let mut at = 0;
+        for (topic, names) in chute::config::TOPICS {
+            let heading = format!("\n{topic}:\n");
+            let found = text[at..].find(&heading).map(|i| i + at);
+            let start = found.unwrap_or_else(|| panic!("{args:?}: no {topic} after byte {at}"));
+            let end = chute::config::TOPICS
+                .iter()
+                .skip_while(|(t, _)| t != topic)
+                .nth(1)
+                .and_then(|(next, _)| text[start..].find(&format!("\n{next}:\n")))
+                .map_or(text.len(), |i| i + start);
+            for name in *names {
+                let flag = format!("  --{} <VALUE>", name.replace('_', "-"));
+                assert_eq!(text.matches(&flag).count(), 1, "{args:?}: {flag} once");
+                assert!(
+                    text[start..end].contains(&flag),
+                    "{args:?}: {flag} under {topic}"
+                );
+            }
+            at = start + 1;
+        }
+    }
+
+    // Taken after the command too.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("after");
+    let out = chute()
+        .current_dir(dir.path())
+        .args(["user", "add", "dora", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(data.join("chute.db").exists());
+}
+
 #[tokio::test]
 async fn serve_prints_a_first_token_once_and_honours_env_settings() {
     let dir = tempfile::tempdir().expect("tempdir");
