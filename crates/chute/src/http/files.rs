@@ -111,9 +111,7 @@ pub async fn delete(
     description = "One `Range`, `ETag` (the sha256) and `If-None-Match`, and `Content-Disposition: attachment` with the exact name as `filename*`. Compressed files are decompressed on the fly.",
     params(("id" = String, Path, description = "The file's id"), super::serve::DownloadHeaders),
     responses(
-        (status = 200, description = "The file's bytes", content_type = "*/*", body = crate::http::openapi::Binary),
-        (status = 206, description = "The range asked for", content_type = "*/*", body = crate::http::openapi::Binary),
-        (status = 304, description = "Not modified (`If-None-Match`)"),
+        super::serve::Download,
         Errors,
     ),
     security(("token" = [])),

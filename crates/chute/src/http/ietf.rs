@@ -589,10 +589,8 @@ pub async fn head(
     summary = "Download the finished upload (an unfinished one answers as HEAD)",
     params(("id" = String, Path, description = "The upload's id"), super::serve::DownloadHeaders),
     responses(
-        (status = 200, description = "The file's bytes", content_type = "*/*", body = crate::http::openapi::Binary),
-        (status = 206, description = "The range asked for", content_type = "*/*", body = crate::http::openapi::Binary),
         (status = 204, description = "Not finished: as HEAD"),
-        (status = 304, description = "Not modified (`If-None-Match`)"),
+        super::serve::Download,
         Errors,
     ),
     security(("token" = [])),

@@ -100,9 +100,7 @@ pub struct LinkQuery {
     summary = "Download through a link, with no token (HEAD too)",
     params(("id" = String, Path, description = "The file's id"), LinkQuery, super::serve::DownloadHeaders),
     responses(
-        (status = 200, description = "The file's bytes", content_type = "*/*", body = crate::http::openapi::Binary),
-        (status = 206, description = "The range asked for", content_type = "*/*", body = crate::http::openapi::Binary),
-        (status = 304, description = "Not modified (`If-None-Match`)"),
+        super::serve::Download,
         Errors,
     ),
 )]

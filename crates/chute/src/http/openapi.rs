@@ -151,7 +151,6 @@ impl Document {
     pub fn set(&self, mut doc: utoipa::openapi::OpenApi) {
         doc.info.version = env!("CARGO_PKG_VERSION").to_string();
         qualify_operation_ids(&mut doc);
-        unschema_downloads(&mut doc);
         optional_byte_bodies(&mut doc);
         let json = doc.to_json().unwrap_or_else(|_| "{}".into());
         let _ = self.0.set(Bytes::from(json));
@@ -176,23 +175,6 @@ fn qualify_operation_ids(doc: &mut utoipa::openapi::OpenApi) {
             let tag = op.tags.as_ref().and_then(|t| t.first()).cloned();
             if let (Some(tag), Some(id)) = (tag, op.operation_id.as_mut()) {
                 *id = format!("{tag}.{id}");
-            }
-        }
-    }
-}
-
-/// A download's body is the file, of whatever type its uploader gave (`*/*`): there is no
-/// schema to hold it to, so its media type carries none (utoipa's annotations always give one).
-fn unschema_downloads(doc: &mut utoipa::openapi::OpenApi) {
-    for item in doc.paths.paths.values_mut() {
-        let ops = [&mut item.get, &mut item.post, &mut item.head];
-        for op in ops.into_iter().flatten() {
-            for response in op.responses.responses.values_mut() {
-                if let RefOr::T(r) = response
-                    && let Some(RefOr::T(any)) = r.content.get_mut("*/*")
-                {
-                    any.schema = None;
-                }
             }
         }
     }

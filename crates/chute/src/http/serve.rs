@@ -23,6 +23,41 @@ header_params! {
     }
 }
 
+/// What a download answers (`serve_file`), for the handlers' annotations: the bytes (of the
+/// file's own type, so with no schema), a range of them, or 304.
+pub struct Download;
+
+impl utoipa::IntoResponses for Download {
+    fn responses()
+    -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::Response>> {
+        use utoipa::openapi::{ContentBuilder, ResponseBuilder};
+        let bytes = |what: &str| {
+            ResponseBuilder::new()
+                .description(what)
+                .content("*/*", ContentBuilder::new().build())
+                .header("ETag", Default::default())
+                .header("Content-Disposition", Default::default())
+                .build()
+                .into()
+        };
+        [
+            ("200".to_string(), bytes("The file's bytes")),
+            (
+                "206".to_string(),
+                bytes("The range asked for (`Content-Range`)"),
+            ),
+            (
+                "304".to_string(),
+                ResponseBuilder::new()
+                    .description("Not modified (`If-None-Match`)")
+                    .build()
+                    .into(),
+            ),
+        ]
+        .into()
+    }
+}
+
 /// Serves a catalog file's bytes: conditional requests, one byte range, transparent zstd.
 pub async fn serve_file(
     state: &AppState,

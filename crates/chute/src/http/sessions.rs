@@ -517,11 +517,11 @@ fn inline_safe(content_type: &str) -> bool {
     path = "/upload-session/{token}/files/{name}/",
     tag = "sessions",
     summary = "Read a session file (inline for images, audio, video and PDF)",
+    description = "Behind nginx (`serve_mode = x-accel-redirect`) the answer has no body but \
+        `X-Accel-Redirect`, for nginx to serve the bytes.",
     params(("token" = String, Path, pattern = "^[A-Za-z0-9]{32}$", description = "The session's `uploadSessionToken` (else 400 `invalid_session`)"), ("name" = String, Path, description = "The file's name"), super::serve::DownloadHeaders),
     responses(
-        (status = 200, description = "The file's bytes (or, behind nginx, only `X-Accel-Redirect`)", content_type = "*/*", body = crate::http::openapi::Binary),
-        (status = 206, description = "The range asked for", content_type = "*/*", body = crate::http::openapi::Binary),
-        (status = 304, description = "Not modified (`If-None-Match`)"),
+        super::serve::Download,
         Errors,
     ),
     security(("token" = [])),

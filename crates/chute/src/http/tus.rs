@@ -545,9 +545,7 @@ pub async fn delete(
     description = "As `GET /api/files/{id}`: `Range`, `ETag`, `If-None-Match`.",
     params(("id" = String, Path, description = "The upload's id"), super::serve::DownloadHeaders),
     responses(
-        (status = 200, description = "The file's bytes", content_type = "*/*", body = crate::http::openapi::Binary),
-        (status = 206, description = "The range asked for", content_type = "*/*", body = crate::http::openapi::Binary),
-        (status = 304, description = "Not modified (`If-None-Match`)"),
+        super::serve::Download,
         Errors,
     ),
     security(("token" = [])),
