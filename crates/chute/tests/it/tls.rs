@@ -503,3 +503,153 @@ async fn garbage_and_plain_http_on_the_tls_port_harm_no_one() {
     c.ok(200, &[], "/api/files").await;
     drop(stalled);
 }
+
+/// One sample of a scrape.
+fn gauge(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Eight tus uploads of 1000 bytes made over `h2`, and their PATCHes sent at once on the same
+/// connection, each body stalling after 10 bytes until `go` turns true. Answers each PATCH's
+/// status and `code`, in the order they arrive.
+async fn stalled_patches(
+    app: &TestApp,
+    h2: &reqwest::Client,
+    go: tokio::sync::watch::Receiver<bool>,
+) -> tokio::sync::mpsc::Receiver<(u16, Value, reqwest::Version)> {
+    // Made first: a creation is an upload request too, counted among the user's.
+    let mut locations = Vec::new();
+    for _ in 0..8 {
+        let res = h2
+            .post(app.url("/tus/"))
+            .bearer_auth(&app.token)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Length", "1000")
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(
+            (res.status().as_u16(), res.version()),
+            (201, reqwest::Version::HTTP_2)
+        );
+        let loc = res.headers()["location"]
+            .to_str()
+            .expect("location")
+            .to_string();
+        locations.push(loc);
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    for loc in locations {
+        let mut go = go.clone();
+        use futures::StreamExt as _;
+        let body = futures::stream::once(async { Ok::<_, std::io::Error>(vec![7u8; 10]) }).chain(
+            futures::stream::once(async move {
+                let _ = go.wait_for(|g| *g).await;
+                Ok(vec![7u8; 990])
+            }),
+        );
+        let req = h2
+            .patch(app.url(&loc))
+            .bearer_auth(&app.token)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Offset", "0")
+            .header("Content-Type", "application/offset+octet-stream")
+            .header("Content-Length", "1000")
+            .body(reqwest::Body::wrap_stream(body));
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let res = req.send().await.expect("patch");
+            let (status, version) = (res.status().as_u16(), res.version());
+            let body = res.json().await.unwrap_or(Value::Null);
+            let _ = tx.send((status, body, version)).await;
+        });
+    }
+    rx
+}
+
+/// Per-user limits count requests, not connections: the streams of one HTTP/2 connection
+/// carry no more upload requests at once than `max_concurrent_uploads_per_user`, and the
+/// server runs no more of them than `http2_max_concurrent_streams`, the rest waiting.
+#[tokio::test]
+async fn per_user_limits_and_the_stream_cap_hold_on_one_http2_connection() {
+    const SCRAPE: &str = "h2-limits-scrape-token";
+    let scrape = |app: &TestApp| {
+        let req = app.client.get(app.url("/metrics")).bearer_auth(SCRAPE);
+        async move {
+            req.send()
+                .await
+                .expect("scrape")
+                .text()
+                .await
+                .expect("text")
+        }
+    };
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("h2c client");
+
+    // Three uploads at once per user: of eight PATCHes on one connection, five are refused.
+    let app = spawn_app(&[
+        ("max_concurrent_uploads_per_user", "3"),
+        ("metrics_token", SCRAPE),
+    ])
+    .await;
+    let (go, wait) = tokio::sync::watch::channel(false);
+    let mut answers = stalled_patches(&app, &h2, wait).await;
+    for _ in 0..5 {
+        let (status, body, version) = tokio::time::timeout(Duration::from_secs(10), answers.recv())
+            .await
+            .expect("five refusals while three stall")
+            .expect("an answer");
+        assert_eq!((status, version), (429, reqwest::Version::HTTP_2), "{body}");
+        assert_eq!(body["code"], "too_many_uploads");
+    }
+    let text = scrape(&app).await;
+    assert_eq!(gauge(&text, "chute_uploads_in_flight"), Some(3.0), "{text}");
+    go.send(true).expect("go");
+    for _ in 0..3 {
+        let (status, _, _) = answers.recv().await.expect("an answer");
+        assert_eq!(status, 204, "the three admitted finish");
+    }
+
+    // Streams capped at five, uploads not: five run, three wait for a stream, all finish.
+    let app = spawn_app(&[
+        ("max_concurrent_uploads_per_user", "16"),
+        ("http2_max_concurrent_streams", "5"),
+        ("metrics_token", SCRAPE),
+    ])
+    .await;
+    let (go, wait) = tokio::sync::watch::channel(false);
+    let mut answers = stalled_patches(&app, &h2, wait).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut running = 0.0;
+    while Instant::now() < deadline && running < 5.0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        running = gauge(&scrape(&app).await, "chute_uploads_in_flight").unwrap_or(0.0);
+    }
+    assert_eq!(running, 5.0, "five streams run");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = scrape(&app).await;
+    assert_eq!(
+        gauge(&text, "chute_uploads_in_flight"),
+        Some(5.0),
+        "no sixth: {text}"
+    );
+    assert!(
+        answers.try_recv().is_err(),
+        "nothing answered while they stall"
+    );
+    go.send(true).expect("go");
+    for _ in 0..8 {
+        let (status, body, _) = tokio::time::timeout(Duration::from_secs(10), answers.recv())
+            .await
+            .expect("all finish")
+            .expect("an answer");
+        assert_eq!(status, 204, "{body}");
+    }
+    let listed = app.list(&app.token).await;
+    assert_eq!(listed.len(), 8, "eight files of 1000 bytes");
+    assert!(listed.iter().all(|f| f["size"] == 1000));
+}
