@@ -46,6 +46,7 @@ pub const ALLOWED_HEADERS: &[&str] = &[
 /// The response headers clients read, exposed to their scripts.
 pub const EXPOSED_HEADERS: &[&str] = &[
     "location",
+    "content-location",
     "upload-offset",
     "upload-length",
     "upload-expires",

@@ -173,9 +173,18 @@ async fn load(state: &AppState, user: &User, id: &str) -> ApiResult<UploadRecord
     load_protocol(state, user, PROTOCOL, id).await
 }
 
+/// The upload's offset and expiry; once it is finished, `Content-Location`: its file in the
+/// catalog (`/api/files/{id}`), which tus's 204 answers have no other way to name.
 fn offset_headers(up: &UploadRecord) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert("upload-offset", HeaderValue::from(up.offset));
+    if let Some(url) = up
+        .file_id
+        .as_ref()
+        .and_then(|id| HeaderValue::from_str(&format!("/api/files/{id}")).ok())
+    {
+        h.insert(header::CONTENT_LOCATION, url);
+    }
     if let Some(t) = up
         .expires_at
         .filter(|_| up.state == UploadState::Active)
@@ -371,6 +380,7 @@ async fn append(
         (status = 204, description = "Appended; the upload finishes when its length is reached", headers(
             ("Upload-Offset" = u64, description = "Bytes received"),
             ("Upload-Expires" = String, description = "When the unfinished upload expires (HTTP date)"),
+            ("Content-Location" = String, description = "Once finished: its file, `/api/files/{id}`"),
         )),
         Errors,
     ),
@@ -468,6 +478,7 @@ pub async fn patch(
         (status = 200, description = "The upload's offset, length, metadata and concatenation", headers(
             ("Upload-Offset" = u64), ("Upload-Length" = u64), ("Upload-Defer-Length" = String),
             ("Upload-Metadata" = String), ("Upload-Concat" = String), ("Upload-Expires" = String),
+            ("Content-Location" = String, description = "Once finished: its file, `/api/files/{id}`"),
         )),
         Errors,
     ),

@@ -130,6 +130,7 @@ async fn upload_in_patches_and_it_becomes_an_ordinary_file() {
     assert_eq!(h(&res, "tus-resumable"), Some("1.0.0"));
 
     let mut offset = 0u64;
+    let mut file_url = None;
     for c in data.chunks(1 << 20) {
         let res = patch(&app, &loc, offset, c).await;
         assert_eq!(res.status(), 204);
@@ -137,10 +138,15 @@ async fn upload_in_patches_and_it_becomes_an_ordinary_file() {
         assert_eq!(h(&res, "upload-offset"), Some(offset.to_string().as_str()));
         if offset < data.len() as u64 {
             assert!(h(&res, "upload-expires").is_some_and(|e| e.ends_with(" GMT")));
+            assert!(h(&res, "content-location").is_none(), "no file yet");
+        } else {
+            // The PATCH that finishes the upload says where its file is.
+            file_url = h(&res, "content-location").map(str::to_string);
         }
     }
     let files = app.list(&app.token).await;
     assert_eq!(files.len(), 1);
+    assert_eq!(file_url, files[0]["url"].as_str().map(str::to_string));
     assert_eq!(files[0]["name"], name);
     assert_eq!(files[0]["content_type"], "application/x-test");
     assert_eq!(files[0]["checksums"]["sha256"], sha256_hex(&data));
@@ -159,6 +165,11 @@ async fn upload_in_patches_and_it_becomes_an_ordinary_file() {
     assert_eq!(
         h(&res, "upload-offset"),
         Some(data.len().to_string().as_str())
+    );
+    assert_eq!(
+        h(&res, "content-location").map(str::to_string),
+        file_url,
+        "HEAD too"
     );
     let res = patch(&app, &loc, data.len() as u64, b"more").await;
     assert_eq!(res.status(), 400, "a finished upload takes no more bytes");
