@@ -215,7 +215,7 @@ impl Proxy {
     }
 
     /// Drops the connections that sent body bytes in the last 200 ms. Returns how many.
-    fn cut_sending(&self) -> usize {
+    pub(crate) fn cut_sending(&self) -> usize {
         let now = self.start.elapsed().as_millis() as u64;
         let mut r = self.conns.lock().expect("registry");
         let mut cut = 0;

@@ -5,6 +5,7 @@ pub(crate) mod chaos;
 mod chunked;
 mod clamav;
 mod cli;
+mod client;
 mod clients;
 mod cors;
 mod drain;

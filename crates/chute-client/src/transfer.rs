@@ -1,0 +1,487 @@
+//! tus uploads with resume, and downloads with Range resume and a checked digest.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use futures::StreamExt as _;
+use reqwest::Method;
+use reqwest::header::{CONTENT_LOCATION, HeaderMap};
+use sha2::Digest as _;
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
+
+use crate::{Client, Error, check};
+
+const TUS: &str = "1.0.0";
+/// Chunks when a checksum is asked for and no chunk size given: each is read into memory to
+/// be hashed before it is sent.
+const CHECKSUM_CHUNK: u64 = 8 << 20;
+/// How often a streaming request reports progress.
+const TICK: Duration = Duration::from_millis(200);
+
+/// How to upload.
+#[derive(Clone, Debug, Default)]
+pub struct UploadOptions {
+    /// Bytes per PATCH; `None`: the whole file in one streaming PATCH (fastest).
+    pub chunk_size: Option<u64>,
+    /// Send each PATCH's sha256 (`Upload-Checksum`): the server keeps none of a PATCH whose
+    /// bytes differ. Each chunk is read into memory first (8 MiB when no chunk size is set).
+    pub checksum: bool,
+    /// The file's name on the server (default: the path's file name).
+    pub name: Option<String>,
+    /// The file's type (`filetype`).
+    pub content_type: Option<String>,
+    /// More tus metadata.
+    pub metadata: Vec<(String, String)>,
+}
+
+/// Where a transfer stands: bytes the server has (uploads) or written here (downloads).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    pub sent: u64,
+    pub total: u64,
+}
+
+/// A finished upload.
+#[derive(Clone, Debug)]
+pub struct Uploaded {
+    /// The tus upload (`/tus/ID`), absolute.
+    pub upload_url: String,
+    /// Its file in the catalog (`/api/files/ID`), absolute.
+    pub file_url: Option<String>,
+    pub size: u64,
+}
+
+/// A finished download.
+#[derive(Clone, Debug)]
+pub struct Downloaded {
+    pub size: u64,
+    /// Bytes that were already there and not fetched again.
+    pub resumed_from: u64,
+    /// The digest the server's ETag was checked against (hex); the sha256 when the ETag is
+    /// no digest (a server keeping neither sha256 nor blake3 tags files by id).
+    pub digest: String,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn header_u64(h: &HeaderMap, name: &str) -> Option<u64> {
+    h.get(name)?.to_str().ok()?.parse().ok()
+}
+
+/// A tus answer must say it is tus's: else the server is not chute (nor any tus server).
+fn tus_answer(res: &reqwest::Response) -> Result<(), Error> {
+    if res.headers().contains_key("tus-resumable") {
+        Ok(())
+    } else {
+        Err(Error::NotChute(format!(
+            "{} answered {} without Tus-Resumable",
+            res.url(),
+            res.status()
+        )))
+    }
+}
+
+impl Client {
+    /// Creates a tus upload for the file at `path` and answers its URL (and, for an empty
+    /// file, finished at once, its file's URL).
+    pub async fn create_upload(
+        &self,
+        path: &Path,
+        opts: &UploadOptions,
+    ) -> Result<(String, Option<String>), Error> {
+        let size = tokio::fs::metadata(path).await.map_err(io(path))?.len();
+        let name = opts.name.clone().unwrap_or_else(|| {
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+        let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+        let mut meta = vec![format!("filename {}", b64(&name))];
+        if let Some(t) = &opts.content_type {
+            meta.push(format!("filetype {}", b64(t)));
+        }
+        meta.extend(opts.metadata.iter().map(|(k, v)| format!("{k} {}", b64(v))));
+        let res = self
+            .request(Method::POST, &format!("{}/tus/", self.base))
+            .header("Tus-Resumable", TUS)
+            .header("Upload-Length", size)
+            .header("Upload-Metadata", meta.join(","))
+            .send()
+            .await?;
+        let res = check(res).await?;
+        tus_answer(&res)?;
+        let location = res
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| Error::NotChute("a tus creation without Location".into()))?;
+        let file = res
+            .headers()
+            .get(CONTENT_LOCATION)
+            .and_then(|v| v.to_str().ok());
+        Ok((self.url(location), file.map(|f| self.url(f))))
+    }
+
+    /// Uploads the file at `path`: creates the upload, then sends it as
+    /// [`resume_file`](Self::resume_file) does.
+    pub async fn upload_file(
+        &self,
+        path: &Path,
+        opts: &UploadOptions,
+        progress: impl FnMut(Progress),
+    ) -> Result<Uploaded, Error> {
+        let (url, file) = self.retrying(|| self.create_upload(path, opts)).await?;
+        if let Some(file_url) = file {
+            return Ok(Uploaded {
+                upload_url: url,
+                file_url: Some(file_url),
+                size: 0,
+            });
+        }
+        self.resume_file(&url, path, opts, progress).await
+    }
+
+    /// Where the upload at `url` stands: the server's offset, and its file once finished.
+    pub async fn offset(&self, url: &str) -> Result<(u64, Option<String>), Error> {
+        let res = self
+            .request(Method::HEAD, url)
+            .header("Tus-Resumable", TUS)
+            .send()
+            .await?;
+        let res = check(res).await?;
+        tus_answer(&res)?;
+        let offset = header_u64(res.headers(), "upload-offset")
+            .ok_or_else(|| Error::NotChute("a tus HEAD without Upload-Offset".into()))?;
+        let file = res
+            .headers()
+            .get(CONTENT_LOCATION)
+            .and_then(|v| v.to_str().ok());
+        Ok((offset, file.map(|f| self.url(f))))
+    }
+
+    /// Terminates the upload at `url` (its bytes go).
+    pub async fn terminate(&self, url: &str) -> Result<(), Error> {
+        let res = self
+            .request(Method::DELETE, url)
+            .header("Tus-Resumable", TUS)
+            .send()
+            .await?;
+        check(res).await.map(drop)
+    }
+
+    /// Sends what the server does not have yet of the file at `path` to the upload at `url`:
+    /// asks its offset, then PATCHes from there. A retryable failure (see [`crate::Retry`])
+    /// asks the offset again and goes on; `progress` hears of the bytes the server has.
+    pub async fn resume_file(
+        &self,
+        url: &str,
+        path: &Path,
+        opts: &UploadOptions,
+        mut progress: impl FnMut(Progress),
+    ) -> Result<Uploaded, Error> {
+        let total = tokio::fs::metadata(path).await.map_err(io(path))?.len();
+        let (mut offset, mut file_url) = self.retrying(|| self.offset(url)).await?;
+        let mut failures = 0;
+        while offset < total {
+            progress(Progress {
+                sent: offset,
+                total,
+            });
+            match self
+                .patch_from(url, path, offset, total, opts, &mut progress)
+                .await
+            {
+                Ok((now, file)) => {
+                    if now > offset {
+                        failures = 0;
+                    }
+                    (offset, file_url) = (now, file);
+                }
+                Err(e) if e.retryable() && failures + 1 < self.retry.attempts => {
+                    failures += 1;
+                    tokio::time::sleep(self.retry.delay(failures)).await;
+                    (offset, file_url) = self.retrying(|| self.offset(url)).await?;
+                }
+                Err(e) if e.retryable() => {
+                    return Err(Error::GaveUp {
+                        attempts: failures + 1,
+                        last: Box::new(e),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if offset > total {
+            return Err(Error::Usage(format!(
+                "the upload has {offset} bytes, more than {} has ({total})",
+                path.display()
+            )));
+        }
+        if file_url.is_none() {
+            file_url = self.retrying(|| self.offset(url)).await?.1;
+        }
+        progress(Progress { sent: total, total });
+        Ok(Uploaded {
+            upload_url: url.to_string(),
+            file_url,
+            size: total,
+        })
+    }
+
+    /// One PATCH from `offset`: the rest of the file, or a chunk of it. Answers the new
+    /// offset and, once the upload is finished, its file's URL.
+    async fn patch_from(
+        &self,
+        url: &str,
+        path: &Path,
+        offset: u64,
+        total: u64,
+        opts: &UploadOptions,
+        progress: &mut impl FnMut(Progress),
+    ) -> Result<(u64, Option<String>), Error> {
+        let chunk = match (opts.chunk_size, opts.checksum) {
+            (Some(c), _) => c.max(1),
+            (None, true) => CHECKSUM_CHUNK,
+            (None, false) => total,
+        };
+        let len = chunk.min(total - offset);
+        let mut file = tokio::fs::File::open(path).await.map_err(io(path))?;
+        file.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(io(path))?;
+        let sent = Arc::new(AtomicU64::new(0));
+        let mut req = self
+            .request(Method::PATCH, url)
+            .header("Tus-Resumable", TUS)
+            .header("Upload-Offset", offset)
+            .header("Content-Type", "application/offset+octet-stream")
+            .header("Content-Length", len);
+        if opts.checksum {
+            let mut buf = Vec::with_capacity(len as usize);
+            (&mut file)
+                .take(len)
+                .read_to_end(&mut buf)
+                .await
+                .map_err(io(path))?;
+            let digest = sha2::Sha256::digest(&buf);
+            let b64 = base64::engine::general_purpose::STANDARD.encode(digest);
+            req = req
+                .header("Upload-Checksum", format!("sha256 {b64}"))
+                .body(buf);
+        } else {
+            let counter = sent.clone();
+            let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 << 10)
+                .inspect(move |r| {
+                    if let Ok(b) = r {
+                        counter.fetch_add(b.len() as u64, Ordering::Relaxed);
+                    }
+                });
+            req = req.body(reqwest::Body::wrap_stream(stream));
+        }
+        let send = req.send();
+        tokio::pin!(send);
+        let res = loop {
+            tokio::select! {
+                r = &mut send => break r?,
+                _ = tokio::time::sleep(TICK) => progress(Progress {
+                    sent: offset + sent.load(Ordering::Relaxed),
+                    total,
+                }),
+            }
+        };
+        let res = check(res).await?;
+        tus_answer(&res)?;
+        let now = header_u64(res.headers(), "upload-offset")
+            .ok_or_else(|| Error::NotChute("a tus PATCH without Upload-Offset".into()))?;
+        let file = res
+            .headers()
+            .get(CONTENT_LOCATION)
+            .and_then(|v| v.to_str().ok());
+        Ok((now, file.map(|f| self.url(f))))
+    }
+
+    /// Runs `f` until it succeeds, fails for good, or fails `retry.attempts` times in a row.
+    async fn retrying<T, F, Fut>(&self, mut f: F) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        let mut n = 0;
+        loop {
+            match f().await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.retryable() && n + 1 < self.retry.attempts => {
+                    n += 1;
+                    tokio::time::sleep(self.retry.delay(n)).await;
+                }
+                Err(e) if e.retryable() => {
+                    return Err(Error::GaveUp {
+                        attempts: n + 1,
+                        last: Box::new(e),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Downloads `url` (a file's `/api/files/ID`, a `/tus/ID`, a download link) to `dest`.
+    /// Bytes already in `dest` are kept when the server's file is still the same (`If-Range`
+    /// with its ETag) and only the rest is fetched; a cut is resumed the same way. The whole
+    /// file's digest must be the server's ETag (sha256, or blake3 on a server that keeps
+    /// only that), else [`Error::Integrity`].
+    pub async fn download(
+        &self,
+        url: &str,
+        dest: &Path,
+        mut progress: impl FnMut(Progress),
+    ) -> Result<Downloaded, Error> {
+        let mut failures = 0;
+        let mut resumed_from = None;
+        loop {
+            match self.download_once(url, dest, &mut progress).await {
+                Ok((total, have)) => {
+                    let digest = verify(dest, &self.etag(url).await?).await?;
+                    return Ok(Downloaded {
+                        size: total,
+                        resumed_from: resumed_from.unwrap_or(have),
+                        digest,
+                    });
+                }
+                Err((e, have)) if e.retryable() && failures + 1 < self.retry.attempts => {
+                    resumed_from.get_or_insert(have);
+                    failures += 1;
+                    tokio::time::sleep(self.retry.delay(failures)).await;
+                }
+                Err((e, _)) if e.retryable() => {
+                    return Err(Error::GaveUp {
+                        attempts: failures + 1,
+                        last: Box::new(e),
+                    });
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    async fn etag(&self, url: &str) -> Result<String, Error> {
+        let res = check(self.request(Method::HEAD, url).send().await?).await?;
+        Ok(res
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    /// One try: answers (the file's size, bytes kept from before), or the failure and the
+    /// bytes there were before this try.
+    async fn download_once(
+        &self,
+        url: &str,
+        dest: &Path,
+        progress: &mut impl FnMut(Progress),
+    ) -> Result<(u64, u64), (Error, u64)> {
+        let have = tokio::fs::metadata(dest).await.map_or(0, |m| m.len());
+        let fail = |e: Error| (e, have);
+        let etag = self.etag(url).await.map_err(fail)?;
+        let mut req = self.request(Method::GET, url);
+        if have > 0 && !etag.is_empty() {
+            req = req
+                .header(reqwest::header::RANGE, format!("bytes={have}-"))
+                .header(reqwest::header::IF_RANGE, &etag);
+        }
+        let res = req.send().await.map_err(|e| fail(e.into()))?;
+        if res.status() == reqwest::StatusCode::RANGE_NOT_SATISFIABLE {
+            // Nothing past what is here: the file is whole, or longer than the server's.
+            let total = res
+                .headers()
+                .get(reqwest::header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit('/').next()?.parse::<u64>().ok());
+            if total == Some(have) {
+                return Ok((have, have));
+            }
+            tokio::fs::remove_file(dest)
+                .await
+                .map_err(|e| fail(io(dest)(e)))?;
+            return Err(fail(Error::Api {
+                status: 416,
+                code: crate::ErrorCode::BadRange,
+                message: "the local file was longer than the server's: removed".into(),
+                offset: None,
+            }));
+        }
+        let res = check(res).await.map_err(fail)?;
+        let partial = res.status() == reqwest::StatusCode::PARTIAL_CONTENT;
+        let start = if partial { have } else { 0 };
+        let total = start + res.content_length().unwrap_or(0);
+        let mut out = tokio::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(!partial)
+            .append(partial)
+            .open(dest)
+            .await
+            .map_err(|e| fail(io(dest)(e)))?;
+        let mut written = start;
+        let mut body = res.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| fail(e.into()))?;
+            out.write_all(&chunk).await.map_err(|e| fail(io(dest)(e)))?;
+            written += chunk.len() as u64;
+            progress(Progress {
+                sent: written,
+                total,
+            });
+        }
+        out.flush().await.map_err(|e| fail(io(dest)(e)))?;
+        Ok((written, start))
+    }
+}
+
+/// Checks the file at `path` against `etag` (a quoted hex digest: sha256, or blake3), and
+/// answers the digest that matched.
+async fn verify(path: &Path, etag: &str) -> Result<String, Error> {
+    let expected = etag
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .to_ascii_lowercase();
+    let owned: PathBuf = path.to_path_buf();
+    let (sha, b3) = tokio::task::spawn_blocking(move || -> std::io::Result<(String, String)> {
+        let mut f = std::fs::File::open(&owned)?;
+        let mut sha = sha2::Sha256::new();
+        let mut b3 = blake3::Hasher::new();
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let n = std::io::Read::read(&mut f, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            sha.update(&buf[..n]);
+            b3.update(&buf[..n]);
+        }
+        Ok((
+            hex::encode(sha.finalize()),
+            b3.finalize().to_hex().to_string(),
+        ))
+    })
+    .await
+    .map_err(|e| Error::Usage(e.to_string()))?
+    .map_err(io(path))?;
+    // A server that keeps neither digest tags files with their id: nothing to check.
+    let is_digest = expected.len() == 64 && expected.bytes().all(|b| b.is_ascii_hexdigit());
+    if expected == sha || expected == b3 || !is_digest {
+        Ok(if is_digest { expected } else { sha })
+    } else {
+        Err(Error::Integrity { expected, got: sha })
+    }
+}

@@ -1,0 +1,252 @@
+//! chute-client, the Rust client library, against a real server: every size up and down with
+//! its digest checked on both sides, resume through a proxy that cuts the connection, a
+//! partial download resumed and a corrupt one caught, and typed errors.
+
+use std::path::Path;
+use std::time::Duration;
+
+use chute_client::{Client, Error, ErrorCode, Progress, Retry, UploadOptions};
+
+use crate::chaos::Proxy;
+use crate::helpers::*;
+
+fn client(app: &TestApp, base: &str) -> Client {
+    Client::new(base)
+        .expect("client")
+        .token(app.token.clone())
+        .retry(Retry {
+            attempts: 8,
+            first_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(500),
+        })
+}
+
+/// The stored file's sha256, by its URL (`/api/files/ID`, as the client was told).
+async fn stored_sha256(app: &TestApp, file_url: &str) -> String {
+    let files = app.list(&app.token).await;
+    let f = files
+        .iter()
+        .find(|f| file_url.ends_with(f["url"].as_str().expect("url")))
+        .unwrap_or_else(|| panic!("{file_url} is not listed: {files:?}"));
+    f["checksums"]["sha256"]
+        .as_str()
+        .expect("sha256")
+        .to_string()
+}
+
+#[tokio::test]
+async fn the_client_uploads_and_downloads_every_size_and_checks_both_ends() {
+    let app = spawn_app(&[]).await;
+    let c = client(&app, &app.url(""));
+    let dir = tempfile::tempdir().expect("dir");
+    let chunked = UploadOptions {
+        chunk_size: Some(1 << 20),
+        checksum: true,
+        ..Default::default()
+    };
+    for (i, (size, opts)) in [
+        (0usize, UploadOptions::default()),
+        (1, UploadOptions::default()),
+        (5 << 20, UploadOptions::default()),
+        (5 << 20, chunked.clone()),
+        (1, chunked.clone()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let data = bytes(size, 100 + i as u64);
+        let path = dir.path().join(format!("f{i} é.bin"));
+        std::fs::write(&path, &data).expect("write");
+        let mut seen: Vec<Progress> = Vec::new();
+        let up = c
+            .upload_file(&path, &opts, |p| seen.push(p))
+            .await
+            .unwrap_or_else(|e| panic!("{size} bytes, {opts:?}: {e}"));
+        assert_eq!(up.size, size as u64);
+        let file_url = up.file_url.expect("the file's URL");
+        assert!(file_url.starts_with(&app.url("/api/files/")), "{file_url}");
+        assert_eq!(stored_sha256(&app, &file_url).await, sha256_hex(&data));
+        if size > 0 {
+            assert_eq!(
+                seen.last(),
+                Some(&Progress {
+                    sent: size as u64,
+                    total: size as u64
+                })
+            );
+            assert!(seen.windows(2).all(|w| w[0].sent <= w[1].sent), "{seen:?}");
+        }
+
+        let back = dir.path().join(format!("back{i}"));
+        let got = c
+            .download(&file_url, &back, |_| {})
+            .await
+            .expect("download");
+        assert_eq!((got.size, got.resumed_from), (size as u64, 0));
+        assert_eq!(got.digest, sha256_hex(&data));
+        assert_eq!(
+            sha256_hex(&std::fs::read(&back).expect("read")),
+            sha256_hex(&data)
+        );
+    }
+    let names: Vec<String> = app
+        .list(&app.token)
+        .await
+        .iter()
+        .map(|f| f["name"].as_str().expect("name").to_string())
+        .collect();
+    assert!(names.contains(&"f2 é.bin".to_string()), "{names:?}");
+}
+
+#[tokio::test]
+async fn the_client_resumes_an_upload_through_cuts_and_a_download_from_a_partial_file() {
+    let app = spawn_app(&[]).await;
+    // The proxy passes 4 MiB/s: a 6 MiB upload is cut twice while its body is on the way.
+    let proxy = Proxy::start(vec![app.addr]).await;
+    let c = client(&app, &format!("http://{}", proxy.addr));
+    let dir = tempfile::tempdir().expect("dir");
+    let data = bytes(6 << 20, 7);
+    let path = dir.path().join("cut.bin");
+    std::fs::write(&path, &data).expect("write");
+    let cutter = tokio::spawn(async move {
+        let mut cuts = 0;
+        for wait in [400, 600] {
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            cuts += proxy.cut_sending();
+        }
+        cuts
+    });
+    let up = c
+        .upload_file(&path, &UploadOptions::default(), |_| {})
+        .await
+        .expect("the client gets there by itself");
+    assert_eq!(cutter.await.expect("cutter"), 2, "both cuts hit the upload");
+    let file_url = up.file_url.expect("file");
+    assert_eq!(stored_sha256(&app, &file_url).await, sha256_hex(&data));
+
+    // A download with its first half already here fetches only the rest.
+    let c = client(&app, &app.url(""));
+    let back = dir.path().join("back.bin");
+    std::fs::write(&back, &data[..3 << 20]).expect("half");
+    let got = c.download(&file_url, &back, |_| {}).await.expect("resume");
+    assert_eq!(got.resumed_from, 3 << 20);
+    assert_eq!(std::fs::read(&back).expect("read"), data);
+    // Whole already: nothing fetched, still checked.
+    let got = c.download(&file_url, &back, |_| {}).await.expect("again");
+    assert_eq!(got.resumed_from, 6 << 20);
+
+    // A partial file whose bytes differ from the server's: the digest check catches it.
+    let mut bad = data[..1 << 20].to_vec();
+    bad[10] ^= 0xff;
+    std::fs::write(&back, &bad).expect("bad half");
+    let err = c
+        .download(&file_url, &back, |_| {})
+        .await
+        .expect_err("corrupt");
+    assert!(matches!(err, Error::Integrity { .. }), "{err}");
+}
+
+/// A server that answers every request with a web page: not chute.
+async fn not_chute() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let page = "<html>hello</html>";
+                let _ = s
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                            page.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn the_clients_errors_are_typed() {
+    let app = spawn_app(&[("max_upload_size", "1000")]).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("a.bin");
+    std::fs::write(&path, bytes(5000, 1)).expect("write");
+    let opts = UploadOptions::default();
+
+    let err = client(&app, &app.url(""))
+        .upload_file(&path, &opts, |_| {})
+        .await
+        .expect_err("too large");
+    assert!(
+        matches!(
+            &err,
+            Error::Api {
+                status: 413,
+                code: ErrorCode::TooLarge,
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    let c = Client::new(&app.url(""))
+        .expect("client")
+        .token("chute_not_a_token");
+    let err = c
+        .upload_file(&path, &opts, |_| {})
+        .await
+        .expect_err("bad token");
+    assert_eq!(err.code(), Some(&ErrorCode::Unauthorized), "{err}");
+    let err = c.me().await.expect_err("bad token");
+    assert!(matches!(&err, Error::Api { status: 401, .. }), "{err}");
+
+    let err = client(&app, &app.url(""))
+        .upload_file(Path::new("/nonexistent/file"), &opts, |_| {})
+        .await
+        .expect_err("no file");
+    assert!(matches!(&err, Error::Io { .. }), "{err}");
+
+    let other = not_chute().await;
+    let err = client(&app, &format!("http://{other}"))
+        .upload_file(&path, &opts, |_| {})
+        .await
+        .expect_err("not chute");
+    assert!(matches!(&err, Error::NotChute(_)), "{err}");
+
+    assert!(matches!(Client::new("ftp://x"), Err(Error::Usage(_))));
+
+    // Nothing listens: the client tries `attempts` times, then says so.
+    let gone = free_port();
+    let err = client(&app, &format!("http://127.0.0.1:{gone}"))
+        .upload_file(&path, &opts, |_| {})
+        .await
+        .expect_err("nobody there");
+    assert!(matches!(&err, Error::GaveUp { attempts: 8, .. }), "{err}");
+}
+
+/// The client's error codes are the server's: no code the server answers with is unknown to
+/// it, nor the other way round.
+#[test]
+fn the_client_knows_every_code_the_server_answers_with() {
+    let mut client: Vec<&str> = ErrorCode::KNOWN.to_vec();
+    let mut server: Vec<&str> = chute::http::error_code::ALL.to_vec();
+    client.sort_unstable();
+    server.sort_unstable();
+    assert_eq!(client, server);
+    for code in server {
+        assert_eq!(ErrorCode::parse(code).as_str(), code);
+        assert!(
+            !matches!(ErrorCode::parse(code), ErrorCode::Other(_)),
+            "{code}"
+        );
+    }
+}
