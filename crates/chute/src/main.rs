@@ -9,6 +9,8 @@ use clap::{Arg, ArgMatches, Args, Command, FromArgMatches, Parser, Subcommand};
 
 use chute::config::{SETTINGS, Settings};
 
+mod client_cmd;
+
 #[derive(Parser)]
 #[command(
     name = "chute",
@@ -30,6 +32,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Upload files and directories to a chute server (tus; resumed by running it again).
+    Upload(client_cmd::UploadArgs),
+    /// Download a file from a chute server (a partial file is continued; its digest checked).
+    Download(client_cmd::DownloadArgs),
     /// Start the server (on the embedded default: SQLite and a folder under data_dir).
     #[command(
         after_help = serve_settings_help(false),
@@ -269,6 +275,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // The client commands talk to a server; they read no server settings.
+    let cli = match cli.command {
+        Cmd::Upload(args) => return client_cmd::upload(args).await,
+        Cmd::Download(args) => return client_cmd::download(args).await,
+        _ => cli,
+    };
     if let Cmd::Config(ConfigCmd::Example) = cli.command {
         print!("{}", chute::config::example_toml());
         return Ok(());
@@ -279,6 +291,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref(), std::env::vars(), cli.settings.values)?;
     match cli.command {
         Cmd::Serve => serve(settings).await,
+        Cmd::Upload(_) | Cmd::Download(_) => unreachable!("handled above"),
         Cmd::User(UserCmd::Add { name, staff }) => {
             let meta = chute::app::open_meta(&settings).await?;
             let user = meta.create_user(&name, staff).await?;

@@ -111,6 +111,8 @@ fn help_fits_each_command_and_settings_are_grouped_under_serve() {
         &["user", "add", "--help"],
         &["token", "create", "--help"],
         &["gc", "--help"],
+        &["upload", "--help"],
+        &["download", "--help"],
         &["events", "list", "--help"],
     ] {
         let text = help(args);

@@ -6,6 +6,7 @@ mod chunked;
 mod clamav;
 mod cli;
 mod client;
+mod client_cli;
 mod clients;
 mod cors;
 mod drain;
