@@ -348,8 +348,8 @@ impl Client {
         let mut resumed_from = None;
         loop {
             match self.download_once(url, dest, &mut progress).await {
-                Ok((total, have)) => {
-                    let digest = verify(dest, &self.etag(url).await?).await?;
+                Ok((total, have, etag)) => {
+                    let digest = verify(dest, &etag).await?;
                     return Ok(Downloaded {
                         size: total,
                         resumed_from: resumed_from.unwrap_or(have),
@@ -382,14 +382,14 @@ impl Client {
             .to_string())
     }
 
-    /// One try: answers (the file's size, bytes kept from before), or the failure and the
-    /// bytes there were before this try.
+    /// One try: answers (the file's size, bytes kept from before, the ETag the bytes were
+    /// fetched under), or the failure and the bytes there were before this try.
     async fn download_once(
         &self,
         url: &str,
         dest: &Path,
         progress: &mut impl FnMut(Progress),
-    ) -> Result<(u64, u64), (Error, u64)> {
+    ) -> Result<(u64, u64, String), (Error, u64)> {
         let have = tokio::fs::metadata(dest).await.map_or(0, |m| m.len());
         let fail = |e: Error| (e, have);
         let etag = self.etag(url).await.map_err(fail)?;
@@ -408,7 +408,7 @@ impl Client {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.rsplit('/').next()?.parse::<u64>().ok());
             if total == Some(have) {
-                return Ok((have, have));
+                return Ok((have, have, etag));
             }
             tokio::fs::remove_file(dest)
                 .await
@@ -444,7 +444,7 @@ impl Client {
             });
         }
         out.flush().await.map_err(|e| fail(io(dest)(e)))?;
-        Ok((written, start))
+        Ok((written, start, etag))
     }
 }
 
