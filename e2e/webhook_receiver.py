@@ -107,6 +107,13 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 128
     daemon_threads = True
 
+    def handle_error(self, request, client_address):
+        # chute hangs up on a receiver slower than its hook timeout, as the timeout tests
+        # ask; the write that finds the socket closed is not news. Anything else is printed.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
 
 server = Server(("127.0.0.1", PORT), Handler)
 print(server.server_address[1], flush=True)

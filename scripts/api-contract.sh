@@ -17,8 +17,18 @@ py=e2e/.venv/bin
 for tool in schemathesis openapi-spec-validator; do
   [ -x "$py/$tool" ] || { echo "$py/$tool is missing: run scripts/setup-e2e.sh" >&2; exit 1; }
 done
-cargo build --locked -q --bin chute
-chute=$PWD/target/debug/chute
+# The binary the integration tests were built with: a plain `cargo build` would resolve the
+# dependencies' features without the test-only ones and build the whole tree a second time,
+# which costs minutes and gigabytes (a CI run once died of a full disk doing it).
+chute=$(cargo test --locked --no-run --test it --message-format=json 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "chute" \
+            and "bin" in m["target"]["kind"]:
+        print(m["executable"])
+')
+[ -x "$chute" ] || { echo "no chute binary from the test build" >&2; exit 1; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/chute-contract.XXXXXX")
 pid=""

@@ -11,8 +11,12 @@
 # after the first pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each stage says its name, the time and the disk left, so a red run shows where it stood.
+stage() { echo "== $1 ($(date +%T), $(df -h . | awk 'NR==2 {print $4}') free)"; }
 
+stage "setting up the test tools"
 ./scripts/setup-e2e.sh
+stage "formatting, layers, lockfile, clippy"
 cargo fmt --all -- --check
 ./scripts/layers.sh
 # The upload page ships only what its lockfile names.
@@ -20,14 +24,15 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 # Every pass logs its servers into a file of its own, searched for secrets after it.
 logs=$(mktemp -d "${TMPDIR:-/tmp}/chute-test-logs.XXXXXX")
+stage "unit and integration tests, on the embedded default (SQLite, local folder)"
 CHUTE_TEST_LOG="$logs/sqlite.log" cargo test --all-targets --locked
 ./scripts/check-logs.sh "$logs/sqlite.log"
 # The chaos test (two nodes, PostgreSQL and Garage of its own, restarted under 20 resuming
 # clients) runs once, alone: it is the same on every pass and loads the machine for a minute.
-echo "the chaos test: faults across nodes"
+stage "the chaos test: faults across nodes"
 cargo test --locked --test it -- --ignored chaos
 # The OpenAPI document, validated and held to a live server by schemathesis (about 45 s).
-echo "the API contract: openapi-spec-validator and schemathesis"
+stage "the API contract: openapi-spec-validator and schemathesis"
 ./scripts/api-contract.sh
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -55,7 +60,7 @@ pgport=$(free_port)
 wait_ready PostgreSQL "$pgpid" "$work/pg.log" \
   sh -c "psql -h 127.0.0.1 -p $pgport -U postgres -d postgres -qAtc 'select 1' >/dev/null 2>&1"
 export CHUTE_TEST_POSTGRES="postgres://postgres@127.0.0.1:$pgport"
-echo "integration tests again, on PostgreSQL (127.0.0.1:$pgport)"
+stage "integration tests again, on PostgreSQL (127.0.0.1:$pgport)"
 CHUTE_TEST_LOG="$logs/postgres.log" cargo test --locked --test it
 ./scripts/check-logs.sh "$logs/postgres.log"
 
@@ -66,9 +71,10 @@ wait_ready Garage "$garagepid" "$work/garage.log" \
   sh -c "curl -sf -o /dev/null -I --aws-sigv4 aws:amz:garage:s3 \
     --user GK0123456789abcdef01234567:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef \
     -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' http://127.0.0.1:$s3port/chute-test/"
-echo "integration tests a third time, on PostgreSQL and S3 storage (Garage at 127.0.0.1:$s3port)"
+stage "integration tests a third time, on PostgreSQL and S3 storage (Garage at 127.0.0.1:$s3port)"
 CHUTE_TEST_S3="http://127.0.0.1:$s3port" CHUTE_TEST_LOG="$logs/s3.log" cargo test --locked --test it
 ./scripts/check-logs.sh "$logs/s3.log"
 
-echo "fuzz targets, 20 s each from the kept corpora"
+stage "fuzz targets, 20 s each from the kept corpora"
 ./scripts/fuzz.sh 20
+stage "all passed"
