@@ -127,20 +127,24 @@ impl std::fmt::Display for ErrorCode {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// chute refused the request: its status, `code` and message.
-    #[error("{status} {code}: {message}")]
+    #[error("{status} {code}: {message}{}", detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default())]
     Api {
         status: u16,
         code: ErrorCode,
         message: String,
+        /// The server's longer explanation, when it gives one (a session's refused file:
+        /// `verboseError`).
+        detail: Option<String>,
         /// The upload's offset, when the answer carries one.
         offset: Option<u64>,
     },
     /// The server answered, but not as chute does (another server at that address?).
     #[error("not a chute server: {0}")]
     NotChute(String),
-    /// The connection failed, or timed out.
-    #[error("network: {0}")]
-    Network(#[from] reqwest::Error),
+    /// The connection failed, or timed out. Its message carries every cause (reqwest's
+    /// own message names only the request).
+    #[error("network: {}", chain(.0))]
+    Network(reqwest::Error),
     /// A local file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -156,6 +160,27 @@ pub enum Error {
     /// A bad argument: a URL that is not one, say.
     #[error("{0}")]
     Usage(String),
+}
+
+impl From<reqwest::Error> for Error {
+    fn from(e: reqwest::Error) -> Self {
+        Error::Network(e)
+    }
+}
+
+/// An error's message with its causes', each once: reqwest's repeats the URL in its causes.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let m = c.to_string();
+        if !out.contains(&m) {
+            out.push_str(": ");
+            out.push_str(&m);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 impl Error {

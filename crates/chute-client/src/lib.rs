@@ -22,12 +22,16 @@
 //! ```
 
 mod error;
+mod files;
+mod sessions;
 mod transfer;
 
 use std::time::Duration;
 
 pub use error::{Error, ErrorCode};
-pub use transfer::{Downloaded, Progress, UploadOptions, Uploaded};
+pub use files::{File, Link};
+pub use sessions::{Accepted, Session, SessionFile};
+pub use transfer::{Checksum, Downloaded, Progress, UploadOptions, Uploaded};
 
 /// How requests are retried: each failure waits longer (doubling from `first_delay` up to
 /// `max_delay`, with jitter), and `attempts` failures in a row without progress end it.
@@ -135,9 +139,26 @@ impl Client {
             .request(reqwest::Method::GET, &format!("{}/api/me", self.base))
             .send()
             .await?;
-        let res = check(res).await?;
-        res.json().await.map_err(|e| Error::NotChute(e.to_string()))
+        json(check(res).await?).await
     }
+
+    /// The server's base URL, as given (without a trailing slash).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+}
+
+/// A successful answer's JSON body, as `T`; a body that is not is no chute's.
+pub(crate) async fn json<T: serde::de::DeserializeOwned>(
+    res: reqwest::Response,
+) -> Result<T, Error> {
+    let url = res.url().clone();
+    let bytes = res.bytes().await?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Error::NotChute(format!(
+            "{url} answered a body that is not what chute sends: {e}"
+        ))
+    })
 }
 
 /// `res` if it succeeded, else its JSON error (or `NotChute`, when it is not chute's).
@@ -153,6 +174,7 @@ pub(crate) async fn check(res: reqwest::Response) -> Result<reqwest::Response, E
             status: status.as_u16(),
             code: ErrorCode::parse(v["code"].as_str().unwrap_or_default()),
             message: v["error"].as_str().unwrap_or_default().to_string(),
+            detail: v["verboseError"].as_str().map(str::to_string),
             offset: v["offset"].as_u64(),
         }),
         // A HEAD's error has no body to read: the status is all there is.
@@ -160,6 +182,7 @@ pub(crate) async fn check(res: reqwest::Response) -> Result<reqwest::Response, E
             status: status.as_u16(),
             code: ErrorCode::Other(String::new()),
             message: status.to_string(),
+            detail: None,
             offset: None,
         }),
         _ => Err(Error::NotChute(format!(

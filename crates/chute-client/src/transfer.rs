@@ -26,15 +26,57 @@ const TICK: Duration = Duration::from_millis(200);
 pub struct UploadOptions {
     /// Bytes per PATCH; `None`: the whole file in one streaming PATCH (fastest).
     pub chunk_size: Option<u64>,
-    /// Send each PATCH's sha256 (`Upload-Checksum`): the server keeps none of a PATCH whose
+    /// Send each PATCH's digest (`Upload-Checksum`): the server keeps none of a PATCH whose
     /// bytes differ. Each chunk is read into memory first (8 MiB when no chunk size is set).
-    pub checksum: bool,
+    pub checksum: Option<Checksum>,
     /// The file's name on the server (default: the path's file name).
     pub name: Option<String>,
     /// The file's type (`filetype`).
     pub content_type: Option<String>,
     /// More tus metadata.
     pub metadata: Vec<(String, String)>,
+}
+
+/// A digest for tus's `Upload-Checksum`, among those chute takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checksum {
+    Sha256,
+    Sha1,
+    Md5,
+}
+
+impl Checksum {
+    /// The name tus uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Checksum::Sha256 => "sha256",
+            Checksum::Sha1 => "sha1",
+            Checksum::Md5 => "md5",
+        }
+    }
+
+    fn digest(self, bytes: &[u8]) -> Vec<u8> {
+        match self {
+            Checksum::Sha256 => sha2::Sha256::digest(bytes).to_vec(),
+            Checksum::Sha1 => sha1::Sha1::digest(bytes).to_vec(),
+            Checksum::Md5 => md5::Md5::digest(bytes).to_vec(),
+        }
+    }
+}
+
+impl std::str::FromStr for Checksum {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.to_ascii_lowercase().as_str() {
+            "sha256" => Ok(Checksum::Sha256),
+            "sha1" => Ok(Checksum::Sha1),
+            "md5" => Ok(Checksum::Md5),
+            _ => Err(Error::Usage(format!(
+                "`{s}` is not a checksum chute takes: sha256, sha1 or md5"
+            ))),
+        }
+    }
 }
 
 /// Where a transfer stands: bytes the server has (uploads) or written here (downloads).
@@ -65,7 +107,38 @@ pub struct Downloaded {
     pub digest: String,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+/// The name a file is uploaded under: its path's last part.
+pub(crate) fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The file at `path` as a streamed request body, and its length; `progress` hears of the
+/// bytes handed to the connection (every 200 ms, and at the end).
+pub(crate) async fn counted_file(
+    path: &Path,
+    mut progress: impl FnMut(Progress) + Send + 'static,
+) -> Result<(reqwest::Body, u64), Error> {
+    let file = tokio::fs::File::open(path).await.map_err(io(path))?;
+    let total = file.metadata().await.map_err(io(path))?.len();
+    let mut sent = 0;
+    let mut last = std::time::Instant::now();
+    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(total), 256 << 10).inspect(
+        move |r| {
+            if let Ok(b) = r {
+                sent += b.len() as u64;
+                if last.elapsed() >= TICK || sent == total {
+                    last = std::time::Instant::now();
+                    progress(Progress { sent, total });
+                }
+            }
+        },
+    );
+    Ok((reqwest::Body::wrap_stream(stream), total))
+}
+
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -92,17 +165,22 @@ fn tus_answer(res: &reqwest::Response) -> Result<(), Error> {
 impl Client {
     /// Creates a tus upload for the file at `path` and answers its URL (and, for an empty
     /// file, finished at once, its file's URL).
+    /// Network failures and 5xx are retried (see [`crate::Retry`]).
     pub async fn create_upload(
         &self,
         path: &Path,
         opts: &UploadOptions,
     ) -> Result<(String, Option<String>), Error> {
+        self.retrying(|| self.create_once(path, opts)).await
+    }
+
+    async fn create_once(
+        &self,
+        path: &Path,
+        opts: &UploadOptions,
+    ) -> Result<(String, Option<String>), Error> {
         let size = tokio::fs::metadata(path).await.map_err(io(path))?.len();
-        let name = opts.name.clone().unwrap_or_else(|| {
-            path.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        });
+        let name = opts.name.clone().unwrap_or_else(|| file_name(path));
         let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
         let mut meta = vec![format!("filename {}", b64(&name))];
         if let Some(t) = &opts.content_type {
@@ -138,7 +216,7 @@ impl Client {
         opts: &UploadOptions,
         progress: impl FnMut(Progress),
     ) -> Result<Uploaded, Error> {
-        let (url, file) = self.retrying(|| self.create_upload(path, opts)).await?;
+        let (url, file) = self.create_upload(path, opts).await?;
         if let Some(file_url) = file {
             return Ok(Uploaded {
                 upload_url: url,
@@ -150,7 +228,12 @@ impl Client {
     }
 
     /// Where the upload at `url` stands: the server's offset, and its file once finished.
+    /// Network failures and 5xx are retried (see [`crate::Retry`]).
     pub async fn offset(&self, url: &str) -> Result<(u64, Option<String>), Error> {
+        self.retrying(|| self.offset_once(url)).await
+    }
+
+    async fn offset_once(&self, url: &str) -> Result<(u64, Option<String>), Error> {
         let res = self
             .request(Method::HEAD, url)
             .header("Tus-Resumable", TUS)
@@ -188,7 +271,7 @@ impl Client {
         mut progress: impl FnMut(Progress),
     ) -> Result<Uploaded, Error> {
         let total = tokio::fs::metadata(path).await.map_err(io(path))?.len();
-        let (mut offset, mut file_url) = self.retrying(|| self.offset(url)).await?;
+        let (mut offset, mut file_url) = self.offset(url).await?;
         let mut failures = 0;
         while offset < total {
             progress(Progress {
@@ -208,7 +291,7 @@ impl Client {
                 Err(e) if e.retryable() && failures + 1 < self.retry.attempts => {
                     failures += 1;
                     tokio::time::sleep(self.retry.delay(failures)).await;
-                    (offset, file_url) = self.retrying(|| self.offset(url)).await?;
+                    (offset, file_url) = self.offset(url).await?;
                 }
                 Err(e) if e.retryable() => {
                     return Err(Error::GaveUp {
@@ -226,7 +309,7 @@ impl Client {
             )));
         }
         if file_url.is_none() {
-            file_url = self.retrying(|| self.offset(url)).await?.1;
+            file_url = self.offset(url).await?.1;
         }
         progress(Progress { sent: total, total });
         Ok(Uploaded {
@@ -249,8 +332,8 @@ impl Client {
     ) -> Result<(u64, Option<String>), Error> {
         let chunk = match (opts.chunk_size, opts.checksum) {
             (Some(c), _) => c.max(1),
-            (None, true) => CHECKSUM_CHUNK,
-            (None, false) => total,
+            (None, Some(_)) => CHECKSUM_CHUNK,
+            (None, None) => total,
         };
         let len = chunk.min(total - offset);
         let mut file = tokio::fs::File::open(path).await.map_err(io(path))?;
@@ -264,17 +347,16 @@ impl Client {
             .header("Upload-Offset", offset)
             .header("Content-Type", "application/offset+octet-stream")
             .header("Content-Length", len);
-        if opts.checksum {
+        if let Some(algorithm) = opts.checksum {
             let mut buf = Vec::with_capacity(len as usize);
             (&mut file)
                 .take(len)
                 .read_to_end(&mut buf)
                 .await
                 .map_err(io(path))?;
-            let digest = sha2::Sha256::digest(&buf);
-            let b64 = base64::engine::general_purpose::STANDARD.encode(digest);
+            let b64 = base64::engine::general_purpose::STANDARD.encode(algorithm.digest(&buf));
             req = req
-                .header("Upload-Checksum", format!("sha256 {b64}"))
+                .header("Upload-Checksum", format!("{} {b64}", algorithm.name()))
                 .body(buf);
         } else {
             let counter = sent.clone();
@@ -417,6 +499,7 @@ impl Client {
                 status: 416,
                 code: crate::ErrorCode::BadRange,
                 message: "the local file was longer than the server's: removed".into(),
+                detail: None,
                 offset: None,
             }));
         }

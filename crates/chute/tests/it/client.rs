@@ -41,7 +41,7 @@ async fn the_client_uploads_and_downloads_every_size_and_checks_both_ends() {
     let dir = tempfile::tempdir().expect("dir");
     let chunked = UploadOptions {
         chunk_size: Some(1 << 20),
-        checksum: true,
+        checksum: Some(chute_client::Checksum::Sha256),
         ..Default::default()
     };
     for (i, (size, opts)) in [
@@ -249,4 +249,72 @@ fn the_client_knows_every_code_the_server_answers_with() {
             "{code}"
         );
     }
+}
+
+#[tokio::test]
+async fn the_client_sends_a_form_drives_a_session_and_reads_the_refusal() {
+    let app = spawn_app(&[]).await;
+    let c = client(&app, &app.url(""));
+    let dir = tempfile::tempdir().expect("dir");
+    let write = |name: &str, data: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, data).expect("write");
+        p
+    };
+    let notes = write("notes.txt", b"a form upload, streamed from disk\n");
+    let minutes = write("minutes.txt", b"the session's first file\n");
+    let draft = write("draft.txt", b"added, then taken out\n");
+    let tool = write("tool.exe", b"MZ refused by type");
+
+    // A plain form upload: the stored digest is the server's, the bytes this test's.
+    let f = c.upload_form(&notes, |_| {}).await.expect("form upload");
+    assert_eq!((f.name.as_str(), f.size), ("notes.txt", 34));
+    assert_eq!(
+        f.checksums.get("sha256"),
+        Some(&sha256_hex(b"a form upload, streamed from disk\n"))
+    );
+
+    // A session: two files in, one out, one refused with the server's reason, then stored.
+    let s = c.open_session().await.expect("open");
+    let token = s.upload_session_token.clone();
+    assert_eq!(s.status, "CREATED");
+    c.add_to_session(&token, &minutes, |_| {})
+        .await
+        .expect("add");
+    c.add_to_session(&token, &draft, |_| {}).await.expect("add");
+    match c.add_to_session(&token, &tool, |_| {}).await {
+        Err(Error::Api {
+            status: 400,
+            code: ErrorCode::InvalidFile,
+            message,
+            detail: Some(detail),
+            ..
+        }) => {
+            assert_eq!(message, "File type is not accepted");
+            assert!(!detail.is_empty());
+        }
+        other => panic!("not refused: {other:?}"),
+    }
+    c.remove_from_session(&token, "draft.txt")
+        .await
+        .expect("remove");
+    let files = c.session_files(&token).await.expect("files");
+    let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["minutes.txt"]);
+    let stored = c.store_session(&token).await.expect("store");
+    assert_eq!((stored.status.as_str(), stored.file_count), ("STORED", 1));
+
+    // Both are the caller's files now; deleting one leaves the other.
+    let all = c.list_files().await.expect("list");
+    let mut names: Vec<&str> = all.iter().map(|f| f.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["minutes.txt", "notes.txt"]);
+    c.delete_file(&f.id).await.expect("delete");
+    let left = c.list_files().await.expect("list");
+    assert_eq!(left.len(), 1);
+    assert!(matches!(
+        c.delete_file(&f.id).await,
+        Err(Error::Api { status: 404, .. })
+    ));
+    assert!(matches!(c.delete_file("../x").await, Err(Error::Usage(_))));
 }
