@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real components the tests drive: Debian's chromium, clamd (clamav-daemon),
 # nginx (nginx-light), PostgreSQL (postgresql), promtool (prometheus, whose server is
-# installed but never started) and nghttp (nghttp2-client, an HTTP/2 client that shows frames); Garage (crates.io); the npm packages pinned in
+# installed but never started), nghttp (nghttp2-client, an HTTP/2 client that shows frames) and
+# tmux (the client's progress bars are read off a pane); Garage (crates.io); the npm packages pinned in
 # e2e/package-lock.json (jQuery-File-Upload, spark-md5, playwright-core, tus-js-client); and
 # the Python tools pinned in e2e/requirements.txt (tuspy, standardwebhooks, PyJWT, schemathesis,
 # openapi-spec-validator) in e2e/.venv. The tests start clamd, nginx, PostgreSQL and
@@ -22,6 +23,7 @@ services=()
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || services+=(postgresql)
 command -v promtool >/dev/null || services+=(prometheus)
 command -v nghttp >/dev/null || need+=(nghttp2-client)
+command -v tmux >/dev/null || need+=(tmux)
 if [ $((${#need[@]} + ${#services[@]})) -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing ${need[*]} ${services[*]}: install them with apt-get or run this as root" >&2

@@ -30,12 +30,17 @@ struct Cli {
     command: Cmd,
 }
 
+/// The client's commands, which talk to a server, then the server's, which read its settings.
 #[derive(Subcommand)]
 enum Cmd {
-    /// Upload files and directories to a chute server (tus; resumed by running it again).
-    Upload(client_cmd::UploadArgs),
-    /// Download a file from a chute server (a partial file is continued; its digest checked).
-    Download(client_cmd::DownloadArgs),
+    #[command(flatten)]
+    Client(client_cmd::ClientCmd),
+    #[command(flatten)]
+    Server(ServerCmd),
+}
+
+#[derive(Subcommand)]
+enum ServerCmd {
     /// Start the server (on the embedded default: SQLite and a folder under data_dir).
     #[command(
         after_help = serve_settings_help(false),
@@ -276,23 +281,21 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     // The client commands talk to a server; they read no server settings.
-    let cli = match cli.command {
-        Cmd::Upload(args) => return client_cmd::upload(args).await,
-        Cmd::Download(args) => return client_cmd::download(args).await,
-        _ => cli,
+    let command = match cli.command {
+        Cmd::Client(c) => return c.run().await,
+        Cmd::Server(c) => c,
     };
-    if let Cmd::Config(ConfigCmd::Example) = cli.command {
+    if let ServerCmd::Config(ConfigCmd::Example) = command {
         print!("{}", chute::config::example_toml());
         return Ok(());
     }
-    if let Cmd::Events(EventsCmd::Secret) = cli.command {
+    if let ServerCmd::Events(EventsCmd::Secret) = command {
         return print_secret();
     }
     let settings = Settings::load(cli.config.as_deref(), std::env::vars(), cli.settings.values)?;
-    match cli.command {
-        Cmd::Serve => serve(settings).await,
-        Cmd::Upload(_) | Cmd::Download(_) => unreachable!("handled above"),
-        Cmd::User(UserCmd::Add { name, staff }) => {
+    match command {
+        ServerCmd::Serve => serve(settings).await,
+        ServerCmd::User(UserCmd::Add { name, staff }) => {
             let meta = chute::app::open_meta(&settings).await?;
             let user = meta.create_user(&name, staff).await?;
             eprintln!(
@@ -302,14 +305,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Cmd::Token(TokenCmd::Create { user, label }) => {
+        ServerCmd::Token(TokenCmd::Create { user, label }) => {
             let meta = chute::app::open_meta(&settings).await?;
             let u = named_user(meta.as_ref(), &user).await?;
             let token = chute::auth::issue_token(meta.as_ref(), &u, &label).await?;
             println!("{token}");
             Ok(())
         }
-        Cmd::Token(TokenCmd::List { user }) => {
+        ServerCmd::Token(TokenCmd::List { user }) => {
             let meta = chute::app::open_meta(&settings).await?;
             let u = named_user(meta.as_ref(), &user).await?;
             for t in meta.list_tokens(u.id).await? {
@@ -318,7 +321,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Token(TokenCmd::Revoke { id }) => {
+        ServerCmd::Token(TokenCmd::Revoke { id }) => {
             let meta = chute::app::open_meta(&settings).await?;
             if !meta.revoke_token(id).await? {
                 bail!("no token with id {id} (`chute token list --user NAME` shows them)");
@@ -326,7 +329,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("revoked token {id}");
             Ok(())
         }
-        Cmd::User(UserCmd::List) => {
+        ServerCmd::User(UserCmd::List) => {
             let meta = chute::app::open_meta(&settings).await?;
             for u in meta.list_users().await? {
                 let used = meta.usage_bytes(u.id).await?;
@@ -335,7 +338,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::User(UserCmd::Remove { name, delete_files }) => {
+        ServerCmd::User(UserCmd::Remove { name, delete_files }) => {
             let state = chute::app::open_state(settings).await?;
             let u = named_user(state.engine.meta.as_ref(), &name).await?;
             match state.engine.remove_user(&u, delete_files).await {
@@ -354,7 +357,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Err(e) => Err(e.into()),
             }
         }
-        Cmd::Gc { dry_run } => {
+        ServerCmd::Gc { dry_run } => {
             let state = chute::app::open_state(settings).await?;
             let gone = state.engine.sweep_expired(dry_run).await?;
             for up in &gone {
@@ -376,15 +379,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Cmd::Events(cmd) => events(&settings, cmd).await,
-        Cmd::Links(LinksCmd::Rotate) => {
+        ServerCmd::Events(cmd) => events(&settings, cmd).await,
+        ServerCmd::Links(LinksCmd::Rotate) => {
             let meta = chute::app::open_meta(&settings).await?;
             let secret = chute::upload::links::new_link_secret()?;
             let id = meta.rotate_link_key(&secret).await?;
             eprintln!("links are now signed with key {id}; older links no longer work");
             Ok(())
         }
-        Cmd::Config(_) => Ok(()),
+        ServerCmd::Config(_) => Ok(()),
     }
 }
 

@@ -1,57 +1,221 @@
-//! The command-line client, part of the `chute` binary only: `chute upload` and
-//! `chute download`, on the chute-client library.
+//! The command-line client, part of the `chute` binary only, on the chute-client library:
+//! `chute upload` ([`upload`]), `download`, `ls`, `rm`, `link`, `login` and `logout`.
 //!
-//! Resume is automatic: before an upload sends its first byte, its URL is kept in a state file
-//! (`$CHUTE_STATE_DIR`, else `$XDG_STATE_HOME/chute`, else `~/.local/state/chute`), keyed by
-//! the server, the file's absolute path, size and modification time. The same command run
-//! again, after Ctrl-C, `kill -9`, a lost network or a server restart, asks the server's offset
-//! and sends only the rest. A finished upload's entry is removed.
+//! Which server and token: `--server` / `CHUTE_URL`, else the server `chute login` saved,
+//! else `http://127.0.0.1:8080`; `--token` / `CHUTE_TOKEN`, else the token `chute login`
+//! saved for that server. Logins are kept in `login.json` under `$XDG_CONFIG_HOME/chute`
+//! (else `~/.config/chute`), readable by the user only.
+
+mod progress;
+mod upload;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use chute_client::{Client, Error, Progress, UploadOptions};
-use sha2::Digest as _;
+use chute_client::Client;
+
+pub use upload::{UploadArgs, upload};
+
+/// The client's commands.
+#[derive(clap::Subcommand)]
+pub enum ClientCmd {
+    /// Upload files and directories to a chute server (tus; resumed by running it again).
+    Upload(UploadArgs),
+    /// Download a file from a chute server (a partial file is continued; its digest checked).
+    Download(DownloadArgs),
+    /// List your files on a chute server: id, size, stored at, name.
+    Ls(LsArgs),
+    /// Delete files from a chute server.
+    Rm(RmArgs),
+    /// Make a download link to one of your files, usable without a token until it expires.
+    Link(LinkArgs),
+    /// Check an API token with a chute server, and save it (and the server) for the other
+    /// client commands.
+    Login(LoginArgs),
+    /// Forget a saved token.
+    Logout(LogoutArgs),
+}
+
+impl ClientCmd {
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self {
+            ClientCmd::Upload(a) => upload(a).await,
+            ClientCmd::Download(a) => download(a).await,
+            ClientCmd::Ls(a) => ls(a).await,
+            ClientCmd::Rm(a) => rm(a).await,
+            ClientCmd::Link(a) => link(a).await,
+            ClientCmd::Login(a) => login(a).await,
+            ClientCmd::Logout(a) => logout(a).await,
+        }
+    }
+}
+
+/// The server when nothing names one: `chute serve`'s default address.
+const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 
 /// Where the server is, and who asks.
 #[derive(clap::Args)]
 pub struct Remote {
-    /// The chute server's URL (with any path prefix it is served under).
-    #[arg(long, env = "CHUTE_URL", default_value = "http://127.0.0.1:8080")]
-    server: String,
-    /// An API token (`chute token create`), or the application's signed token.
+    /// The chute server's URL, with any path prefix it is served under [default: the server
+    /// of `chute login`, else http://127.0.0.1:8080].
+    #[arg(long, env = "CHUTE_URL")]
+    server: Option<String>,
+    /// An API token (`chute token create`), or the application's signed token [default: the
+    /// token `chute login` saved for the server].
     #[arg(long, env = "CHUTE_TOKEN", hide_env_values = true)]
     token: Option<String>,
 }
 
 impl Remote {
-    fn client(&self) -> anyhow::Result<Client> {
-        let c = Client::new(&self.server)?;
-        Ok(match &self.token {
-            Some(t) => c.token(t.clone()),
-            None => c,
-        })
+    /// The server's URL, and the token to send it.
+    fn resolve(&self) -> anyhow::Result<(String, Option<String>)> {
+        let logins = Logins::load()?;
+        let server = self
+            .server
+            .clone()
+            .or_else(|| logins.server.clone())
+            .unwrap_or_else(|| DEFAULT_SERVER.to_string());
+        let server = server.trim_end_matches('/').to_string();
+        let token = self
+            .token
+            .clone()
+            .or_else(|| logins.tokens.get(&server).cloned());
+        Ok((server, token))
+    }
+
+    fn client(&self) -> anyhow::Result<(Client, String)> {
+        let (server, token) = self.resolve()?;
+        let c = Client::new(&server)?;
+        Ok((
+            match token {
+                Some(t) => c.token(t),
+                None => c,
+            },
+            server,
+        ))
+    }
+}
+
+/// The logins file: the last server logged in to, and a token per server.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Logins {
+    server: Option<String>,
+    #[serde(default)]
+    tokens: BTreeMap<String, String>,
+}
+
+impl Logins {
+    fn path() -> anyhow::Result<PathBuf> {
+        std::env::var_os("XDG_CONFIG_HOME")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+            .map(|d| d.join("chute").join("login.json"))
+            .context("no config folder: set XDG_CONFIG_HOME or HOME")
+    }
+
+    /// The saved logins; none when there is no file (or no folder to look in).
+    fn load() -> anyhow::Result<Self> {
+        let Ok(path) = Self::path() else {
+            return Ok(Self::default());
+        };
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .with_context(|| format!("{} is not a chute login file", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(e).with_context(|| format!("{}", path.display())),
+        }
+    }
+
+    /// Written to a new file readable by the user only, then renamed over the old one.
+    fn save(&self) -> anyhow::Result<PathBuf> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = Self::path()?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("{}", tmp.display()))?;
+        f.write_all(&serde_json::to_vec_pretty(self)?)
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("{}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("{}", path.display()))?;
+        Ok(path)
     }
 }
 
 #[derive(clap::Args)]
-pub struct UploadArgs {
-    #[command(flatten)]
-    remote: Remote,
-    /// Files, and directories (uploaded with everything under them).
-    #[arg(required = true)]
-    paths: Vec<PathBuf>,
-    /// Bytes per PATCH (`8MiB`); by default each file goes in one streaming PATCH.
-    #[arg(long, value_parser = chute::config::parse_size)]
-    chunk_size: Option<u64>,
-    /// Send each PATCH's sha256; the server keeps nothing of a PATCH that differs.
-    #[arg(long)]
-    checksum: bool,
-    /// Print one JSON object per finished file on stdout.
-    #[arg(long)]
-    json: bool,
+pub struct LoginArgs {
+    /// The chute server's URL.
+    #[arg(long, env = "CHUTE_URL", default_value = DEFAULT_SERVER)]
+    server: String,
+    /// The API token; without it, it is read from stdin (asked for on a terminal).
+    #[arg(long, env = "CHUTE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+/// `chute login`: checks the token with the server (`/api/me`), then saves it and makes the
+/// server the default.
+pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
+    let server = args.server.trim_end_matches('/').to_string();
+    let token = match args.token {
+        Some(t) => t,
+        None => {
+            if std::io::stdin().is_terminal() {
+                eprint!("API token for {server}: ");
+            }
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            line.trim().to_string()
+        }
+    };
+    if token.is_empty() {
+        bail!("no token given");
+    }
+    let me = Client::new(&server)?.token(token.clone()).me().await?;
+    let mut logins = Logins::load()?;
+    logins.tokens.insert(server.clone(), token);
+    logins.server = Some(server.clone());
+    let path = logins.save()?;
+    eprintln!(
+        "logged in to {server} as {} (saved in {})",
+        me["name"].as_str().unwrap_or("?"),
+        path.display()
+    );
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct LogoutArgs {
+    /// The server to forget the token of [default: the server of `chute login`].
+    #[arg(long, env = "CHUTE_URL")]
+    server: Option<String>,
+}
+
+/// `chute logout`: forgets the saved token (the token stays valid on the server).
+pub async fn logout(args: LogoutArgs) -> anyhow::Result<()> {
+    let mut logins = Logins::load()?;
+    let Some(server) = args.server.or_else(|| logins.server.clone()) else {
+        bail!("not logged in");
+    };
+    let server = server.trim_end_matches('/').to_string();
+    if logins.tokens.remove(&server).is_none() {
+        bail!("not logged in to {server}");
+    }
+    if logins.server.as_deref() == Some(server.as_str()) {
+        logins.server = None;
+    }
+    logins.save()?;
+    eprintln!("forgot the token for {server}");
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -64,174 +228,18 @@ pub struct DownloadArgs {
     /// continued when the server's file is the same.
     #[arg(short, long)]
     output: Option<PathBuf>,
-}
-
-/// The state file: upload URLs by file.
-struct State {
-    path: PathBuf,
-    uploads: BTreeMap<String, String>,
-}
-
-impl State {
-    fn open() -> anyhow::Result<Self> {
-        let dir = std::env::var_os("CHUTE_STATE_DIR")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("XDG_STATE_HOME").map(|d| PathBuf::from(d).join("chute")))
-            .or_else(|| {
-                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/chute"))
-            })
-            .context("no state folder: set CHUTE_STATE_DIR or HOME")?;
-        std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
-        let path = dir.join("uploads.json");
-        let uploads = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
-            Err(_) => BTreeMap::new(),
-        };
-        Ok(Self { path, uploads })
-    }
-
-    /// Written whole to a temporary file, then renamed over the old one.
-    fn save(&self) -> anyhow::Result<()> {
-        let tmp = self.path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&self.uploads)?)
-            .with_context(|| format!("{}", tmp.display()))?;
-        std::fs::rename(&tmp, &self.path).with_context(|| format!("{}", self.path.display()))
-    }
-}
-
-/// The state key of a file: the server, its absolute path, size and modification time.
-fn key(server: &str, path: &Path) -> anyhow::Result<String> {
-    let abs = std::fs::canonicalize(path).with_context(|| format!("{}", path.display()))?;
-    let m = std::fs::metadata(&abs).with_context(|| format!("{}", abs.display()))?;
-    let mtime = m
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
-    let id = format!("{server}\n{}\n{}\n{mtime}", abs.display(), m.len());
-    Ok(hex::encode(sha2::Sha256::digest(id.as_bytes())))
-}
-
-/// The files under `paths`, directories walked, in a stable order.
-fn files(paths: &[PathBuf]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            let mut entries: Vec<PathBuf> = match std::fs::read_dir(p) {
-                Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
-                Err(_) => vec![],
-            };
-            entries.sort();
-            out.extend(files(&entries));
-        } else {
-            out.push(p.clone());
-        }
-    }
-    out
-}
-
-/// A plain progress line every few seconds (stderr), for logs and pipes.
-fn reporter(name: String) -> impl FnMut(Progress) {
-    let mut last = Instant::now();
-    move |p| {
-        if last.elapsed() >= Duration::from_secs(2) && p.sent < p.total {
-            last = Instant::now();
-            eprintln!("{name}: {} of {} bytes", p.sent, p.total);
-        }
-    }
-}
-
-/// `chute upload`: each file in turn; a failed file does not stop the others. Fails (exit
-/// 1) when any did.
-pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
-    let client = args.remote.client()?;
-    let mut state = State::open()?;
-    let opts = UploadOptions {
-        chunk_size: args.chunk_size,
-        checksum: args.checksum,
-        ..Default::default()
-    };
-    let all = files(&args.paths);
-    let mut failed = 0;
-    for path in &all {
-        match upload_one(&client, &args.remote.server, &mut state, path, &opts).await {
-            Ok((file_url, size)) => {
-                if args.json {
-                    let line = serde_json::json!({
-                        "path": path, "size": size, "url": file_url,
-                    });
-                    println!("{line}");
-                } else {
-                    println!(
-                        "{}\t{size}\t{}",
-                        path.display(),
-                        file_url.unwrap_or_default()
-                    );
-                }
-            }
-            Err(e) => {
-                failed += 1;
-                eprintln!("{}: {e:#}", path.display());
-            }
-        }
-    }
-    if failed > 0 {
-        bail!("{failed} of {} file(s) were not uploaded", all.len());
-    }
-    Ok(())
-}
-
-async fn upload_one(
-    client: &Client,
-    server: &str,
-    state: &mut State,
-    path: &Path,
-    opts: &UploadOptions,
-) -> anyhow::Result<(Option<String>, u64)> {
-    let k = key(server, path)?;
-    let name = path.display().to_string();
-    if let Some(url) = state.uploads.get(&k).cloned() {
-        match client.offset(&url).await {
-            Ok((offset, _)) => {
-                eprintln!("{name}: resuming at byte {offset}");
-                let up = client.resume_file(&url, path, opts, reporter(name)).await?;
-                state.uploads.remove(&k);
-                state.save()?;
-                return Ok((up.file_url, up.size));
-            }
-            // Gone from the server (expired, terminated): start again.
-            Err(Error::Api {
-                status: 404 | 410, ..
-            }) => {
-                state.uploads.remove(&k);
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let (url, file) = client.create_upload(path, opts).await?;
-    if let Some(file_url) = file {
-        return Ok((Some(file_url), 0));
-    }
-    // Kept before the first byte goes, so that any end of this process leaves it resumable.
-    state.uploads.insert(k.clone(), url.clone());
-    state.save()?;
-    let up = client.resume_file(&url, path, opts, reporter(name)).await?;
-    state.uploads.remove(&k);
-    state.save()?;
-    Ok((up.file_url, up.size))
+    /// How progress is shown.
+    #[arg(long, value_enum, default_value_t = progress::Mode::Auto)]
+    progress: progress::Mode,
 }
 
 /// `chute download`
 pub async fn download(args: DownloadArgs) -> anyhow::Result<()> {
-    let client = args.remote.client()?;
+    let (client, server) = args.remote.client()?;
     let url = if args.file.contains('/') {
         args.file.clone()
     } else {
-        format!(
-            "{}/api/files/{}",
-            args.remote.server.trim_end_matches('/'),
-            args.file
-        )
+        format!("{server}/api/files/{}", args.file)
     };
     let out = args.output.clone().unwrap_or_else(|| {
         PathBuf::from(
@@ -243,9 +251,12 @@ pub async fn download(args: DownloadArgs) -> anyhow::Result<()> {
                 .unwrap_or("download"),
         )
     });
-    let got = client
-        .download(&url, &out, reporter(out.display().to_string()))
-        .await?;
+    let display = progress::Display::new(args.progress, 1, 0);
+    let file = display.file(&out.display().to_string(), 0);
+    let got = client.download(&url, &out, file.callback()).await;
+    file.clear();
+    display.finish();
+    let got = got?;
     if got.resumed_from > 0 {
         eprintln!(
             "{}: continued from byte {}",
@@ -254,5 +265,92 @@ pub async fn download(args: DownloadArgs) -> anyhow::Result<()> {
         );
     }
     println!("{}\t{}\t{}", out.display(), got.size, got.digest);
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct LsArgs {
+    #[command(flatten)]
+    remote: Remote,
+    /// One JSON object per file, as the server describes it.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `chute ls`: the caller's files, oldest first: id, size, when, name.
+pub async fn ls(args: LsArgs) -> anyhow::Result<()> {
+    let (client, _) = args.remote.client()?;
+    let mut out = std::io::stdout().lock();
+    for f in client.list_files().await? {
+        if args.json {
+            let line = serde_json::json!({
+                "id": f.id, "name": f.name, "size": f.size, "content_type": f.content_type,
+                "checksums": f.checksums, "url": client.url(&f.url), "created_at": f.created_at,
+            });
+            writeln!(out, "{line}")?;
+        } else {
+            writeln!(
+                out,
+                "{}\t{}\t{}\t{}",
+                f.id,
+                f.size,
+                f.created_at.as_deref().unwrap_or("-"),
+                f.name
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct RmArgs {
+    #[command(flatten)]
+    remote: Remote,
+    /// The files' ids (`chute ls`).
+    #[arg(required = true)]
+    ids: Vec<String>,
+}
+
+/// `chute rm`: deletes each file; one that fails does not stop the others.
+pub async fn rm(args: RmArgs) -> anyhow::Result<()> {
+    let (client, _) = args.remote.client()?;
+    let mut failed = 0;
+    for id in &args.ids {
+        match client.delete_file(id).await {
+            Ok(()) => println!("{id}"),
+            Err(e) => {
+                failed += 1;
+                eprintln!("{id}: {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} file(s) were not removed", args.ids.len());
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct LinkArgs {
+    #[command(flatten)]
+    remote: Remote,
+    /// The file's id (`chute ls`).
+    id: String,
+    /// How long the link works (`90s`, `1h`, `7d`; at most the server's
+    /// download_link_max_age).
+    #[arg(long, default_value = "1h", value_parser = chute::config::parse_duration)]
+    expires: std::time::Duration,
+}
+
+/// `chute link`: prints a download link anyone may use until it expires.
+pub async fn link(args: LinkArgs) -> anyhow::Result<()> {
+    let (client, _) = args.remote.client()?;
+    let link = client
+        .create_link(&args.id, args.expires.as_secs().max(1))
+        .await?;
+    println!("{}", link.url);
+    if let Some(at) = link.expires_at {
+        eprintln!("expires at {at}");
+    }
     Ok(())
 }

@@ -190,3 +190,493 @@ async fn the_client_commands_exit_with_the_servers_reason() {
     let out = run(c).await;
     assert_eq!(out.status.code(), Some(2));
 }
+
+const METRICS_TOKEN: &str = "client-cli-metrics-secret-51d2";
+
+/// The bytes the server read of tus PATCH bodies, from its own metrics.
+async fn tus_bytes_received(app: &TestApp) -> u64 {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth(METRICS_TOKEN)
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .filter(|l| l.starts_with("chute_bytes_received_total{") && l.contains("protocol=\"tus\""))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test]
+async fn a_resume_after_kill_9_sends_at_most_one_chunk_more_than_the_rest() {
+    let app = spawn_app(&[("metrics_token", METRICS_TOKEN)]).await;
+    let proxy = Proxy::start(vec![app.addr]).await;
+    let server = format!("http://{}", proxy.addr);
+    let dir = tempfile::tempdir().expect("dir");
+    let data = bytes(12 << 20, 21);
+    let file = dir.path().join("chunks.bin");
+    std::fs::write(&file, &data).expect("write");
+    let state = dir.path().join("state");
+    let chunk = 1u64 << 20;
+
+    let mut c = chute(&state, &server, &app.token);
+    c.args(["upload", "--chunk-size", "1MiB"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = c.spawn().expect("spawn");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    child.kill().expect("kill -9");
+    let _ = blocking(move || child.wait()).await;
+    let first = tus_bytes_received(&app).await;
+    assert!(first > 0 && first < data.len() as u64, "{first}");
+
+    let mut c = chute(&state, &server, &app.token);
+    c.args(["upload", "--chunk-size", "1MiB"]).arg(&file);
+    let out = run(c).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        stored(&app).await.get("chunks.bin"),
+        Some(&sha256_hex(&data))
+    );
+    let total = tus_bytes_received(&app).await;
+    assert!(
+        total <= data.len() as u64 + chunk,
+        "the server read {total} bytes for a file of {}: more than one chunk twice",
+        data.len()
+    );
+}
+
+#[tokio::test]
+async fn a_server_killed_and_restarted_mid_upload_is_waited_for_and_resumed() {
+    use crate::chaos::Node;
+    let dir = tempfile::tempdir().expect("dir");
+    let mut node = Node::at("restarted", dir.path().join("node"), &[]);
+    let token = node.start().await.expect("the first user's token");
+    let proxy = Proxy::start(vec![node.addr()]).await;
+    let data = bytes(16 << 20, 22);
+    let file = dir.path().join("through-a-restart.bin");
+    std::fs::write(&file, &data).expect("write");
+    let state = dir.path().join("state");
+
+    let mut c = chute(&state, &format!("http://{}", proxy.addr), &token);
+    c.args(["upload", "--json"])
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().expect("spawn");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    node.kill9();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    node.start().await;
+    let out = blocking(move || child.wait_with_output().expect("wait")).await;
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stderr),
+        node.log()
+    );
+    let line: Value = serde_json::from_str(text(&out.stdout).trim()).expect("a JSON line");
+    assert_eq!(line["size"], data.len());
+    // The stored bytes, read back by curl and hashed here.
+    let url = line["url"].as_str().expect("url").to_string();
+    let got = blocking(move || {
+        Command::new("curl")
+            .args(["-sf", "-H", &format!("Authorization: Bearer {token}")])
+            .arg(url)
+            .output()
+            .expect("curl")
+    })
+    .await;
+    assert!(got.status.success());
+    assert_eq!(sha256_hex(&got.stdout), sha256_hex(&data));
+}
+
+#[tokio::test]
+async fn a_session_upload_reports_each_refused_file_and_stores_the_rest() {
+    let app = spawn_app(&[]).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let report = dir.path().join("report.txt");
+    let tool = dir.path().join("tool.exe");
+    std::fs::write(&report, b"quarterly figures\n").expect("write");
+    std::fs::write(&tool, b"MZ not wanted").expect("write");
+
+    let mut c = chute(&dir.path().join("state"), &app.url(""), &app.token);
+    c.args(["upload", "--session", "--json"])
+        .arg(&report)
+        .arg(&tool);
+    let out = run(c).await;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let refusal = err
+        .lines()
+        .find(|l| l.contains("tool.exe"))
+        .unwrap_or_else(|| panic!("no refusal in: {err}"));
+    assert!(refusal.contains("refused"), "{refusal}");
+    assert!(err.contains("STORED"), "{err}");
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0]["path"]
+            .as_str()
+            .expect("path")
+            .ends_with("report.txt")
+    );
+    let got = stored(&app).await;
+    assert_eq!(
+        got.get("report.txt"),
+        Some(&sha256_hex(b"quarterly figures\n"))
+    );
+    assert!(!got.contains_key("tool.exe"), "{got:?}");
+}
+
+#[tokio::test]
+async fn login_then_upload_ls_link_rm_and_logout_without_a_token_in_sight() {
+    let app = spawn_app(&[]).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("config");
+    let user = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_chute"));
+        c.env_remove("CHUTE_CONFIG")
+            .env_remove("CHUTE_URL")
+            .env_remove("CHUTE_TOKEN")
+            .env("XDG_CONFIG_HOME", &config)
+            .env("CHUTE_STATE_DIR", dir.path().join("state"))
+            .args(args);
+        c
+    };
+
+    // A wrong token is refused and not saved.
+    let mut c = user(&["login", "--server", &app.url(""), "--token", "chute_nope"]);
+    c.stdin(Stdio::null());
+    let out = run(c).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!config.join("chute/login.json").exists());
+
+    // The token on stdin, as a person pastes it.
+    let mut c = user(&["login", "--server", &app.url("")]);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().expect("stdin");
+        writeln!(stdin, "{}", app.token).expect("type the token");
+    }
+    let out = blocking(move || child.wait_with_output().expect("wait")).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let saved = config.join("chute/login.json");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&saved)
+            .expect("saved")
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "the login file is the user's alone: {mode:o}"
+        );
+    }
+
+    let data = bytes(300_000, 23);
+    let file = dir.path().join("shared.bin");
+    std::fs::write(&file, &data).expect("write");
+    let out = run({
+        let mut c = user(&["upload"]);
+        c.arg(&file);
+        c
+    })
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = run(user(&["ls"])).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listing = text(&out.stdout);
+    let row: Vec<&str> = listing
+        .lines()
+        .find(|l| l.ends_with("\tshared.bin"))
+        .unwrap_or_else(|| panic!("not listed: {listing}"))
+        .split('\t')
+        .collect();
+    let id = row[0].to_string();
+    assert_eq!(row[1], data.len().to_string());
+
+    // A link opens the file to curl, with no token.
+    let out = run(user(&["link", &id, "--expires", "10m"])).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let link = text(&out.stdout).trim().to_string();
+    let got = blocking(move || {
+        Command::new("curl")
+            .args(["-sf", &link])
+            .output()
+            .expect("curl")
+    })
+    .await;
+    assert!(got.status.success());
+    assert_eq!(sha256_hex(&got.stdout), sha256_hex(&data));
+    let out = run(user(&["link", &id, "--expires", "soon"])).await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a bad duration is a usage error"
+    );
+
+    let out = run(user(&["rm", &id, "0000000000000000000000000000dead"])).await;
+    assert_eq!(out.status.code(), Some(1), "one of two was not there");
+    assert!(
+        text(&out.stderr).contains("not_found"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(user(&["ls"])).await;
+    assert!(!text(&out.stdout).contains("shared.bin"));
+
+    let out = run(user(&["logout"])).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(user(&["ls", "--server", &app.url("")])).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("unauthorized"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn parallel_uploads_with_metadata_and_md5_checksums_arrive_whole() {
+    let app = spawn_app(&[]).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let tree = dir.path().join("batch");
+    std::fs::create_dir_all(&tree).expect("mkdir");
+    let files: Vec<(String, Vec<u8>)> = (0..8)
+        .map(|i| {
+            (
+                format!("part-{i}.bin"),
+                bytes(200_000 + i * 70_001, 30 + i as u64),
+            )
+        })
+        .collect();
+    for (name, data) in &files {
+        std::fs::write(tree.join(name), data).expect("write");
+    }
+    let mut c = chute(&dir.path().join("state"), &app.url(""), &app.token);
+    c.args([
+        "upload",
+        "--json",
+        "--parallel",
+        "4",
+        "--checksum=md5",
+        "--chunk-size",
+        "64KiB",
+        "--metadata",
+        "project=été 2026",
+    ])
+    .arg(&tree);
+    let out = run(c).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), files.len());
+    let got = stored(&app).await;
+    for (name, data) in &files {
+        assert_eq!(got.get(name), Some(&sha256_hex(data)), "{name}");
+    }
+    // The metadata went with each upload: curl asks the tus upload for it.
+    let upload = lines[0]["upload"].as_str().expect("upload url").to_string();
+    let token = app.token.clone();
+    let head = blocking(move || {
+        Command::new("curl")
+            .args(["-sfI", "-H", "Tus-Resumable: 1.0.0", "-H"])
+            .arg(format!("Authorization: Bearer {token}"))
+            .arg(&upload)
+            .output()
+            .expect("curl")
+    })
+    .await;
+    let head = text(&head.stdout).to_ascii_lowercase();
+    let meta = head
+        .lines()
+        .find(|l| l.starts_with("upload-metadata:"))
+        .unwrap_or_else(|| panic!("no Upload-Metadata in {head}"));
+    use base64::Engine as _;
+    let value = base64::engine::general_purpose::STANDARD
+        .encode("été 2026")
+        .to_ascii_lowercase();
+    assert!(meta.contains(&format!("project {value}")), "{meta}");
+
+    // Bad metadata is a usage error.
+    let mut c = chute(&dir.path().join("state"), &app.url(""), &app.token);
+    c.args(["upload", "--metadata", "no-equals-sign"])
+        .arg(&tree);
+    assert_eq!(run(c).await.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn a_server_that_is_not_chute_is_named_as_such() {
+    // An HTTP server that answers every request with a web page.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        for conn in listener.incoming().take(16) {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let page = "<html><body>It works!</body></html>";
+            let _ = write!(
+                conn,
+                "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                page.len()
+            );
+        }
+    });
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("f.txt");
+    std::fs::write(&file, b"x").expect("write");
+    for args in [vec!["upload", file.to_str().expect("utf-8")], vec!["ls"]] {
+        let mut c = chute(&dir.path().join("state"), &format!("http://{addr}"), "t");
+        c.args(&args);
+        let out = run(c).await;
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            text(&out.stderr).contains("not a chute server"),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+/// Runs `script` in a detached tmux session of its own (socket `sock`), in a 160x24 pane.
+fn tmux(sock: &str, args: &[&str]) -> String {
+    let out = Command::new("tmux")
+        .args(["-L", sock])
+        .args(args)
+        .output()
+        .expect("tmux (Debian's tmux package; scripts/setup-e2e.sh installs it)");
+    text(&out.stdout)
+}
+
+#[tokio::test]
+async fn progress_shows_bars_in_a_terminal_and_plain_lines_in_a_pipe() {
+    let app = spawn_app(&[]).await;
+    // 4 MiB/s: 12 MiB take three seconds, time enough to look at the bars.
+    let proxy = Proxy::start(vec![app.addr]).await;
+    let server = format!("http://{}", proxy.addr);
+    let dir = tempfile::tempdir().expect("dir");
+    let data = bytes(12 << 20, 40);
+    let file = dir.path().join("watched.iso");
+    std::fs::write(&file, &data).expect("write");
+
+    // In a terminal: tmux runs the command in a pane, and the pane is read as a person sees it.
+    let script = dir.path().join("run.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "export CHUTE_URL='{server}' CHUTE_TOKEN='{}' CHUTE_STATE_DIR='{}'\n\
+             unset CHUTE_CONFIG\n'{}' upload '{}'\necho \"EXIT=$?\"\nsleep 60\n",
+            app.token,
+            dir.path().join("state").display(),
+            env!("CARGO_BIN_EXE_chute"),
+            file.display(),
+        ),
+    )
+    .expect("script");
+    let sock = format!("chute-test-{}", std::process::id());
+    let session = "progress";
+    let script_arg = format!("sh {}", script.display());
+    let new = [
+        "new-session",
+        "-d",
+        "-s",
+        session,
+        "-x",
+        "160",
+        "-y",
+        "24",
+        &script_arg,
+    ];
+    let sock2 = sock.clone();
+    let new: Vec<String> = new.iter().map(|s| s.to_string()).collect();
+    blocking(move || {
+        let args: Vec<&str> = new.iter().map(String::as_str).collect();
+        tmux(&sock2, &args)
+    })
+    .await;
+    let mut mid = None;
+    let mut last = String::new();
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let s = sock.clone();
+        last = blocking(move || tmux(&s, &["capture-pane", "-p", "-t", "progress"])).await;
+        if mid.is_none() && last.contains("total") && last.contains("watched.iso") {
+            mid = Some(last.clone());
+        }
+        if last.contains("EXIT=") {
+            break;
+        }
+    }
+    let s = sock.clone();
+    blocking(move || tmux(&s, &["kill-server"])).await;
+    let mid = mid.unwrap_or_else(|| panic!("no bars seen; the pane was:\n{last}"));
+    let bars: Vec<&str> = mid.lines().filter(|l| l.contains('[')).collect();
+    assert!(
+        bars.len() >= 2,
+        "a bar for the file and one for the total:\n{mid}"
+    );
+    let file_bar = bars
+        .iter()
+        .find(|l| l.contains("watched.iso"))
+        .unwrap_or_else(|| panic!("no file bar:\n{mid}"));
+    assert!(
+        file_bar.contains("MiB") && file_bar.contains("/s"),
+        "{file_bar}"
+    );
+    let total = bars
+        .iter()
+        .find(|l| l.contains("total"))
+        .unwrap_or_else(|| panic!("no total bar:\n{mid}"));
+    assert!(
+        total.contains("eta") && total.contains("0/1 files"),
+        "{total}"
+    );
+    assert!(last.contains("EXIT=0"), "{last}");
+    assert!(
+        last.contains("1/1 files"),
+        "the total stays, finished:\n{last}"
+    );
+    assert!(
+        last.lines()
+            .any(|l| l.contains("watched.iso") && l.contains("/api/files/")),
+        "the result line:\n{last}"
+    );
+    assert_eq!(
+        stored(&app).await.get("watched.iso"),
+        Some(&sha256_hex(&data))
+    );
+
+    // In a pipe: plain lines, no escape codes.
+    let file2 = dir.path().join("piped.iso");
+    std::fs::write(&file2, bytes(12 << 20, 41)).expect("write");
+    let mut c = chute(&dir.path().join("state"), &server, &app.token);
+    c.arg("upload").arg(&file2);
+    let out = run(c).await;
+    assert!(out.status.success());
+    let err = text(&out.stderr);
+    assert!(!err.contains('\x1b'), "escape codes in a pipe: {err:?}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("piped.iso:") && l.contains("bytes ("))
+        .unwrap_or_else(|| panic!("no progress line: {err}"));
+    assert!(line.contains("%), ") && line.ends_with("MiB/s"), "{line}");
+}
