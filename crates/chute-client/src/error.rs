@@ -146,10 +146,11 @@ pub enum Error {
     #[error("network: {}", chain(.0))]
     Network(reqwest::Error),
     /// A local file could not be read or written.
-    #[error("{path}: {source}")]
+    // The cause is in the message, not also a `source`: printed as a chain, it said twice.
+    #[error("{path}: {error}")]
     Io {
         path: std::path::PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A downloaded file's sha256 is not the one the server gave (its ETag).
     #[error("the downloaded bytes' sha256 is {got}, the server's is {expected}")]

@@ -71,7 +71,12 @@ pub struct Remote {
 impl Remote {
     /// The server's URL, and the token to send it.
     fn resolve(&self) -> anyhow::Result<(String, Option<String>)> {
-        let logins = Logins::load()?;
+        // Read only when something is left to find in it.
+        let logins = if self.server.is_some() && self.token.is_some() {
+            Logins::default()
+        } else {
+            Logins::load()?
+        };
         let server = self
             .server
             .clone()
@@ -124,7 +129,15 @@ impl Logins {
         match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b)
                 .with_context(|| format!("{} is not a chute login file", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            // None there, or none this user may read (a HOME that is not theirs).
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                Ok(Self::default())
+            }
             Err(e) => Err(e).with_context(|| format!("{}", path.display())),
         }
     }

@@ -248,7 +248,15 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
                 };
                 display.file_over();
                 match &r {
-                    Err(e) => display.note(&format!("{}: {e:#}", path.display())),
+                    Err(e) => {
+                        // A file error names its path already.
+                        let (name, msg) = (path.display().to_string(), format!("{e:#}"));
+                        display.note(&if msg.starts_with(&name) {
+                            msg
+                        } else {
+                            format!("{name}: {msg}")
+                        });
+                    }
                     // A file sent by tus is stored: said at once. A session's files are
                     // stored together, at the end.
                     Ok(s) if session.is_none() => display.result(&s.line(path, json, None)),

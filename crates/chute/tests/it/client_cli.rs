@@ -680,3 +680,56 @@ async fn progress_shows_bars_in_a_terminal_and_plain_lines_in_a_pipe() {
         .unwrap_or_else(|| panic!("no progress line: {err}"));
     assert!(line.contains("%), ") && line.ends_with("MiB/s"), "{line}");
 }
+
+#[tokio::test]
+async fn unreadable_files_and_folders_are_reported_and_the_rest_sent() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let app = spawn_app(&[]).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let mode = |p: &Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod")
+    };
+    // The tests run as root, who reads everything: the client runs as `nobody` (setpriv,
+    // util-linux), in folders open to it.
+    mode(dir.path(), 0o777);
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("locked")).expect("mkdir");
+    std::fs::write(tree.join("open.txt"), b"anyone may read this").expect("write");
+    std::fs::write(tree.join("sealed.txt"), b"no one may").expect("write");
+    std::fs::write(tree.join("locked/inside.txt"), b"behind a locked door").expect("write");
+    mode(&tree, 0o755);
+    mode(&tree.join("open.txt"), 0o644);
+    mode(&tree.join("sealed.txt"), 0o000);
+    mode(&tree.join("locked"), 0o000);
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).expect("mkdir");
+    mode(&state, 0o777);
+
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_chute"))
+        .arg("upload")
+        .arg(&tree)
+        .env_remove("CHUTE_CONFIG")
+        .env("HOME", dir.path())
+        .env("CHUTE_STATE_DIR", &state)
+        .env("CHUTE_URL", app.url(""))
+        .env("CHUTE_TOKEN", &app.token);
+    let out = run(c).await;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for name in ["locked", "sealed.txt"] {
+        let line = err
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("{name} is not reported: {err}"));
+        assert!(line.contains("Permission denied"), "{line}");
+    }
+    assert!(err.contains("2 of 3"), "{err}");
+    let got = stored(&app).await;
+    assert_eq!(
+        got.get("open.txt"),
+        Some(&sha256_hex(b"anyone may read this"))
+    );
+    assert_eq!(got.len(), 1, "{got:?}");
+}
