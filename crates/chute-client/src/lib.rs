@@ -21,9 +21,11 @@
 //! # Ok(()) }
 //! ```
 
+mod concat;
 mod error;
 mod files;
 mod sessions;
+mod stream;
 mod transfer;
 
 use std::time::Duration;

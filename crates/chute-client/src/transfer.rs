@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
 
 use crate::{Client, Error, check};
 
-const TUS: &str = "1.0.0";
+pub(crate) const TUS: &str = "1.0.0";
 /// Chunks when a checksum is asked for and no chunk size given: each is read into memory to
 /// be hashed before it is sent.
 const CHECKSUM_CHUNK: u64 = 8 << 20;
@@ -37,6 +37,15 @@ pub struct UploadOptions {
     pub metadata: Vec<(String, String)>,
 }
 
+/// Where a PATCH starts: the upload holds the file's bytes from `file_start`, `total` of
+/// them, and has `offset` already.
+#[derive(Clone, Copy)]
+struct Range {
+    file_start: u64,
+    offset: u64,
+    total: u64,
+}
+
 /// A digest for tus's `Upload-Checksum`, among those chute takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Checksum {
@@ -55,7 +64,7 @@ impl Checksum {
         }
     }
 
-    fn digest(self, bytes: &[u8]) -> Vec<u8> {
+    pub(crate) fn digest(self, bytes: &[u8]) -> Vec<u8> {
         match self {
             Checksum::Sha256 => sha2::Sha256::digest(bytes).to_vec(),
             Checksum::Sha1 => sha1::Sha1::digest(bytes).to_vec(),
@@ -107,6 +116,17 @@ pub struct Downloaded {
     pub digest: String,
 }
 
+/// The `Upload-Metadata` of a file named `name`: its name, type and the caller's pairs.
+pub(crate) fn metadata(name: &str, opts: &UploadOptions) -> String {
+    let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+    let mut meta = vec![format!("filename {}", b64(name))];
+    if let Some(t) = &opts.content_type {
+        meta.push(format!("filetype {}", b64(t)));
+    }
+    meta.extend(opts.metadata.iter().map(|(k, v)| format!("{k} {}", b64(v))));
+    meta.join(",")
+}
+
 /// The name a file is uploaded under: its path's last part.
 pub(crate) fn file_name(path: &Path) -> String {
     path.file_name()
@@ -145,12 +165,12 @@ pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-fn header_u64(h: &HeaderMap, name: &str) -> Option<u64> {
+pub(crate) fn header_u64(h: &HeaderMap, name: &str) -> Option<u64> {
     h.get(name)?.to_str().ok()?.parse().ok()
 }
 
 /// A tus answer must say it is tus's: else the server is not chute (nor any tus server).
-fn tus_answer(res: &reqwest::Response) -> Result<(), Error> {
+pub(crate) fn tus_answer(res: &reqwest::Response) -> Result<(), Error> {
     if res.headers().contains_key("tus-resumable") {
         Ok(())
     } else {
@@ -181,20 +201,26 @@ impl Client {
     ) -> Result<(String, Option<String>), Error> {
         let size = tokio::fs::metadata(path).await.map_err(io(path))?.len();
         let name = opts.name.clone().unwrap_or_else(|| file_name(path));
-        let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
-        let mut meta = vec![format!("filename {}", b64(&name))];
-        if let Some(t) = &opts.content_type {
-            meta.push(format!("filetype {}", b64(t)));
-        }
-        meta.extend(opts.metadata.iter().map(|(k, v)| format!("{k} {}", b64(v))));
-        let res = self
+        self.post_creation(&[
+            ("Upload-Length", size.to_string()),
+            ("Upload-Metadata", metadata(&name, opts)),
+        ])
+        .await
+    }
+
+    /// `POST /tus/` with `headers`: answers the upload's URL, and its file's when the upload
+    /// is finished at once (an empty file, a concatenation).
+    pub(crate) async fn post_creation(
+        &self,
+        headers: &[(&str, String)],
+    ) -> Result<(String, Option<String>), Error> {
+        let mut req = self
             .request(Method::POST, &format!("{}/tus/", self.base))
-            .header("Tus-Resumable", TUS)
-            .header("Upload-Length", size)
-            .header("Upload-Metadata", meta.join(","))
-            .send()
-            .await?;
-        let res = check(res).await?;
+            .header("Tus-Resumable", TUS);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let res = check(req.send().await?).await?;
         tus_answer(&res)?;
         let location = res
             .headers()
@@ -268,20 +294,46 @@ impl Client {
         url: &str,
         path: &Path,
         opts: &UploadOptions,
-        mut progress: impl FnMut(Progress),
+        progress: impl FnMut(Progress),
     ) -> Result<Uploaded, Error> {
         let total = tokio::fs::metadata(path).await.map_err(io(path))?.len();
+        let mut file_url = self
+            .resume_range(url, path, 0, total, opts, progress)
+            .await?;
+        if file_url.is_none() {
+            file_url = self.offset(url).await?.1;
+        }
+        Ok(Uploaded {
+            upload_url: url.to_string(),
+            file_url,
+            size: total,
+        })
+    }
+
+    /// Sends the `len` bytes of the file at `path` from `start` to the upload at `url`, from
+    /// the server's offset on, retrying; answers the file's URL when the server named it.
+    pub(crate) async fn resume_range(
+        &self,
+        url: &str,
+        path: &Path,
+        start: u64,
+        len: u64,
+        opts: &UploadOptions,
+        mut progress: impl FnMut(Progress),
+    ) -> Result<Option<String>, Error> {
         let (mut offset, mut file_url) = self.offset(url).await?;
         let mut failures = 0;
-        while offset < total {
+        while offset < len {
             progress(Progress {
                 sent: offset,
-                total,
+                total: len,
             });
-            match self
-                .patch_from(url, path, offset, total, opts, &mut progress)
-                .await
-            {
+            let range = Range {
+                file_start: start,
+                offset,
+                total: len,
+            };
+            match self.patch_from(url, path, range, opts, &mut progress).await {
                 Ok((now, file)) => {
                     if now > offset {
                         failures = 0;
@@ -302,21 +354,17 @@ impl Client {
                 Err(e) => return Err(e),
             }
         }
-        if offset > total {
+        if offset > len {
             return Err(Error::Usage(format!(
-                "the upload has {offset} bytes, more than {} has ({total})",
+                "the upload has {offset} bytes, more than {} has ({len})",
                 path.display()
             )));
         }
-        if file_url.is_none() {
-            file_url = self.offset(url).await?.1;
-        }
-        progress(Progress { sent: total, total });
-        Ok(Uploaded {
-            upload_url: url.to_string(),
-            file_url,
-            size: total,
-        })
+        progress(Progress {
+            sent: len,
+            total: len,
+        });
+        Ok(file_url)
     }
 
     /// One PATCH from `offset`: the rest of the file, or a chunk of it. Answers the new
@@ -325,8 +373,11 @@ impl Client {
         &self,
         url: &str,
         path: &Path,
-        offset: u64,
-        total: u64,
+        Range {
+            file_start,
+            offset,
+            total,
+        }: Range,
         opts: &UploadOptions,
         progress: &mut impl FnMut(Progress),
     ) -> Result<(u64, Option<String>), Error> {
@@ -337,7 +388,7 @@ impl Client {
         };
         let len = chunk.min(total - offset);
         let mut file = tokio::fs::File::open(path).await.map_err(io(path))?;
-        file.seek(std::io::SeekFrom::Start(offset))
+        file.seek(std::io::SeekFrom::Start(file_start + offset))
             .await
             .map_err(io(path))?;
         let sent = Arc::new(AtomicU64::new(0));
@@ -391,7 +442,7 @@ impl Client {
     }
 
     /// Runs `f` until it succeeds, fails for good, or fails `retry.attempts` times in a row.
-    async fn retrying<T, F, Fut>(&self, mut f: F) -> Result<T, Error>
+    pub(crate) async fn retrying<T, F, Fut>(&self, mut f: F) -> Result<T, Error>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, Error>>,

@@ -318,3 +318,76 @@ async fn the_client_sends_a_form_drives_a_session_and_reads_the_refusal() {
     ));
     assert!(matches!(c.delete_file("../x").await, Err(Error::Usage(_))));
 }
+
+#[tokio::test]
+async fn parallel_parts_are_joined_into_one_file_through_cuts() {
+    let app = spawn_app(&[]).await;
+    let proxy = Proxy::start(vec![app.addr]).await;
+    let c = client(&app, &format!("http://{}", proxy.addr));
+    let dir = tempfile::tempdir().expect("dir");
+    let data = bytes((5 << 20) + 3, 50);
+    let path = dir.path().join("in-parts.bin");
+    std::fs::write(&path, &data).expect("write");
+    let cutter = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        proxy.cut_sending()
+    });
+    let mut last = None;
+    let up = c
+        .upload_file_in_parts(&path, 4, &UploadOptions::default(), |p| last = Some(p))
+        .await
+        .expect("joined");
+    assert!(cutter.await.expect("cutter") >= 1, "the cut hit a part");
+    assert_eq!(
+        last,
+        Some(Progress {
+            sent: data.len() as u64,
+            total: data.len() as u64
+        })
+    );
+    assert_eq!(up.size, data.len() as u64);
+    let file_url = up.file_url.expect("the joined file");
+    assert_eq!(stored_sha256(&app, &file_url).await, sha256_hex(&data));
+    // The parts are not files of their own.
+    let files = app.list(&app.token).await;
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(files[0]["name"], "in-parts.bin");
+}
+
+#[tokio::test]
+async fn a_stream_of_unknown_length_is_sent_in_held_chunks_through_a_cut() {
+    let app = spawn_app(&[]).await;
+    let proxy = Proxy::start(vec![app.addr]).await;
+    let c = client(&app, &format!("http://{}", proxy.addr));
+    let cutter = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        proxy.cut_sending()
+    });
+    // Read in uneven pieces, as a pipe gives them; then a length that is a whole number of
+    // chunks, which only an empty last PATCH can declare.
+    for (len, name) in [((3 << 20) + 5, "piped.tar"), (2 << 20, "exact.tar")] {
+        let data = bytes(len, len as u64);
+        let reader = tokio_util::io::StreamReader::new(futures::stream::iter(
+            data.chunks(100_003)
+                .map(|c| Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(c)))
+                .collect::<Vec<_>>(),
+        ));
+        let opts = UploadOptions {
+            chunk_size: Some(1 << 20),
+            checksum: Some(chute_client::Checksum::Sha1),
+            ..Default::default()
+        };
+        let up = c
+            .upload_stream(reader, name, &opts, |_| {})
+            .await
+            .expect("streamed");
+        assert_eq!(up.size, len as u64, "{name}");
+        let file_url = up.file_url.expect("file");
+        assert_eq!(
+            stored_sha256(&app, &file_url).await,
+            sha256_hex(&data),
+            "{name}"
+        );
+    }
+    assert!(cutter.await.expect("cutter") >= 1, "the cut hit the stream");
+}
