@@ -46,6 +46,48 @@ struct Range {
     total: u64,
 }
 
+/// A chunk read and hashed, ready to send.
+pub(crate) struct Checked {
+    body: bytes::Bytes,
+    /// `Upload-Checksum`'s value.
+    header: String,
+}
+
+/// The next chunk being read and hashed: its place in the file, its length, the task.
+type Prefetch = Option<(u64, u64, tokio::task::JoinHandle<Result<Checked, Error>>)>;
+
+/// Reads `len` bytes of the file at `path` from `at` and hashes them, on the blocking pool.
+async fn read_checked(
+    path: PathBuf,
+    at: u64,
+    len: u64,
+    algorithm: Checksum,
+) -> Result<Checked, Error> {
+    tokio::task::spawn_blocking(move || read_checked_blocking(&path, at, len, algorithm))
+        .await
+        .map_err(|e| Error::Usage(e.to_string()))?
+}
+
+fn read_checked_blocking(
+    path: &Path,
+    at: u64,
+    len: u64,
+    algorithm: Checksum,
+) -> Result<Checked, Error> {
+    use std::io::{Read as _, Seek as _};
+    let mut file = std::fs::File::open(path).map_err(io(path))?;
+    let len = usize::try_from(len).map_err(|_| Error::Usage("chunk too large".into()))?;
+    let mut buf = vec![0u8; len];
+    file.seek(std::io::SeekFrom::Start(at))
+        .and_then(|_| file.read_exact(&mut buf))
+        .map_err(io(path))?;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(algorithm.digest(&buf));
+    Ok(Checked {
+        header: format!("{} {b64}", algorithm.name()),
+        body: bytes::Bytes::from(buf),
+    })
+}
+
 /// A digest for tus's `Upload-Checksum`, among those chute takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Checksum {
@@ -323,6 +365,7 @@ impl Client {
     ) -> Result<Option<String>, Error> {
         let (mut offset, mut file_url) = self.offset(url).await?;
         let mut failures = 0;
+        let mut prefetch = None;
         while offset < len {
             progress(Progress {
                 sent: offset,
@@ -333,7 +376,10 @@ impl Client {
                 offset,
                 total: len,
             };
-            match self.patch_from(url, path, range, opts, &mut progress).await {
+            match self
+                .patch_from(url, path, range, opts, &mut prefetch, &mut progress)
+                .await
+            {
                 Ok((now, file)) => {
                     if now > offset {
                         failures = 0;
@@ -379,6 +425,7 @@ impl Client {
             total,
         }: Range,
         opts: &UploadOptions,
+        prefetch: &mut Prefetch,
         progress: &mut impl FnMut(Progress),
     ) -> Result<(u64, Option<String>), Error> {
         let chunk = match (opts.chunk_size, opts.checksum) {
@@ -387,10 +434,6 @@ impl Client {
             (None, None) => total,
         };
         let len = chunk.min(total - offset);
-        let mut file = tokio::fs::File::open(path).await.map_err(io(path))?;
-        file.seek(std::io::SeekFrom::Start(file_start + offset))
-            .await
-            .map_err(io(path))?;
         let sent = Arc::new(AtomicU64::new(0));
         let mut req = self
             .request(Method::PATCH, url)
@@ -399,17 +442,32 @@ impl Client {
             .header("Content-Type", "application/offset+octet-stream")
             .header("Content-Length", len);
         if let Some(algorithm) = opts.checksum {
-            let mut buf = Vec::with_capacity(len as usize);
-            (&mut file)
-                .take(len)
-                .read_to_end(&mut buf)
+            // This chunk, read and hashed while the last one was on its way (or now); and
+            // the next one started, to be ready when this one is sent.
+            let at = file_start + offset;
+            let checked = match prefetch.take() {
+                Some((a, l, h)) if (a, l) == (at, len) => {
+                    h.await.map_err(|e| Error::Usage(e.to_string()))??
+                }
+                _ => read_checked(path.to_path_buf(), at, len, algorithm).await?,
+            };
+            let next = offset + len;
+            if next < total {
+                let (a, l) = (file_start + next, chunk.min(total - next));
+                let task = tokio::task::spawn_blocking({
+                    let path = path.to_path_buf();
+                    move || read_checked_blocking(&path, a, l, algorithm)
+                });
+                *prefetch = Some((a, l, task));
+            }
+            req = req
+                .header("Upload-Checksum", checked.header)
+                .body(checked.body);
+        } else {
+            let mut file = tokio::fs::File::open(path).await.map_err(io(path))?;
+            file.seek(std::io::SeekFrom::Start(file_start + offset))
                 .await
                 .map_err(io(path))?;
-            let b64 = base64::engine::general_purpose::STANDARD.encode(algorithm.digest(&buf));
-            req = req
-                .header("Upload-Checksum", format!("{} {b64}", algorithm.name()))
-                .body(buf);
-        } else {
             let counter = sent.clone();
             let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 << 10)
                 .inspect(move |r| {
