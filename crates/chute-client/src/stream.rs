@@ -5,10 +5,9 @@
 
 use base64::Engine as _;
 use reqwest::Method;
-use reqwest::header::CONTENT_LOCATION;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
-use crate::transfer::{TUS, header_u64, metadata, tus_answer};
+use crate::transfer::{TUS, metadata};
 use crate::{Client, Error, Progress, UploadOptions, Uploaded, check};
 
 /// Bytes per PATCH when the caller sets none: held in memory until the server has them.
@@ -99,15 +98,7 @@ impl Client {
             }
             let sent = async {
                 let res = check(req.body(rest).send().await?).await?;
-                tus_answer(&res)?;
-                let now = header_u64(res.headers(), "upload-offset")
-                    .ok_or_else(|| Error::NotChute("a tus PATCH without Upload-Offset".into()))?;
-                let file = res
-                    .headers()
-                    .get(CONTENT_LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .map(|f| self.url(f));
-                Ok::<_, Error>((now, file))
+                self.position(&res, "PATCH")
             };
             match sent.await {
                 Ok((now, file)) if now == start + buf.len() as u64 => return Ok(file),

@@ -307,10 +307,19 @@ impl Client {
             .header("Tus-Resumable", TUS)
             .send()
             .await?;
-        let res = check(res).await?;
-        tus_answer(&res)?;
+        self.position(&check(res).await?, "HEAD")
+    }
+
+    /// A tus answer's `Upload-Offset`, and the file its `Content-Location` names once the
+    /// upload is finished.
+    pub(crate) fn position(
+        &self,
+        res: &reqwest::Response,
+        method: &str,
+    ) -> Result<(u64, Option<String>), Error> {
+        tus_answer(res)?;
         let offset = header_u64(res.headers(), "upload-offset")
-            .ok_or_else(|| Error::NotChute("a tus HEAD without Upload-Offset".into()))?;
+            .ok_or_else(|| Error::NotChute(format!("a tus {method} without Upload-Offset")))?;
         let file = res
             .headers()
             .get(CONTENT_LOCATION)
@@ -488,15 +497,7 @@ impl Client {
                 }),
             }
         };
-        let res = check(res).await?;
-        tus_answer(&res)?;
-        let now = header_u64(res.headers(), "upload-offset")
-            .ok_or_else(|| Error::NotChute("a tus PATCH without Upload-Offset".into()))?;
-        let file = res
-            .headers()
-            .get(CONTENT_LOCATION)
-            .and_then(|v| v.to_str().ok());
-        Ok((now, file.map(|f| self.url(f))))
+        self.position(&check(res).await?, "PATCH")
     }
 
     /// Runs `f` until it succeeds, fails for good, or fails `retry.attempts` times in a row.
