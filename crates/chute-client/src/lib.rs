@@ -7,6 +7,12 @@
 //!   is sent twice. An upload's URL can be kept and resumed later, by another process.
 //! - **Downloads** resume a partial file with `Range` (and `If-Range`, so a file changed
 //!   since is fetched whole), and check the bytes' sha256 against the server's `ETag`.
+//! - **The IETF resumable-upload draft** instead of tus, when asked ([`Protocol::Draft`]).
+//! - **Parallel parts** joined by tus concatenation ([`Client::upload_file_in_parts`]), and
+//!   **streams of unknown length** ([`Client::upload_stream`]).
+//! - **Form uploads, upload sessions and the file API**: [`Client::upload_form`],
+//!   [`Client::open_session`] and the calls after it, [`Client::list_files`],
+//!   [`Client::delete_file`], [`Client::create_link`].
 //! - **Errors** carry the server's `code` as an [`ErrorCode`].
 //!
 //! ```no_run
@@ -33,7 +39,7 @@ use std::time::Duration;
 pub use error::{Error, ErrorCode};
 pub use files::{File, Link};
 pub use sessions::{Accepted, Session, SessionFile};
-pub use transfer::{Checksum, Downloaded, Progress, UploadOptions, Uploaded};
+pub use transfer::{Checksum, Downloaded, Progress, Protocol, UploadOptions, Uploaded};
 
 /// How requests are retried: each failure waits longer (doubling from `first_delay` up to
 /// `max_delay`, with jitter), and `attempts` failures in a row without progress end it.

@@ -98,7 +98,8 @@ impl Client {
             }
             let sent = async {
                 let res = check(req.body(rest).send().await?).await?;
-                self.position(&res, "PATCH")
+                self.position(res, crate::transfer::Protocol::Tus, "PATCH")
+                    .await
             };
             match sent.await {
                 Ok((now, file)) if now == start + buf.len() as u64 => return Ok(file),

@@ -35,6 +35,8 @@ pub struct UploadOptions {
     pub content_type: Option<String>,
     /// More tus metadata.
     pub metadata: Vec<(String, String)>,
+    /// tus, or the IETF draft.
+    pub protocol: Protocol,
 }
 
 /// Where a PATCH starts: the upload holds the file's bytes from `file_start`, `total` of
@@ -44,6 +46,59 @@ struct Range {
     file_start: u64,
     offset: u64,
     total: u64,
+}
+
+/// The resumable protocol an upload speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// tus 1.0 (`/tus/`): every server of chute's, and checksums per PATCH.
+    #[default]
+    Tus,
+    /// The IETF resumable-upload draft (`/resumable/`, interop version 8): the protocol
+    /// HTTP clients are growing; no checksums per request.
+    Draft,
+}
+
+/// The draft's interop version that chute speaks.
+const DRAFT_INTEROP: &str = "8";
+
+impl Protocol {
+    /// The protocol of an upload's URL, as the server named it.
+    pub fn of(url: &str) -> Protocol {
+        if url.contains("/resumable/") {
+            Protocol::Draft
+        } else {
+            Protocol::Tus
+        }
+    }
+
+    /// Marks a request as this protocol's.
+    fn mark(self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self {
+            Protocol::Tus => req.header("Tus-Resumable", TUS),
+            Protocol::Draft => req.header("Upload-Draft-Interop-Version", DRAFT_INTEROP),
+        }
+    }
+
+    /// An answer must say it is this protocol's: else the server is not chute.
+    fn check_answer(self, res: &reqwest::Response) -> Result<(), Error> {
+        let (header, name) = match self {
+            Protocol::Tus => ("tus-resumable", "Tus-Resumable"),
+            Protocol::Draft => (
+                "upload-draft-interop-version",
+                "Upload-Draft-Interop-Version",
+            ),
+        };
+        if res.headers().contains_key(header) {
+            Ok(())
+        } else {
+            Err(Error::NotChute(format!(
+                "{} answered {} without {name}",
+                res.url(),
+                res.status()
+            )))
+        }
+    }
 }
 
 /// A chunk read and hashed, ready to send.
@@ -169,6 +224,12 @@ pub(crate) fn metadata(name: &str, opts: &UploadOptions) -> String {
     meta.join(",")
 }
 
+/// The `url` of a file's JSON in `res`'s body (the draft's finished upload), if there is one.
+async fn file_of(res: reqwest::Response) -> Result<Option<String>, Error> {
+    let body: serde_json::Value = crate::json(res).await?;
+    Ok(body["url"].as_str().map(str::to_string))
+}
+
 /// The name a file is uploaded under: its path's last part.
 pub(crate) fn file_name(path: &Path) -> String {
     path.file_name()
@@ -213,15 +274,7 @@ pub(crate) fn header_u64(h: &HeaderMap, name: &str) -> Option<u64> {
 
 /// A tus answer must say it is tus's: else the server is not chute (nor any tus server).
 pub(crate) fn tus_answer(res: &reqwest::Response) -> Result<(), Error> {
-    if res.headers().contains_key("tus-resumable") {
-        Ok(())
-    } else {
-        Err(Error::NotChute(format!(
-            "{} answered {} without Tus-Resumable",
-            res.url(),
-            res.status()
-        )))
-    }
+    Protocol::Tus.check_answer(res)
 }
 
 impl Client {
@@ -243,11 +296,49 @@ impl Client {
     ) -> Result<(String, Option<String>), Error> {
         let size = tokio::fs::metadata(path).await.map_err(io(path))?.len();
         let name = opts.name.clone().unwrap_or_else(|| file_name(path));
+        if opts.protocol == Protocol::Draft {
+            return self.create_draft(size, &metadata(&name, opts), opts).await;
+        }
         self.post_creation(&[
             ("Upload-Length", size.to_string()),
             ("Upload-Metadata", metadata(&name, opts)),
         ])
         .await
+    }
+
+    /// The draft's careful creation: an empty body, then appends. An empty file is complete
+    /// at once, and its answer is the file.
+    async fn create_draft(
+        &self,
+        size: u64,
+        metadata: &str,
+        opts: &UploadOptions,
+    ) -> Result<(String, Option<String>), Error> {
+        if opts.checksum.is_some() {
+            return Err(Error::Usage(
+                "the IETF draft has no checksum per request: use tus".into(),
+            ));
+        }
+        let req = self
+            .request(Method::POST, &format!("{}/resumable/", self.base))
+            .header("Upload-Complete", if size == 0 { "?1" } else { "?0" })
+            .header("Upload-Length", size)
+            .header("Upload-Metadata", metadata)
+            .body(Vec::new());
+        let res = check(Protocol::Draft.mark(req).send().await?).await?;
+        Protocol::Draft.check_answer(&res)?;
+        let location = res
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|l| self.url(l))
+            .ok_or_else(|| Error::NotChute("a draft creation without Location".into()))?;
+        let file = if size == 0 {
+            file_of(res).await?.map(|f| self.url(&f))
+        } else {
+            None
+        };
+        Ok((location, file))
     }
 
     /// `POST /tus/` with `headers`: answers the upload's URL, and its file's when the upload
@@ -302,39 +393,39 @@ impl Client {
     }
 
     async fn offset_once(&self, url: &str) -> Result<(u64, Option<String>), Error> {
-        let res = self
-            .request(Method::HEAD, url)
-            .header("Tus-Resumable", TUS)
+        let protocol = Protocol::of(url);
+        let res = protocol
+            .mark(self.request(Method::HEAD, url))
             .send()
             .await?;
-        self.position(&check(res).await?, "HEAD")
+        self.position(check(res).await?, protocol, "HEAD").await
     }
 
-    /// A tus answer's `Upload-Offset`, and the file its `Content-Location` names once the
-    /// upload is finished.
-    pub(crate) fn position(
+    /// An answer's `Upload-Offset`, and the file it names once the upload is finished (tus:
+    /// `Content-Location`; the draft: the file's JSON, in a finishing PATCH's body).
+    pub(crate) async fn position(
         &self,
-        res: &reqwest::Response,
+        res: reqwest::Response,
+        protocol: Protocol,
         method: &str,
     ) -> Result<(u64, Option<String>), Error> {
-        tus_answer(res)?;
+        protocol.check_answer(&res)?;
         let offset = header_u64(res.headers(), "upload-offset")
-            .ok_or_else(|| Error::NotChute(format!("a tus {method} without Upload-Offset")))?;
-        let file = res
-            .headers()
-            .get(CONTENT_LOCATION)
-            .and_then(|v| v.to_str().ok());
-        Ok((offset, file.map(|f| self.url(f))))
+            .ok_or_else(|| Error::NotChute(format!("a {method} without Upload-Offset")))?;
+        let file = match res.headers().get(CONTENT_LOCATION) {
+            Some(f) => f.to_str().ok().map(|f| self.url(f)),
+            None if protocol == Protocol::Draft && res.status() == reqwest::StatusCode::OK => {
+                file_of(res).await?.map(|f| self.url(&f))
+            }
+            None => None,
+        };
+        Ok((offset, file))
     }
 
     /// Terminates the upload at `url` (its bytes go).
     pub async fn terminate(&self, url: &str) -> Result<(), Error> {
-        let res = self
-            .request(Method::DELETE, url)
-            .header("Tus-Resumable", TUS)
-            .send()
-            .await?;
-        check(res).await.map(drop)
+        let req = Protocol::of(url).mark(self.request(Method::DELETE, url));
+        check(req.send().await?).await.map(drop)
     }
 
     /// Sends what the server does not have yet of the file at `path` to the upload at `url`:
@@ -444,12 +535,20 @@ impl Client {
         };
         let len = chunk.min(total - offset);
         let sent = Arc::new(AtomicU64::new(0));
-        let mut req = self
-            .request(Method::PATCH, url)
-            .header("Tus-Resumable", TUS)
+        let protocol = Protocol::of(url);
+        let mut req = protocol
+            .mark(self.request(Method::PATCH, url))
             .header("Upload-Offset", offset)
-            .header("Content-Type", "application/offset+octet-stream")
             .header("Content-Length", len);
+        req = match protocol {
+            Protocol::Tus => req.header("Content-Type", "application/offset+octet-stream"),
+            Protocol::Draft => req
+                .header("Content-Type", "application/partial-upload")
+                .header(
+                    "Upload-Complete",
+                    if offset + len == total { "?1" } else { "?0" },
+                ),
+        };
         if let Some(algorithm) = opts.checksum {
             // This chunk, read and hashed while the last one was on its way (or now); and
             // the next one started, to be ready when this one is sent.
@@ -497,7 +596,7 @@ impl Client {
                 }),
             }
         };
-        self.position(&check(res).await?, "PATCH")
+        self.position(check(res).await?, protocol, "PATCH").await
     }
 
     /// Runs `f` until it succeeds, fails for good, or fails `retry.attempts` times in a row.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
-use chute_client::{Checksum, Client, Error, ErrorCode, UploadOptions};
+use chute_client::{Checksum, Client, Error, ErrorCode, Protocol, UploadOptions};
 use futures::StreamExt as _;
 use sha2::Digest as _;
 
@@ -42,6 +42,9 @@ pub struct UploadArgs {
     /// the server hands to hooks and keeps with the upload.
     #[arg(long, value_parser = parse_metadata, conflicts_with = "session")]
     metadata: Vec<(String, String)>,
+    /// Speak the IETF resumable-upload draft instead of tus (no checksums).
+    #[arg(long, conflicts_with_all = ["session", "checksum"])]
+    draft: bool,
     /// Upload into a new upload session (each file validated, perhaps scanned), then store
     /// it: the refused files are reported with the server's reason, the others kept.
     #[arg(long)]
@@ -234,6 +237,11 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
         chunk_size: args.chunk_size,
         checksum: args.checksum.into(),
         metadata: args.metadata.clone(),
+        protocol: if args.draft {
+            Protocol::Draft
+        } else {
+            Protocol::Tus
+        },
         ..Default::default()
     };
     let json = args.json;
@@ -244,7 +252,7 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
             async move {
                 let r = match session {
                     Some(token) => to_session(client, display, token, path).await,
-                    None => by_tus(client, display, state, server, path, opts).await,
+                    None => resumable(client, display, state, server, path, opts).await,
                 };
                 display.file_over();
                 match &r {
@@ -302,8 +310,8 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One file by tus: resumed from the state file's URL when the server still has it.
-async fn by_tus(
+/// One file by tus or the draft: resumed from the state file's URL when the server still has it.
+async fn resumable(
     client: &Client,
     display: &Display,
     state: &Shared,

@@ -391,3 +391,52 @@ async fn a_stream_of_unknown_length_is_sent_in_held_chunks_through_a_cut() {
     }
     assert!(cutter.await.expect("cutter") >= 1, "the cut hit the stream");
 }
+
+#[tokio::test]
+async fn the_client_speaks_the_ietf_draft_when_asked_through_a_cut() {
+    let app = spawn_app(&[]).await;
+    let proxy = Proxy::start(vec![app.addr]).await;
+    let c = client(&app, &format!("http://{}", proxy.addr));
+    let dir = tempfile::tempdir().expect("dir");
+    let cutter = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        proxy.cut_sending()
+    });
+    for (len, chunk) in [
+        (0, None),
+        ((3 << 20) + 1, None),
+        ((2 << 20) + 7, Some(1 << 20)),
+    ] {
+        let data = bytes(len, len as u64 + 60);
+        let path = dir.path().join(format!("draft-{len}.bin"));
+        std::fs::write(&path, &data).expect("write");
+        let opts = UploadOptions {
+            protocol: chute_client::Protocol::Draft,
+            chunk_size: chunk,
+            ..Default::default()
+        };
+        let up = c
+            .upload_file(&path, &opts, |_| {})
+            .await
+            .unwrap_or_else(|e| panic!("{len}: {e}"));
+        assert!(up.upload_url.contains("/resumable/"), "{}", up.upload_url);
+        let file_url = up.file_url.expect("the file");
+        assert_eq!(
+            stored_sha256(&app, &file_url).await,
+            sha256_hex(&data),
+            "{len}"
+        );
+    }
+    assert!(cutter.await.expect("cutter") >= 1, "the cut hit an append");
+    // No checksum per request in the draft: said before anything is sent.
+    let opts = UploadOptions {
+        protocol: chute_client::Protocol::Draft,
+        checksum: Some(chute_client::Checksum::Sha256),
+        ..Default::default()
+    };
+    let path = dir.path().join("draft-0.bin");
+    assert!(matches!(
+        c.upload_file(&path, &opts, |_| {}).await,
+        Err(Error::Usage(_))
+    ));
+}

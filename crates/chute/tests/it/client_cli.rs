@@ -147,8 +147,9 @@ async fn the_client_commands_exit_with_the_servers_reason() {
 
 const METRICS_TOKEN: &str = "client-cli-metrics-secret-51d2";
 
-/// The bytes the server read of tus PATCH bodies, from its own metrics.
-async fn tus_bytes_received(app: &TestApp) -> u64 {
+/// The bytes the server read of resumable uploads' bodies (tus and the draft), from its
+/// own metrics.
+async fn resumable_bytes_received(app: &TestApp) -> u64 {
     let text = app
         .client
         .get(app.url("/metrics"))
@@ -160,7 +161,10 @@ async fn tus_bytes_received(app: &TestApp) -> u64 {
         .await
         .expect("text");
     text.lines()
-        .filter(|l| l.starts_with("chute_bytes_received_total{") && l.contains("protocol=\"tus\""))
+        .filter(|l| {
+            l.starts_with("chute_bytes_received_total{")
+                && (l.contains("protocol=\"tus\"") || l.contains("protocol=\"ietf\""))
+        })
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum::<f64>() as u64
 }
@@ -190,9 +194,12 @@ async fn kill_9_and_run_again(args: &[&str], resent: u64, seed: u64) {
     child.kill().expect("kill -9");
     let _ = blocking(move || child.wait()).await;
     let kept = std::fs::read_to_string(state.join("uploads.json")).expect("the state file");
-    assert!(kept.contains("/tus/"), "{kept}");
+    assert!(
+        kept.contains("/tus/") || kept.contains("/resumable/"),
+        "{kept}"
+    );
     assert!(app.list(&app.token).await.is_empty(), "not finished yet");
-    let first = tus_bytes_received(&app).await;
+    let first = resumable_bytes_received(&app).await;
     assert!(first > 0 && first < data.len() as u64, "{first}");
 
     let mut c = chute(&state, &server, &app.token);
@@ -211,10 +218,10 @@ async fn kill_9_and_run_again(args: &[&str], resent: u64, seed: u64) {
     assert_eq!(stored(&app).await.get("big.iso"), Some(&sha256_hex(&data)));
     let kept = std::fs::read_to_string(state.join("uploads.json")).expect("the state file");
     assert!(
-        !kept.contains("/tus/"),
+        !kept.contains("/tus/") && !kept.contains("/resumable/"),
         "a finished upload leaves no entry: {kept}"
     );
-    let total = tus_bytes_received(&app).await;
+    let total = resumable_bytes_received(&app).await;
     assert!(
         total <= data.len() as u64 + resent,
         "the server read {total} bytes for a file of {} ({args:?})",
@@ -226,6 +233,11 @@ async fn kill_9_and_run_again(args: &[&str], resent: u64, seed: u64) {
 async fn kill_9_mid_upload_and_the_same_command_resumes_without_sending_twice() {
     // One streaming PATCH: what the server read before the kill, it kept.
     kill_9_and_run_again(&[], 0, 9).await;
+}
+
+#[tokio::test]
+async fn a_draft_upload_killed_resumes_the_same_way() {
+    kill_9_and_run_again(&["--draft"], 0, 10).await;
 }
 
 #[tokio::test]
