@@ -663,6 +663,14 @@ impl Client {
         }
     }
 
+    /// Checks the stored file at `file_url` (`/api/files/ID`) against the local file at
+    /// `path`: its digest must be the server's ETag (sha256, or blake3), else
+    /// [`Error::Integrity`]. Answers the digest. Costs one read of the local file.
+    pub async fn verify_upload(&self, file_url: &str, path: &Path) -> Result<String, Error> {
+        let etag = self.retrying(|| self.etag(file_url)).await?;
+        verify(path, &etag).await
+    }
+
     async fn etag(&self, url: &str) -> Result<String, Error> {
         let res = check(self.request(Method::HEAD, url).send().await?).await?;
         Ok(res
@@ -741,39 +749,52 @@ impl Client {
 }
 
 /// Checks the file at `path` against `etag` (a quoted hex digest: sha256, or blake3), and
-/// answers the digest that matched.
+/// answers the digest that matched. One pass for sha256; a second for blake3 only when the
+/// first does not match.
 async fn verify(path: &Path, etag: &str) -> Result<String, Error> {
     let expected = etag
         .trim_start_matches("W/")
         .trim_matches('"')
         .to_ascii_lowercase();
+    let sha = hash_file(path, false).await?;
+    // A server that keeps neither digest tags files with their id: nothing to check.
+    let is_digest = expected.len() == 64 && expected.bytes().all(|b| b.is_ascii_hexdigit());
+    if !is_digest {
+        return Ok(sha);
+    }
+    if expected == sha || expected == hash_file(path, true).await? {
+        Ok(expected)
+    } else {
+        Err(Error::Integrity { expected, got: sha })
+    }
+}
+
+/// The hex sha256 (or blake3) of the file at `path`, read on the blocking pool.
+async fn hash_file(path: &Path, blake3: bool) -> Result<String, Error> {
     let owned: PathBuf = path.to_path_buf();
-    let (sha, b3) = tokio::task::spawn_blocking(move || -> std::io::Result<(String, String)> {
+    tokio::task::spawn_blocking(move || -> std::io::Result<String> {
         let mut f = std::fs::File::open(&owned)?;
         let mut sha = sha2::Sha256::new();
         let mut b3 = blake3::Hasher::new();
-        let mut buf = vec![0u8; 256 << 10];
+        let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = std::io::Read::read(&mut f, &mut buf)?;
             if n == 0 {
                 break;
             }
-            sha.update(&buf[..n]);
-            b3.update(&buf[..n]);
+            if blake3 {
+                b3.update(&buf[..n]);
+            } else {
+                sha.update(&buf[..n]);
+            }
         }
-        Ok((
-            hex::encode(sha.finalize()),
-            b3.finalize().to_hex().to_string(),
-        ))
+        Ok(if blake3 {
+            b3.finalize().to_hex().to_string()
+        } else {
+            hex::encode(sha.finalize())
+        })
     })
     .await
     .map_err(|e| Error::Usage(e.to_string()))?
-    .map_err(io(path))?;
-    // A server that keeps neither digest tags files with their id: nothing to check.
-    let is_digest = expected.len() == 64 && expected.bytes().all(|b| b.is_ascii_hexdigit());
-    if expected == sha || expected == b3 || !is_digest {
-        Ok(if is_digest { expected } else { sha })
-    } else {
-        Err(Error::Integrity { expected, got: sha })
-    }
+    .map_err(io(path))
 }

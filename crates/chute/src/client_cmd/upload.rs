@@ -49,6 +49,10 @@ pub struct UploadArgs {
     /// it: the refused files are reported with the server's reason, the others kept.
     #[arg(long)]
     session: bool,
+    /// Skip the check, after each upload, that the stored file's digest (its ETag) is the
+    /// local file's: one more read of each file.
+    #[arg(long)]
+    no_verify: bool,
     /// Print one JSON object per finished file on stdout.
     #[arg(long)]
     json: bool,
@@ -192,6 +196,8 @@ struct Sent {
     url: Option<String>,
     /// The tus upload it went by.
     upload: Option<String>,
+    /// The digest the stored file was checked against, when it was.
+    verified: Option<String>,
 }
 
 impl Sent {
@@ -201,11 +207,12 @@ impl Sent {
         if json {
             serde_json::json!({
                 "path": path, "size": self.size, "url": url, "upload": self.upload,
-                "session": session,
+                "session": session, "verified": self.verified,
             })
             .to_string()
         } else {
-            format!("{}\t{}\t{url}", path.display(), self.size)
+            let verified = self.verified.as_deref().unwrap_or("-");
+            format!("{}\t{}\t{url}\t{verified}", path.display(), self.size)
         }
     }
 }
@@ -244,7 +251,7 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
         },
         ..Default::default()
     };
-    let json = args.json;
+    let (json, no_verify) = (args.json, args.no_verify);
     let results: Vec<(PathBuf, anyhow::Result<Sent>)> = futures::stream::iter(&all)
         .map(|path| {
             let (client, display, state, opts) = (&client, &display, &state, &opts);
@@ -252,7 +259,13 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
             async move {
                 let r = match session {
                     Some(token) => to_session(client, display, token, path).await,
-                    None => resumable(client, display, state, server, path, opts).await,
+                    None => {
+                        let sent = resumable(client, display, state, server, path, opts).await;
+                        match sent {
+                            Ok(s) if !no_verify => verified(client, path, s).await,
+                            other => other,
+                        }
+                    }
                 };
                 display.file_over();
                 match &r {
@@ -347,6 +360,7 @@ async fn resumable(
                     size: 0,
                     url: Some(file_url),
                     upload: Some(url),
+                    verified: None,
                 });
             }
             // Kept before the first byte goes, so that any end of this process leaves it
@@ -363,7 +377,17 @@ async fn resumable(
         size: up.size,
         url: up.file_url,
         upload: Some(up.upload_url),
+        verified: None,
     })
+}
+
+/// Checks the stored file against the local one (its ETag, sha256 or blake3).
+async fn verified(client: &Client, path: &Path, mut sent: Sent) -> anyhow::Result<Sent> {
+    let Some(url) = &sent.url else {
+        bail!("the server did not name the stored file: it cannot be checked (--no-verify)");
+    };
+    sent.verified = Some(client.verify_upload(url, path).await?);
+    Ok(sent)
 }
 
 /// One file into the session `token`; a refusal says the server's reason.
@@ -383,6 +407,7 @@ async fn to_session(
             size,
             url: Some(client.url(&a.url)),
             upload: None,
+            verified: None,
         }),
         Err(Error::Api {
             code: ErrorCode::InvalidFile,

@@ -485,6 +485,16 @@ async fn parallel_uploads_with_metadata_and_md5_checksums_arrive_whole() {
     let got = stored(&app).await;
     for (name, data) in &files {
         assert_eq!(got.get(name), Some(&sha256_hex(data)), "{name}");
+        // Each was checked after its upload: the stored digest is the local file's.
+        let line = lines
+            .iter()
+            .find(|l| {
+                l["path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with(name.as_str()))
+            })
+            .expect("its line");
+        assert_eq!(line["verified"].as_str(), Some(sha256_hex(data).as_str()));
     }
     // The metadata went with each upload: curl asks the tus upload for it.
     let upload = lines[0]["upload"].as_str().expect("upload url").to_string();
@@ -726,4 +736,73 @@ async fn unreadable_files_and_folders_are_reported_and_the_rest_sent() {
         Some(&sha256_hex(b"anyone may read this"))
     );
     assert_eq!(got.len(), 1, "{got:?}");
+}
+
+#[tokio::test]
+async fn a_byte_changed_on_the_way_is_caught_by_the_check_after_the_upload() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = spawn_app(&[]).await;
+    // A proxy that flips one byte 300000 bytes into what the client sends: inside the
+    // PATCH's body, which the server stores as it came.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let proxy = listener.local_addr().expect("addr");
+    let upstream = app.addr;
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = async {
+                    let mut seen = 0usize;
+                    let mut buf = vec![0u8; 16 << 10];
+                    while let Ok(n) = cr.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        if (seen..seen + n).contains(&300_000) {
+                            buf[300_000 - seen] ^= 0x5a;
+                        }
+                        seen += n;
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = sw.shutdown().await;
+                };
+                let down = async {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                };
+                tokio::join!(up, down);
+            });
+        }
+    });
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("fragile.bin");
+    std::fs::write(&file, bytes(1 << 20, 70)).expect("write");
+    let mut c = chute(
+        &dir.path().join("state"),
+        &format!("http://{proxy}"),
+        &app.token,
+    );
+    c.arg("upload").arg(&file);
+    let out = run(c).await;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("fragile.bin") && err.contains("sha256"),
+        "{err}"
+    );
+    // And without the check, the same upload says nothing.
+    let mut c = chute(
+        &dir.path().join("state2"),
+        &format!("http://{proxy}"),
+        &app.token,
+    );
+    c.args(["upload", "--no-verify"]).arg(&file);
+    assert!(run(c).await.status.success());
 }
