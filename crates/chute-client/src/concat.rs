@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::path::Path;
 
-use crate::transfer::{file_name, io, metadata};
+use crate::transfer::{Running, file_name, io, metadata};
 use crate::{Client, Error, Progress, UploadOptions, Uploaded};
 
 impl Client {
@@ -48,14 +48,20 @@ impl Client {
             .enumerate()
             .map(|(i, (&(start, len), url))| {
                 let tally = &tally;
-                self.resume_range(url, path, start, len, opts, move |p: Progress| {
+                let tell = move |p: Progress| {
                     let (sent, progress) = &mut *tally.borrow_mut();
                     sent[i] = p.sent;
                     progress(Progress {
                         sent: sent.iter().sum(),
                         total,
                     });
-                })
+                };
+                async move {
+                    // Parts are checked by the server's ETag of the joined file.
+                    let running = Running::starting_at(start);
+                    self.resume_range(url, path, (start, len), opts, &running, tell)
+                        .await
+                }
             });
         futures::future::try_join_all(sends).await?;
 
@@ -72,6 +78,7 @@ impl Client {
             upload_url: url,
             file_url,
             size: total,
+            sha256: None,
         })
     }
 }

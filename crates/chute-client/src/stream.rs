@@ -59,6 +59,7 @@ impl Client {
                     upload_url: url,
                     file_url,
                     size,
+                    sha256: None,
                 });
             }
         }

@@ -101,6 +101,40 @@ impl Protocol {
     }
 }
 
+/// The file's sha256 as its bytes go out, with the position it has reached: `None` once a
+/// byte was skipped (a resumed upload).
+#[derive(Clone)]
+pub(crate) struct Running(Arc<std::sync::Mutex<Option<(sha2::Sha256, u64)>>>);
+
+impl Running {
+    /// A hash from `start`, the first byte this call may send.
+    pub(crate) fn starting_at(start: u64) -> Self {
+        Running(Arc::new(std::sync::Mutex::new(Some((
+            sha2::Sha256::new(),
+            start,
+        )))))
+    }
+
+    /// `bytes`, the file's from `pos`, are going out: hashes what it has not yet.
+    fn feed(&self, pos: u64, bytes: &[u8]) {
+        let Ok(mut g) = self.0.lock() else { return };
+        let Some((h, at)) = g.as_mut() else { return };
+        let end = pos + bytes.len() as u64;
+        if *at < pos {
+            *g = None;
+        } else if end > *at {
+            h.update(&bytes[(*at - pos) as usize..]);
+            *at = end;
+        }
+    }
+
+    /// The hex sha256, if every byte up to `end` was hashed.
+    fn finish(&self, end: u64) -> Option<String> {
+        let (h, at) = self.0.lock().ok()?.take()?;
+        (at == end).then(|| hex::encode(h.finalize()))
+    }
+}
+
 /// A chunk read and hashed, ready to send.
 pub(crate) struct Checked {
     body: bytes::Bytes,
@@ -200,6 +234,10 @@ pub struct Uploaded {
     /// Its file in the catalog (`/api/files/ID`), absolute.
     pub file_url: Option<String>,
     pub size: u64,
+    /// The hex sha256 of the file's bytes, hashed as they were sent, when this call sent them
+    /// all (a resumed upload's earlier bytes were not); see
+    /// [`verify_upload`](Client::verify_upload).
+    pub sha256: Option<String>,
 }
 
 /// A finished download.
@@ -381,6 +419,7 @@ impl Client {
                 upload_url: url,
                 file_url: Some(file_url),
                 size: 0,
+                sha256: Some(hex::encode(sha2::Sha256::digest(b""))),
             });
         }
         self.resume_file(&url, path, opts, progress).await
@@ -439,8 +478,9 @@ impl Client {
         progress: impl FnMut(Progress),
     ) -> Result<Uploaded, Error> {
         let total = tokio::fs::metadata(path).await.map_err(io(path))?.len();
+        let running = Running::starting_at(0);
         let mut file_url = self
-            .resume_range(url, path, 0, total, opts, progress)
+            .resume_range(url, path, (0, total), opts, &running, progress)
             .await?;
         if file_url.is_none() {
             file_url = self.offset(url).await?.1;
@@ -449,6 +489,7 @@ impl Client {
             upload_url: url.to_string(),
             file_url,
             size: total,
+            sha256: running.finish(total),
         })
     }
 
@@ -458,9 +499,9 @@ impl Client {
         &self,
         url: &str,
         path: &Path,
-        start: u64,
-        len: u64,
+        (start, len): (u64, u64),
         opts: &UploadOptions,
+        running: &Running,
         mut progress: impl FnMut(Progress),
     ) -> Result<Option<String>, Error> {
         let (mut offset, mut file_url) = self.offset(url).await?;
@@ -477,7 +518,14 @@ impl Client {
                 total: len,
             };
             match self
-                .patch_from(url, path, range, opts, &mut prefetch, &mut progress)
+                .patch_from(
+                    url,
+                    path,
+                    range,
+                    opts,
+                    (&mut prefetch, running),
+                    &mut progress,
+                )
                 .await
             {
                 Ok((now, file)) => {
@@ -525,7 +573,7 @@ impl Client {
             total,
         }: Range,
         opts: &UploadOptions,
-        prefetch: &mut Prefetch,
+        (prefetch, running): (&mut Prefetch, &Running),
         progress: &mut impl FnMut(Progress),
     ) -> Result<(u64, Option<String>), Error> {
         let chunk = match (opts.chunk_size, opts.checksum) {
@@ -568,6 +616,7 @@ impl Client {
                 });
                 *prefetch = Some((a, l, task));
             }
+            running.feed(at, &checked.body);
             req = req
                 .header("Upload-Checksum", checked.header)
                 .body(checked.body);
@@ -577,10 +626,14 @@ impl Client {
                 .await
                 .map_err(io(path))?;
             let counter = sent.clone();
+            let running = running.clone();
+            let mut pos = file_start + offset;
             let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 << 10)
                 .inspect(move |r| {
                     if let Ok(b) = r {
                         counter.fetch_add(b.len() as u64, Ordering::Relaxed);
+                        running.feed(pos, b);
+                        pos += b.len() as u64;
                     }
                 });
             req = req.body(reqwest::Body::wrap_stream(stream));
@@ -666,9 +719,20 @@ impl Client {
     /// Checks the stored file at `file_url` (`/api/files/ID`) against the local file at
     /// `path`: its digest must be the server's ETag (sha256, or blake3), else
     /// [`Error::Integrity`]. Answers the digest. Costs one read of the local file.
-    pub async fn verify_upload(&self, file_url: &str, path: &Path) -> Result<String, Error> {
+    /// With `sent` (an [`Uploaded`]'s `sha256`), a server's sha256 ETag is checked against
+    /// it, without reading the file again.
+    pub async fn verify_upload(
+        &self,
+        file_url: &str,
+        path: &Path,
+        sent: Option<&str>,
+    ) -> Result<String, Error> {
         let etag = self.retrying(|| self.etag(file_url)).await?;
-        verify(path, &etag).await
+        let tag = etag.trim_start_matches("W/").trim_matches('"');
+        match sent {
+            Some(sha) if tag.eq_ignore_ascii_case(sha) => Ok(sha.to_string()),
+            _ => verify(path, &etag).await,
+        }
     }
 
     async fn etag(&self, url: &str) -> Result<String, Error> {

@@ -198,6 +198,8 @@ struct Sent {
     upload: Option<String>,
     /// The digest the stored file was checked against, when it was.
     verified: Option<String>,
+    /// The sha256 of the bytes as they went, when this run sent them all.
+    sha256: Option<String>,
 }
 
 impl Sent {
@@ -361,6 +363,7 @@ async fn resumable(
                     url: Some(file_url),
                     upload: Some(url),
                     verified: None,
+                    sha256: None,
                 });
             }
             // Kept before the first byte goes, so that any end of this process leaves it
@@ -378,15 +381,21 @@ async fn resumable(
         url: up.file_url,
         upload: Some(up.upload_url),
         verified: None,
+        sha256: up.sha256,
     })
 }
 
-/// Checks the stored file against the local one (its ETag, sha256 or blake3).
+/// Checks the stored file against the local one (its ETag, sha256 or blake3): against the
+/// sha256 hashed as the bytes went, or else by reading the file again.
 async fn verified(client: &Client, path: &Path, mut sent: Sent) -> anyhow::Result<Sent> {
     let Some(url) = &sent.url else {
         bail!("the server did not name the stored file: it cannot be checked (--no-verify)");
     };
-    sent.verified = Some(client.verify_upload(url, path).await?);
+    sent.verified = Some(
+        client
+            .verify_upload(url, path, sent.sha256.as_deref())
+            .await?,
+    );
     Ok(sent)
 }
 
@@ -408,6 +417,7 @@ async fn to_session(
             url: Some(client.url(&a.url)),
             upload: None,
             verified: None,
+            sha256: None,
         }),
         Err(Error::Api {
             code: ErrorCode::InvalidFile,
