@@ -101,37 +101,66 @@ impl Protocol {
     }
 }
 
-/// The file's sha256 as its bytes go out, with the position it has reached: `None` once a
-/// byte was skipped (a resumed upload).
-#[derive(Clone)]
-pub(crate) struct Running(Arc<std::sync::Mutex<Option<(sha2::Sha256, u64)>>>);
+/// The file's sha256 as its bytes go out, hashed on a thread of its own so that hashing
+/// overlaps sending. It is `None` at the end if a byte was skipped (a resumed upload).
+#[derive(Clone, Default)]
+pub(crate) struct Running(Option<Arc<RunningInner>>);
+
+type Hashed = Option<(String, u64)>;
+
+struct RunningInner {
+    tx: std::sync::Mutex<Option<std::sync::mpsc::SyncSender<(u64, bytes::Bytes)>>>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<Hashed>>>,
+}
 
 impl Running {
     /// A hash from `start`, the first byte this call may send.
     pub(crate) fn starting_at(start: u64) -> Self {
-        Running(Arc::new(std::sync::Mutex::new(Some((
-            sha2::Sha256::new(),
-            start,
-        )))))
+        // At most 8 pieces (2 MiB) wait for the hasher; then the sender waits for it.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, bytes::Bytes)>(8);
+        let thread = std::thread::Builder::new()
+            .name("chute-client-sha256".into())
+            .spawn(move || {
+                let (mut h, mut at, mut whole) = (sha2::Sha256::new(), start, true);
+                for (pos, b) in rx {
+                    let end = pos + b.len() as u64;
+                    if at < pos {
+                        whole = false;
+                    } else if whole && end > at {
+                        h.update(&b[(at - pos) as usize..]);
+                        at = end;
+                    }
+                }
+                whole.then(|| (hex::encode(h.finalize()), at))
+            });
+        match thread {
+            Ok(t) => Running(Some(Arc::new(RunningInner {
+                tx: std::sync::Mutex::new(Some(tx)),
+                thread: std::sync::Mutex::new(Some(t)),
+            }))),
+            Err(_) => Running(None),
+        }
     }
 
-    /// `bytes`, the file's from `pos`, are going out: hashes what it has not yet.
-    fn feed(&self, pos: u64, bytes: &[u8]) {
-        let Ok(mut g) = self.0.lock() else { return };
-        let Some((h, at)) = g.as_mut() else { return };
-        let end = pos + bytes.len() as u64;
-        if *at < pos {
-            *g = None;
-        } else if end > *at {
-            h.update(&bytes[(*at - pos) as usize..]);
-            *at = end;
+    /// `bytes`, the file's from `pos`, are going out.
+    fn feed(&self, pos: u64, bytes: &bytes::Bytes) {
+        let Some(inner) = &self.0 else { return };
+        let tx = inner.tx.lock().ok().and_then(|g| g.clone());
+        if let Some(tx) = tx {
+            let _ = tx.send((pos, bytes.clone()));
         }
     }
 
     /// The hex sha256, if every byte up to `end` was hashed.
-    fn finish(&self, end: u64) -> Option<String> {
-        let (h, at) = self.0.lock().ok()?.take()?;
-        (at == end).then(|| hex::encode(h.finalize()))
+    async fn finish(&self, end: u64) -> Option<String> {
+        let inner = self.0.as_ref()?;
+        inner.tx.lock().ok()?.take();
+        let thread = inner.thread.lock().ok()?.take()?;
+        let (hex, at) = tokio::task::spawn_blocking(move || thread.join().ok().flatten())
+            .await
+            .ok()
+            .flatten()?;
+        (at == end).then_some(hex)
     }
 }
 
@@ -489,7 +518,7 @@ impl Client {
             upload_url: url.to_string(),
             file_url,
             size: total,
-            sha256: running.finish(total),
+            sha256: running.finish(total).await,
         })
     }
 
