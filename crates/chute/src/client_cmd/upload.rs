@@ -50,7 +50,7 @@ pub struct UploadArgs {
     #[arg(long)]
     session: bool,
     /// Skip the check, after each upload, that the stored file's digest (its ETag) is the
-    /// local file's: one more read of each file.
+    /// local file's (hashed as the bytes go; read again only for a resumed upload).
     #[arg(long)]
     no_verify: bool,
     /// Print one JSON object per finished file on stdout.

@@ -113,6 +113,9 @@ fn help_fits_each_command_and_settings_are_grouped_under_serve() {
         &["gc", "--help"],
         &["upload", "--help"],
         &["download", "--help"],
+        &["ls", "--help"],
+        &["link", "--help"],
+        &["login", "--help"],
         &["events", "list", "--help"],
     ] {
         let text = help(args);
@@ -120,9 +123,20 @@ fn help_fits_each_command_and_settings_are_grouped_under_serve() {
             !text.contains("--max-upload-size"),
             "{args:?} lists the settings:\n{text}"
         );
+        // `--help` gives each option its whole text; `-h` a line each.
+        assert!(
+            text.lines().count() < 80,
+            "{args:?}: {} lines",
+            text.lines().count()
+        );
+        let short: Vec<&str> = args
+            .iter()
+            .map(|a| if *a == "--help" { "-h" } else { a })
+            .collect();
+        let text = help(&short);
         assert!(
             text.lines().count() < 30,
-            "{args:?}: {} lines",
+            "{short:?}: {} lines",
             text.lines().count()
         );
     }
