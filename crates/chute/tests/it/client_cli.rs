@@ -738,49 +738,98 @@ async fn unreadable_files_and_folders_are_reported_and_the_rest_sent() {
     assert_eq!(got.len(), 1, "{got:?}");
 }
 
-#[tokio::test]
-async fn a_byte_changed_on_the_way_is_caught_by_the_check_after_the_upload() {
+/// What a [`fault_proxy`] does to the bytes it passes.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// Flips the byte this far into what the client sends on its first connection.
+    FlipUp(usize),
+    /// Cuts the first connection once this many bytes have gone to the client.
+    CutDown(usize),
+}
+
+/// A TCP proxy to `upstream` that does `fault` once; answers its address and a count of the
+/// bytes it passed to clients, over every connection.
+async fn fault_proxy(
+    upstream: std::net::SocketAddr,
+    fault: Fault,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let app = spawn_app(&[]).await;
-    // A proxy that flips one byte 300000 bytes into what the client sends: inside the
-    // PATCH's body, which the server stores as it came.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let proxy = listener.local_addr().expect("addr");
-    let upstream = app.addr;
+    let addr = listener.local_addr().expect("addr");
+    let down_total = std::sync::Arc::new(AtomicU64::new(0));
+    let counted = down_total.clone();
+    let done = std::sync::Arc::new(AtomicBool::new(false));
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
             let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
                 continue;
             };
+            // Only the first connection meets the fault.
+            let fault = (!done.swap(true, Ordering::SeqCst)).then_some(fault);
+            let counted = counted.clone();
             tokio::spawn(async move {
                 let (mut cr, mut cw) = client.into_split();
                 let (mut sr, mut sw) = server.into_split();
+                let mut buf_up = vec![0u8; 16 << 10];
+                let mut buf_down = vec![0u8; 16 << 10];
                 let up = async {
                     let mut seen = 0usize;
-                    let mut buf = vec![0u8; 16 << 10];
-                    while let Ok(n) = cr.read(&mut buf).await {
+                    while let Ok(n) = cr.read(&mut buf_up).await {
                         if n == 0 {
                             break;
                         }
-                        if (seen..seen + n).contains(&300_000) {
-                            buf[300_000 - seen] ^= 0x5a;
+                        if let Some(Fault::FlipUp(at)) = fault
+                            && (seen..seen + n).contains(&at)
+                        {
+                            buf_up[at - seen] ^= 0x5a;
                         }
                         seen += n;
-                        if sw.write_all(&buf[..n]).await.is_err() {
+                        if sw.write_all(&buf_up[..n]).await.is_err() {
                             break;
                         }
                     }
                     let _ = sw.shutdown().await;
                 };
                 let down = async {
-                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                    let mut seen = 0usize;
+                    while let Ok(n) = sr.read(&mut buf_down).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let n = match fault {
+                            Some(Fault::CutDown(at)) if seen + n >= at => at - seen,
+                            _ => n,
+                        };
+                        if cw.write_all(&buf_down[..n]).await.is_err() {
+                            break;
+                        }
+                        seen += n;
+                        counted.fetch_add(n as u64, Ordering::Relaxed);
+                        if matches!(fault, Some(Fault::CutDown(at)) if seen >= at) {
+                            break;
+                        }
+                    }
+                    let _ = cw.shutdown().await;
                 };
                 tokio::join!(up, down);
             });
         }
     });
+    (addr, down_total)
+}
+
+#[tokio::test]
+async fn a_byte_changed_on_the_way_is_caught_by_the_check_after_the_upload() {
+    let app = spawn_app(&[]).await;
+    // 300000 bytes into what the client sends: inside the PATCH's body, which the server
+    // stores as it came.
+    let (proxy, _) = fault_proxy(app.addr, Fault::FlipUp(300_000)).await;
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("fragile.bin");
     std::fs::write(&file, bytes(1 << 20, 70)).expect("write");
@@ -805,4 +854,76 @@ async fn a_byte_changed_on_the_way_is_caught_by_the_check_after_the_upload() {
     );
     c.args(["upload", "--no-verify"]).arg(&file);
     assert!(run(c).await.status.success());
+}
+
+#[tokio::test]
+async fn a_300_mib_file_goes_up_checked_and_comes_down_through_a_cut() {
+    use sha2::Digest as _;
+    use std::io::Write as _;
+    let app = spawn_app(&[]).await;
+    let dir = tempfile::tempdir().expect("dir");
+    // Written a MiB at a time, and hashed as written: the test never holds it whole.
+    let file = dir.path().join("large.img");
+    let mut sha = sha2::Sha256::new();
+    {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&file).expect("create"));
+        for i in 0..300u64 {
+            let piece = bytes(1 << 20, 1000 + i);
+            sha.update(&piece);
+            out.write_all(&piece).expect("write");
+        }
+        out.flush().expect("flush");
+    }
+    let want = hex::encode(sha.finalize());
+
+    let mut c = chute(&dir.path().join("state"), &app.url(""), &app.token);
+    c.args(["upload", "--json"]).arg(&file);
+    let out = run(c).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let line: Value = serde_json::from_str(text(&out.stdout).trim()).expect("a JSON line");
+    assert_eq!(line["size"], 300u64 << 20);
+    assert_eq!(line["verified"].as_str(), Some(want.as_str()));
+    assert_eq!(stored(&app).await.get("large.img"), Some(&want));
+
+    // Down again through a proxy that cuts the first connection 100 MiB in: the client
+    // continues with a Range, so the proxy passes the file about once, not once and a third.
+    let (proxy, passed) = fault_proxy(app.addr, Fault::CutDown(100 << 20)).await;
+    let id = line["url"]
+        .as_str()
+        .expect("url")
+        .rsplit('/')
+        .next()
+        .expect("id")
+        .to_string();
+    let back = dir.path().join("back.img");
+    let mut c = chute(
+        &dir.path().join("state"),
+        &format!("http://{proxy}"),
+        &app.token,
+    );
+    c.args(["download", &id, "-o"]).arg(&back);
+    let out = run(c).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&want), "{}", text(&out.stdout));
+    let got = blocking(move || {
+        use std::io::Read as _;
+        let mut f = std::fs::File::open(&back).expect("open");
+        let mut sha = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).expect("read");
+            if n == 0 {
+                break;
+            }
+            sha.update(&buf[..n]);
+        }
+        hex::encode(sha.finalize())
+    })
+    .await;
+    assert_eq!(got, want);
+    let passed = passed.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        passed < (300 << 20) + (1 << 20),
+        "the proxy passed {passed} bytes: the download started again from 0"
+    );
 }
