@@ -24,6 +24,13 @@ async fn run(mut c: Command) -> Output {
     blocking(move || c.output().expect("run chute")).await
 }
 
+/// `out` exited with `code`, and its stderr says `needle`.
+fn fails_saying(out: &Output, code: i32, needle: &str) {
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    assert!(err.contains(needle), "no `{needle}` in: {err}");
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -108,35 +115,20 @@ async fn the_client_commands_exit_with_the_servers_reason() {
     let mut c = chute(&state, &app.url(""), "chute_wrong");
     c.arg("upload").arg(&good);
     let out = run(c).await;
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("unauthorized"),
-        "{}",
-        text(&out.stderr)
-    );
+    fails_saying(&out, 1, "unauthorized");
 
     // One file missing among two: the other is uploaded, exit 1.
     let mut c = chute(&state, &app.url(""), &app.token);
     c.arg("upload").arg(dir.path().join("missing")).arg(&good);
     let out = run(c).await;
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("missing"),
-        "{}",
-        text(&out.stderr)
-    );
+    fails_saying(&out, 1, "missing");
     assert!(text(&out.stdout).contains("good.txt"));
 
     // Not chute at that address.
     let mut c = chute(&state, "http://127.0.0.1:9", &app.token);
     c.arg("upload").arg(&good).env("CHUTE_URL", "ftp://nowhere");
     let out = run(c).await;
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("not an http"),
-        "{}",
-        text(&out.stderr)
-    );
+    fails_saying(&out, 1, "not an http");
 
     // No path: a usage error, exit 2.
     let mut c = chute(&state, &app.url(""), &app.token);
@@ -425,24 +417,15 @@ async fn login_then_upload_ls_link_rm_and_logout_without_a_token_in_sight() {
     );
 
     let out = run(user(&["rm", &id, "0000000000000000000000000000dead"])).await;
-    assert_eq!(out.status.code(), Some(1), "one of two was not there");
-    assert!(
-        text(&out.stderr).contains("not_found"),
-        "{}",
-        text(&out.stderr)
-    );
+    // One of the two was not there.
+    fails_saying(&out, 1, "not_found");
     let out = run(user(&["ls"])).await;
     assert!(!text(&out.stdout).contains("shared.bin"));
 
     let out = run(user(&["logout"])).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = run(user(&["ls", "--server", &app.url("")])).await;
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("unauthorized"),
-        "{}",
-        text(&out.stderr)
-    );
+    fails_saying(&out, 1, "unauthorized");
 }
 
 #[tokio::test]
@@ -552,12 +535,7 @@ async fn a_server_that_is_not_chute_is_named_as_such() {
         let mut c = chute(&dir.path().join("state"), &format!("http://{addr}"), "t");
         c.args(&args);
         let out = run(c).await;
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
-        assert!(
-            text(&out.stderr).contains("not a chute server"),
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
+        fails_saying(&out, 1, "not a chute server");
     }
 }
 
