@@ -391,12 +391,24 @@ async fn verified(client: &Client, path: &Path, mut sent: Sent) -> anyhow::Resul
     let Some(url) = &sent.url else {
         bail!("the server did not name the stored file: it cannot be checked (--no-verify)");
     };
-    sent.verified = Some(
-        client
-            .verify_upload(url, path, sent.sha256.as_deref())
-            .await?,
-    );
-    Ok(sent)
+    match client
+        .verify_upload(url, path, sent.sha256.as_deref())
+        .await
+    {
+        Ok(digest) => {
+            sent.verified = Some(digest);
+            Ok(sent)
+        }
+        // A stored file that is not the local one must not stay as if it were.
+        Err(e @ Error::Integrity { .. }) => {
+            let id = url.rsplit('/').next().unwrap_or_default();
+            match client.delete_file(id).await {
+                Ok(()) => bail!("{e}: the stored copy was deleted"),
+                Err(d) => bail!("{e}; deleting the stored copy failed too: {d}"),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// One file into the session `token`; a refusal says the server's reason.

@@ -821,10 +821,14 @@ async fn a_byte_changed_on_the_way_is_caught_by_the_check_after_the_upload() {
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("fragile.bin") && err.contains("sha256"),
+        err.contains("fragile.bin") && err.contains("sha256") && err.contains("deleted"),
         "{err}"
     );
-    // And without the check, the same upload says nothing.
+    // The copy that is not the file does not stay as if it were.
+    assert!(stored(&app).await.is_empty());
+
+    // Without the check, the same fault goes unnoticed: the stored copy differs.
+    let (proxy, _) = fault_proxy(app.addr, Fault::FlipUp(300_000)).await;
     let mut c = chute(
         &dir.path().join("state2"),
         &format!("http://{proxy}"),
@@ -832,6 +836,14 @@ async fn a_byte_changed_on_the_way_is_caught_by_the_check_after_the_upload() {
     );
     c.args(["upload", "--no-verify"]).arg(&file);
     assert!(run(c).await.status.success());
+    let kept = stored(&app).await;
+    let local = sha256_hex(&std::fs::read(&file).expect("read"));
+    assert_ne!(
+        kept.get("fragile.bin"),
+        Some(&local),
+        "the fault hit the body"
+    );
+    assert!(kept.contains_key("fragile.bin"));
 }
 
 #[tokio::test]
