@@ -77,6 +77,41 @@ impl Retry {
     }
 }
 
+/// The failures in a row of one transfer: each retryable one waits as [`Retry`] says, until
+/// `attempts` of them in a row end it.
+pub(crate) struct Tries<'a> {
+    retry: &'a Retry,
+    failures: u32,
+}
+
+impl<'a> Tries<'a> {
+    pub(crate) fn new(retry: &'a Retry) -> Self {
+        Self { retry, failures: 0 }
+    }
+
+    /// The transfer moved on: the count starts again.
+    pub(crate) fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    /// After the failure `e`: waits and answers `Ok` to try again, or answers what to end
+    /// with (`e` itself when trying again cannot help, else [`Error::GaveUp`]).
+    pub(crate) async fn after(&mut self, e: Error) -> Result<(), Error> {
+        if !e.retryable() {
+            return Err(e);
+        }
+        if self.failures + 1 >= self.retry.attempts {
+            return Err(Error::GaveUp {
+                attempts: self.failures + 1,
+                last: Box::new(e),
+            });
+        }
+        self.failures += 1;
+        tokio::time::sleep(self.retry.delay(self.failures)).await;
+        Ok(())
+    }
+}
+
 /// A chute server, and the token to use with it.
 #[derive(Clone, Debug)]
 pub struct Client {

@@ -76,7 +76,7 @@ impl Client {
         opts: &UploadOptions,
     ) -> Result<Option<String>, Error> {
         let mut offset = start;
-        let mut failures = 0;
+        let mut tries = crate::Tries::new(&self.retry);
         loop {
             let at = offset.checked_sub(start).map(|at| at as usize);
             let Some(rest) = at.filter(|&at| at <= buf.len()).map(|at| buf.slice(at..)) else {
@@ -110,18 +110,10 @@ impl Client {
                         "the server took none of a PATCH at {offset} (its offset: {now})"
                     )));
                 }
-                Err(e) if e.retryable() && failures + 1 < self.retry.attempts => {
-                    failures += 1;
-                    tokio::time::sleep(self.retry.delay(failures)).await;
+                Err(e) => {
+                    tries.after(e).await?;
                     offset = self.offset(url).await?.0;
                 }
-                Err(e) if e.retryable() => {
-                    return Err(Error::GaveUp {
-                        attempts: failures + 1,
-                        last: Box::new(e),
-                    });
-                }
-                Err(e) => return Err(e),
             }
         }
     }

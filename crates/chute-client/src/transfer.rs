@@ -12,7 +12,7 @@ use reqwest::header::{CONTENT_LOCATION, HeaderMap};
 use sha2::Digest as _;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
 
-use crate::{Client, Error, check};
+use crate::{Client, Error, Tries, check};
 
 pub(crate) const TUS: &str = "1.0.0";
 /// Chunks when a checksum is asked for and no chunk size given: each is read into memory to
@@ -534,7 +534,7 @@ impl Client {
         mut progress: impl FnMut(Progress),
     ) -> Result<Option<String>, Error> {
         let (mut offset, mut file_url) = self.offset(url).await?;
-        let mut failures = 0;
+        let mut tries = Tries::new(&self.retry);
         let mut prefetch = None;
         while offset < len {
             progress(Progress {
@@ -559,22 +559,14 @@ impl Client {
             {
                 Ok((now, file)) => {
                     if now > offset {
-                        failures = 0;
+                        tries.reset();
                     }
                     (offset, file_url) = (now, file);
                 }
-                Err(e) if e.retryable() && failures + 1 < self.retry.attempts => {
-                    failures += 1;
-                    tokio::time::sleep(self.retry.delay(failures)).await;
+                Err(e) => {
+                    tries.after(e).await?;
                     (offset, file_url) = self.offset(url).await?;
                 }
-                Err(e) if e.retryable() => {
-                    return Err(Error::GaveUp {
-                        attempts: failures + 1,
-                        last: Box::new(e),
-                    });
-                }
-                Err(e) => return Err(e),
             }
         }
         if offset > len {
@@ -687,21 +679,11 @@ impl Client {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, Error>>,
     {
-        let mut n = 0;
+        let mut tries = Tries::new(&self.retry);
         loop {
             match f().await {
                 Ok(v) => return Ok(v),
-                Err(e) if e.retryable() && n + 1 < self.retry.attempts => {
-                    n += 1;
-                    tokio::time::sleep(self.retry.delay(n)).await;
-                }
-                Err(e) if e.retryable() => {
-                    return Err(Error::GaveUp {
-                        attempts: n + 1,
-                        last: Box::new(e),
-                    });
-                }
-                Err(e) => return Err(e),
+                Err(e) => tries.after(e).await?,
             }
         }
     }
@@ -717,7 +699,7 @@ impl Client {
         dest: &Path,
         mut progress: impl FnMut(Progress),
     ) -> Result<Downloaded, Error> {
-        let mut failures = 0;
+        let mut tries = Tries::new(&self.retry);
         let mut resumed_from = None;
         loop {
             match self.download_once(url, dest, &mut progress).await {
@@ -729,18 +711,10 @@ impl Client {
                         digest,
                     });
                 }
-                Err((e, have)) if e.retryable() && failures + 1 < self.retry.attempts => {
+                Err((e, have)) => {
+                    tries.after(e).await?;
                     resumed_from.get_or_insert(have);
-                    failures += 1;
-                    tokio::time::sleep(self.retry.delay(failures)).await;
                 }
-                Err((e, _)) if e.retryable() => {
-                    return Err(Error::GaveUp {
-                        attempts: failures + 1,
-                        last: Box::new(e),
-                    });
-                }
-                Err((e, _)) => return Err(e),
             }
         }
     }
