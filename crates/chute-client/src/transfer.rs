@@ -37,6 +37,9 @@ pub struct UploadOptions {
     pub metadata: Vec<(String, String)>,
     /// tus, or the IETF draft.
     pub protocol: Protocol,
+    /// Do not hash the bytes as they are sent ([`Uploaded::sha256`] stays `None`): for a
+    /// caller that will not check the upload, it saves a sha256 of the file's CPU.
+    pub skip_digest: bool,
 }
 
 /// Where a PATCH starts: the upload holds the file's bytes from `file_start`, `total` of
@@ -507,7 +510,11 @@ impl Client {
         progress: impl FnMut(Progress),
     ) -> Result<Uploaded, Error> {
         let total = tokio::fs::metadata(path).await.map_err(io(path))?.len();
-        let running = Running::starting_at(0);
+        let running = if opts.skip_digest {
+            Running::default()
+        } else {
+            Running::starting_at(0)
+        };
         let mut file_url = self
             .resume_range(url, path, (0, total), opts, &running, progress)
             .await?;

@@ -251,6 +251,7 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
         } else {
             Protocol::Tus
         },
+        skip_digest: args.no_verify,
         ..Default::default()
     };
     let (json, no_verify) = (args.json, args.no_verify);
