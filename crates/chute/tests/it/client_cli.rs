@@ -720,9 +720,10 @@ async fn unreadable_files_and_folders_are_reported_and_the_rest_sent() {
 /// What a [`fault_proxy`] does to the bytes it passes.
 #[derive(Clone, Copy)]
 enum Fault {
-    /// Flips the byte this far into what the client sends on its first connection.
+    /// Flips the byte this far into what the client sends, on the first connection that
+    /// carries that many bytes up.
     FlipUp(usize),
-    /// Cuts the first connection once this many bytes have gone to the client.
+    /// Cuts the first connection that has passed this many bytes to the client.
     CutDown(usize),
 }
 
@@ -743,15 +744,17 @@ async fn fault_proxy(
     let addr = listener.local_addr().expect("addr");
     let down_total = std::sync::Arc::new(AtomicU64::new(0));
     let counted = down_total.clone();
-    let done = std::sync::Arc::new(AtomicBool::new(false));
+    // The fault happens once, on whichever connection gets that far first: a client's pool
+    // may open a second connection before it has its first one back, so "the first
+    // connection" need not be the one that carries the body.
+    let fired = std::sync::Arc::new(AtomicBool::new(false));
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
             let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
                 continue;
             };
-            // Only the first connection meets the fault.
-            let fault = (!done.swap(true, Ordering::SeqCst)).then_some(fault);
             let counted = counted.clone();
+            let fired = fired.clone();
             tokio::spawn(async move {
                 let (mut cr, mut cw) = client.into_split();
                 let (mut sr, mut sw) = server.into_split();
@@ -763,8 +766,9 @@ async fn fault_proxy(
                         if n == 0 {
                             break;
                         }
-                        if let Some(Fault::FlipUp(at)) = fault
+                        if let Fault::FlipUp(at) = fault
                             && (seen..seen + n).contains(&at)
+                            && !fired.swap(true, Ordering::SeqCst)
                         {
                             buf_up[at - seen] ^= 0x5a;
                         }
@@ -781,16 +785,21 @@ async fn fault_proxy(
                         if n == 0 {
                             break;
                         }
-                        let n = match fault {
-                            Some(Fault::CutDown(at)) if seen + n >= at => at - seen,
-                            _ => n,
+                        let cut = match fault {
+                            Fault::CutDown(at)
+                                if seen + n >= at && !fired.swap(true, Ordering::SeqCst) =>
+                            {
+                                Some(at - seen)
+                            }
+                            _ => None,
                         };
+                        let n = cut.unwrap_or(n);
                         if cw.write_all(&buf_down[..n]).await.is_err() {
                             break;
                         }
                         seen += n;
                         counted.fetch_add(n as u64, Ordering::Relaxed);
-                        if matches!(fault, Some(Fault::CutDown(at)) if seen >= at) {
+                        if cut.is_some() {
                             break;
                         }
                     }
