@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # tus side by side: chute, rustus (crates.io, cargo install) and @tus/server with
 # @tus/file-store (npm), on this machine in one run, each started fresh per scenario:
-#   1 GiB in one PATCH, in 8 MiB PATCHes, in 1 MiB PATCHes, and 64 concurrent 4 MiB uploads.
-# One client for all (the bench_tus example: reqwest, files in memory, Upload-Length known).
+#   1 GiB in one PATCH, in 8 MiB, 1 MiB and 256 KiB PATCHes, and 64 concurrent 4 MiB uploads
+#   (SCENARIOS="one 8m 1m 256k 64x" runs some of them).
+# One client for all: the bench_tus example (reqwest, files in memory, Upload-Length known), or
+# with BENCH_CLIENT=python bench/tus_client.py (a loop of PATCHes through Python's http.client,
+# keep-alive, files in memory): a client that costs CPU, as most real ones do, which on a small machine the server
+# must share cores with. Each server's CPU time (user + system, from /proc) per GiB received
+# is printed beside its speed.
 # Prints MB/s and peak RSS (VmHWM) of each server, the ratio to the best peer, and for the
 # single PATCH the ratio to min(sink, disk). chute runs four ways: its default (sha256 of every
 # file, fsync before each acknowledgement), with blake3, with blake3 and upload_fsync = false,
@@ -32,7 +37,12 @@ trap cleanup EXIT
 . bench/lib.sh
 
 cargo build --release -q -p chute --bin chute --example bench_sink --example bench_tus
-BIN=target/release/chute; CLIENT=target/release/examples/bench_tus
+BIN=target/release/chute
+case ${BENCH_CLIENT:=rust} in
+  rust) CLIENT=(target/release/examples/bench_tus) ;;
+  python) CLIENT=(python3 bench/tus_client.py) ;;
+  *) echo "BENCH_CLIENT is rust or python" >&2; exit 2 ;;
+esac
 if [ -n "${BASELINE:-}" ]; then
   rev=$(git rev-parse --short "$BASELINE")
   tree=$OUT/baseline-$rev
@@ -107,22 +117,27 @@ stop() { kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; }
 peak() { # the server's peak RSS in MiB, its children included (node has none, but be fair)
   for p in $SPID $(pgrep -P "$SPID" || true); do awk '/VmHWM/ {print $2}' "/proc/$p/status"; done | awk '{s+=$1} END {print int(s/1024)}'
 }
+cpu() { # $1 bytes received: the server's CPU seconds (user + system) per GiB of them
+  local ticks; ticks=$(for p in $SPID $(pgrep -P "$SPID" || true); do awk '{print $14 + $15}' "/proc/$p/stat"; done | awk '{s+=$1} END {print s}')
+  python3 -c "import os, sys; print(f'{int(sys.argv[1]) / os.sysconf(\"SC_CLK_TCK\") / (int(sys.argv[2]) / 2**30):.2f}')" "$ticks" "$1"
+}
 run() { # $1 server, $2 scenario -> "MB/s RSS" (runs in a subshell: stops its server itself)
-  local out mb rss chunk=0 files=("$WORK/big.bin")
+  local out mb rss used chunk=0 files=("$WORK/big.bin")
   start "$1"
   case $2 in
-    8m)  chunk=8388608 ;;
-    1m)  chunk=1048576 ;;
-    64x) files=("$WORK"/small/*.bin) ;;
+    8m)   chunk=8388608 ;;
+    1m)   chunk=1048576 ;;
+    256k) chunk=262144 ;;
+    64x)  files=("$WORK"/small/*.bin) ;;
   esac
-  out=$("$CLIENT" "$ENDPOINT" "$TOK" "$chunk" "${files[@]}") || { stop; echo "$1 $2 failed" >&2; exit 1; }
-  mb=$(echo "$out" | awk '{print $3}'); rss=$(peak)
+  out=$("${CLIENT[@]}" "$ENDPOINT" "$TOK" "$chunk" "${files[@]}") || { stop; echo "$1 $2 failed" >&2; exit 1; }
+  mb=$(echo "$out" | awk '{print $3}'); rss=$(peak); used=$(cpu "$(echo "$out" | awk '{print $1}')")
   if [[ $1 == chute* || $1 == base* ]] && [[ $2 != 64x ]]; then
     curl -s -H "Authorization: Bearer $TOK" "${ENDPOINT%/tus/}/api/files" | grep -q "$SENT_SHA" \
       || { [ "$1" != chute ] || { echo "chute stored other bytes than were sent" >&2; exit 1; }; }
   fi
   stop
-  echo "$mb $rss"
+  echo "$mb $rss $used"
 }
 
 SENT_SHA=$(sha256sum "$WORK/big.bin" | cut -d' ' -f1)
@@ -134,35 +149,39 @@ ROUNDS_64X=${ROUNDS_64X:-5}
 # ROUNDS=N repeats the other scenarios too (servers taking turns; medians count).
 ROUNDS=${ROUNDS:-1}
 median() { tr ' ' '\n' | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
-declare -A MB RSS ALL
-for s in one 8m 1m 64x; do
+SCENARIOS=${SCENARIOS:-one 8m 1m 256k 64x}
+declare -A MB RSS ALL CPU CPUS
+for s in $SCENARIOS; do
   rounds=$ROUNDS; [ $s = 64x ] && rounds=$ROUNDS_64X
   for _ in $(seq "$rounds"); do
     for srv in $SERVERS; do
-      read -r m r < <(run "$srv" "$s")
-      ALL[$srv/$s]="${ALL[$srv/$s]:-} $m"
+      read -r m r c < <(run "$srv" "$s")
+      ALL[$srv/$s]="${ALL[$srv/$s]:-} $m"; CPUS[$srv/$s]="${CPUS[$srv/$s]:-} $c"
       (( r > ${RSS[$srv/$s]:-0} )) && RSS[$srv/$s]=$r
-      echo "$srv $s: $m MB/s, $r MiB" >&2
+      echo "$srv $s: $m MB/s, $r MiB, $c CPU s/GiB" >&2
     done
   done
-  for srv in $SERVERS; do MB[$srv/$s]=$(echo ${ALL[$srv/$s]} | median); done
+  for srv in $SERVERS; do
+    MB[$srv/$s]=$(echo ${ALL[$srv/$s]} | median); CPU[$srv/$s]=$(echo ${CPUS[$srv/$s]} | median)
+  done
 done
 
 {
-  echo "tus side by side, $(date -u +%FT%TZ), $(nproc) cores, ${SIZE_MIB} MiB; sink $SINK_MBPS, disk $DISK_MBPS MB/s"
-  printf '%-26s %-14s %8s %9s %10s %10s %10s\n' scenario server MB/s "peak RSS" "x best peer" "x min(sink,disk)" "x store-sink"
-  for s in one 8m 1m 64x; do
-    case $s in one) label="1 GiB, one PATCH";; 8m) label="1 GiB, 8 MiB PATCHes";; 1m) label="1 GiB, 1 MiB PATCHes";; 64x) label="64 x 4 MiB concurrent";; esac
+  echo "tus side by side, $(date -u +%FT%TZ), $(nproc) cores, ${SIZE_MIB} MiB, $BENCH_CLIENT client; sink $SINK_MBPS, disk $DISK_MBPS MB/s"
+  printf '%-26s %-14s %8s %9s %10s %10s %10s %10s\n' scenario server MB/s "peak RSS" "CPU s/GiB" "x best peer" "x min(sink,disk)" "x store-sink"
+  for s in $SCENARIOS; do
+    case $s in one) label="1 GiB, one PATCH";; 8m) label="1 GiB, 8 MiB PATCHes";; 1m) label="1 GiB, 1 MiB PATCHes";;
+      256k) label="1 GiB, 256 KiB PATCHes";; 64x) label="64 x 4 MiB concurrent";; esac
     best=$(( ${MB[rustus/$s]:-1} > ${MB[tusnode/$s]:-1} ? ${MB[rustus/$s]:-1} : ${MB[tusnode/$s]:-1} ))
     for srv in $SERVERS; do
-      printf '%-26s %-14s %8s %7s MiB %10s %10s %10s\n' "$label" "$srv" "${MB[$srv/$s]}" "${RSS[$srv/$s]}" \
+      printf '%-26s %-14s %8s %7s MiB %10s %10s %10s %10s\n' "$label" "$srv" "${MB[$srv/$s]}" "${RSS[$srv/$s]}" "${CPU[$srv/$s]}" \
         "$(ratio "${MB[$srv/$s]}" "$best")" "$(ratio "${MB[$srv/$s]}" "$LIMIT")" "$(ratio "${MB[$srv/$s]}" "${MB[store-sink/$s]:-1}")"
       label=""
     done
   done
-  for s in one 8m 1m 64x; do
+  for s in $SCENARIOS; do
     [ $s != 64x ] && [ "$ROUNDS" -eq 1 ] && continue
     echo "$s, MB/s of each round (the table shows the medians):"
     for srv in $SERVERS; do printf '  %-14s%s\n' "$srv" "${ALL[$srv/$s]}"; done
   done
-} | tee "$OUT/tus-results.txt"
+} | tee "$OUT/tus-results-$BENCH_CLIENT.txt"
