@@ -139,7 +139,10 @@ impl FileProgress {
                     total.set_position(total.position().saturating_sub(seen - p.sent));
                 }
                 seen = p.sent;
-            } else if this.plain && last_line.elapsed() >= PLAIN_EVERY && p.sent < p.total {
+            } else if this.plain && last_line.elapsed() >= PLAIN_EVERY {
+                // Also at 100 %: the bytes are handed to the connection, and the kernel's
+                // buffers (megabytes on a fast link) may hold them while the server is still
+                // reading; the line says the file is not stuck.
                 last_line = Instant::now();
                 let secs = started.elapsed().as_secs_f64().max(0.001);
                 eprintln!(
