@@ -21,8 +21,15 @@ mod client_cmd;
         --config file."
 )]
 struct Cli {
-    /// The TOML config file (default: ./chute.toml when it exists).
-    #[arg(long, global = true, env = "CHUTE_CONFIG")]
+    /// The TOML config file (default: ./chute.toml when it exists). Hidden like the settings
+    /// it holds: the client commands read neither, and `chute serve --help` names it.
+    #[arg(
+        long,
+        global = true,
+        env = "CHUTE_CONFIG",
+        value_name = "FILE",
+        hide = true
+    )]
     config: Option<PathBuf>,
     #[command(flatten)]
     settings: SettingsArgs,
@@ -207,8 +214,9 @@ impl Args for SettingsArgs {
 /// its first sentence, default and environment variable) and `--help` (with its whole text).
 fn serve_settings_help(long: bool) -> String {
     let mut out = String::from(
-        "Settings (each also CHUTE_<NAME> in the environment, or `name = value` in the \
-         --config file; flags win over env, env over the file):\n",
+        "Settings (each also CHUTE_<NAME> in the environment, or `name = value` in the TOML \
+         file of --config <FILE> (env CHUTE_CONFIG; default ./chute.toml when it exists); \
+         flags win over env, env over the file):\n",
     );
     for (topic, names) in chute::config::TOPICS {
         out.push_str(&format!("\n{topic}:\n"));

@@ -144,6 +144,15 @@ fn help_fits_each_command_and_settings_are_grouped_under_serve() {
         help(&["--help"]).contains("chute serve --help"),
         "the top help says where they are"
     );
+    // The client commands read no server settings, nor the server's config file; the server's
+    // help names that file.
+    for cmd in ["upload", "download", "ls", "rm", "link", "login", "logout"] {
+        let text = help(&[cmd, "--help"]);
+        assert!(!text.contains("--config"), "{cmd} --help:\n{text}");
+    }
+    for args in [&["serve", "-h"][..], &["serve", "--help"]] {
+        assert!(help(args).contains("--config <FILE>"), "{args:?}");
+    }
 
     for args in [&["serve", "-h"][..], &["serve", "--help"]] {
         let text = help(args);
