@@ -8,8 +8,9 @@
 //! - **Downloads** resume a partial file with `Range` (and `If-Range`, so a file changed
 //!   since is fetched whole), and check the bytes' sha256 against the server's `ETag`.
 //! - **The IETF resumable-upload draft** instead of tus, when asked ([`Protocol::Draft`]).
-//! - **Parallel parts** joined by tus concatenation ([`Client::upload_file_in_parts`]), and
-//!   **streams of unknown length** ([`Client::upload_stream`]).
+//! - **Parallel parts** joined by tus concatenation ([`Client::upload_file_in_parts`]),
+//!   **streams of unknown length** ([`Client::upload_stream`]), and **readers of known
+//!   length** ([`Client::upload_reader`]).
 //! - **Form uploads, upload sessions and the file API**: [`Client::upload_form`],
 //!   [`Client::open_session`] and the calls after it, [`Client::list_files`],
 //!   [`Client::delete_file`], [`Client::create_link`].

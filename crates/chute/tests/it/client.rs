@@ -440,3 +440,101 @@ async fn the_client_speaks_the_ietf_draft_when_asked_through_a_cut() {
         Err(Error::Usage(_))
     ));
 }
+
+#[tokio::test]
+async fn a_reader_of_known_length_declares_it_first_and_must_give_it_all() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let metrics = "client-reader-metrics-secret-7c1e";
+    let app = spawn_app(&[("max_upload_size", "4MiB"), ("metrics_token", metrics)]).await;
+    let opts = UploadOptions {
+        chunk_size: Some(1 << 20),
+        ..Default::default()
+    };
+
+    // Whole through a cut; the reader has more than was declared, and the rest is not sent.
+    let proxy = Proxy::start(vec![app.addr]).await;
+    let c = client(&app, &format!("http://{}", proxy.addr));
+    let cutter = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        proxy.cut_sending()
+    });
+    let data = bytes((3 << 20) + 5, 77);
+    let mut longer = data.clone();
+    longer.extend_from_slice(b"past the declared length");
+    let up = c
+        .upload_reader(
+            std::io::Cursor::new(longer),
+            data.len() as u64,
+            "known.bin",
+            &opts,
+            |_| {},
+        )
+        .await
+        .expect("uploaded");
+    assert_eq!(up.size, data.len() as u64);
+    let file_url = up.file_url.expect("file");
+    assert_eq!(stored_sha256(&app, &file_url).await, sha256_hex(&data));
+    assert!(cutter.await.expect("cutter") >= 1, "the cut hit the upload");
+
+    // Too large for the server: refused at the creation, before the reader is asked for a byte.
+    let c = client(&app, &app.url(""));
+    let touched = Arc::new(AtomicBool::new(false));
+    let reader = tokio_util::io::StreamReader::new(futures::stream::poll_fn({
+        let touched = touched.clone();
+        move |_| {
+            touched.store(true, Ordering::SeqCst);
+            std::task::Poll::<Option<std::io::Result<bytes::Bytes>>>::Ready(None)
+        }
+    }));
+    let err = c
+        .upload_reader(reader, 5 << 20, "big.bin", &opts, |_| {})
+        .await
+        .expect_err("too large");
+    assert!(
+        matches!(
+            &err,
+            Error::Api {
+                status: 413,
+                code: ErrorCode::TooLarge,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!touched.load(Ordering::SeqCst), "no byte was read");
+
+    // A reader that ends short: an error that says so, nothing stored, the upload terminated.
+    let err = c
+        .upload_reader(
+            std::io::Cursor::new(bytes(3 << 19, 78)),
+            2 << 20,
+            "short.bin",
+            &opts,
+            |_| {},
+        )
+        .await
+        .expect_err("short");
+    assert!(
+        matches!(&err, Error::Usage(m) if m.contains("after 1572864 of the 2097152 bytes")),
+        "{err}"
+    );
+    let names: Vec<_> = app.list(&app.token).await;
+    assert!(names.iter().all(|f| f["name"] != "short.bin"), "{names:?}");
+    let scraped = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth(metrics)
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        scraped
+            .lines()
+            .any(|l| l == "chute_uploads_terminated_total{protocol=\"tus\"} 1"),
+        "{scraped}"
+    );
+}
