@@ -161,10 +161,11 @@ async fn resumable_bytes_received(app: &TestApp) -> u64 {
         .sum::<f64>() as u64
 }
 
-/// `chute upload` (with `args`) killed with SIGKILL mid-way through a 4 MiB/s proxy, then run
-/// again: it resumes at the server's offset, finishes with the right bytes, leaves no state
-/// behind, and the server's own count of bytes read shows at most `resent` sent twice.
-async fn kill_9_and_run_again(args: &[&str], resent: u64, seed: u64) {
+/// `chute upload` (with `args`) stopped by `signal` (KILL, or INT as Ctrl-C sends it) mid-way
+/// through a 4 MiB/s proxy, then run again: it resumes at the server's offset, finishes with
+/// the right bytes, leaves no state behind, and the server's own count of bytes read shows at
+/// most `resent` sent twice.
+async fn stop_and_run_again(signal: &str, args: &[&str], resent: u64, seed: u64) {
     let app = spawn_app(&[("metrics_token", METRICS_TOKEN)]).await;
     let proxy = Proxy::start(vec![app.addr]).await;
     let server = format!("http://{}", proxy.addr);
@@ -183,8 +184,14 @@ async fn kill_9_and_run_again(args: &[&str], resent: u64, seed: u64) {
         .stderr(Stdio::null());
     let mut child = c.spawn().expect("spawn");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    child.kill().expect("kill -9");
-    let _ = blocking(move || child.wait()).await;
+    let pid = child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-s", signal, &pid])
+        .status()
+        .expect("kill");
+    assert!(sent.success(), "kill -s {signal}");
+    let status = blocking(move || child.wait()).await.expect("wait");
+    assert!(!status.success(), "stopped by SIG{signal}: {status:?}");
     let kept = std::fs::read_to_string(state.join("uploads.json")).expect("the state file");
     assert!(
         kept.contains("/tus/") || kept.contains("/resumable/"),
@@ -224,17 +231,23 @@ async fn kill_9_and_run_again(args: &[&str], resent: u64, seed: u64) {
 #[tokio::test]
 async fn kill_9_mid_upload_and_the_same_command_resumes_without_sending_twice() {
     // One streaming PATCH: what the server read before the kill, it kept.
-    kill_9_and_run_again(&[], 0, 9).await;
+    stop_and_run_again("KILL", &[], 0, 9).await;
 }
 
 #[tokio::test]
 async fn a_draft_upload_killed_resumes_the_same_way() {
-    kill_9_and_run_again(&["--draft"], 0, 10).await;
+    stop_and_run_again("KILL", &["--draft"], 0, 10).await;
 }
 
 #[tokio::test]
 async fn a_resume_after_kill_9_sends_at_most_one_chunk_more_than_the_rest() {
-    kill_9_and_run_again(&["--chunk-size", "1MiB", "--checksum"], 1 << 20, 21).await;
+    stop_and_run_again("KILL", &["--chunk-size", "1MiB", "--checksum"], 1 << 20, 21).await;
+}
+
+#[tokio::test]
+async fn ctrl_c_mid_upload_leaves_it_resumable_and_the_same_command_finishes_it() {
+    // SIGINT, as a terminal's Ctrl-C sends it to the client.
+    stop_and_run_again("INT", &[], 0, 11).await;
 }
 
 #[tokio::test]
