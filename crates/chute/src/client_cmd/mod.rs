@@ -39,18 +39,41 @@ pub enum ClientCmd {
 }
 
 impl ClientCmd {
+    /// Runs the command until it ends, or until Ctrl-C: then [`Interrupted`], with what was
+    /// sent kept on the server and the state file left for the same command to resume.
     pub async fn run(self) -> anyhow::Result<()> {
-        match self {
-            ClientCmd::Upload(a) => upload(a).await,
-            ClientCmd::Download(a) => download(a).await,
-            ClientCmd::Ls(a) => ls(a).await,
-            ClientCmd::Rm(a) => rm(a).await,
-            ClientCmd::Link(a) => link(a).await,
-            ClientCmd::Login(a) => login(a).await,
-            ClientCmd::Logout(a) => logout(a).await,
+        let work = async move {
+            match self {
+                ClientCmd::Upload(a) => upload(a).await,
+                ClientCmd::Download(a) => download(a).await,
+                ClientCmd::Ls(a) => ls(a).await,
+                ClientCmd::Rm(a) => rm(a).await,
+                ClientCmd::Link(a) => link(a).await,
+                ClientCmd::Login(a) => login(a).await,
+                ClientCmd::Logout(a) => logout(a).await,
+            }
+        };
+        // Handled rather than left to SIGINT's default: a command started where SIGINT is
+        // ignored (a background job of a script inherits it so) still stops on Ctrl-C, and
+        // it says how to go on.
+        tokio::select! {
+            r = work => r,
+            Ok(()) = tokio::signal::ctrl_c() => Err(Interrupted.into()),
         }
     }
 }
+
+/// Ctrl-C ended a client command (exit code 130, as a shell reports SIGINT).
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted: what was sent is kept; the same command goes on from there")
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 /// The server when nothing names one: `chute serve`'s default address.
 const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
