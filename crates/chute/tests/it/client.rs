@@ -521,16 +521,7 @@ async fn a_reader_of_known_length_declares_it_first_and_must_give_it_all() {
     );
     let names: Vec<_> = app.list(&app.token).await;
     assert!(names.iter().all(|f| f["name"] != "short.bin"), "{names:?}");
-    let scraped = app
-        .client
-        .get(app.url("/metrics"))
-        .bearer_auth(metrics)
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let scraped = app.metrics(metrics).await;
     assert!(
         scraped
             .lines()

@@ -142,16 +142,7 @@ const METRICS_TOKEN: &str = "client-cli-metrics-secret-51d2";
 /// The bytes the server read of resumable uploads' bodies (tus and the draft), from its
 /// own metrics.
 async fn resumable_bytes_received(app: &TestApp) -> u64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .bearer_auth(METRICS_TOKEN)
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let text = app.metrics(METRICS_TOKEN).await;
     text.lines()
         .filter(|l| {
             l.starts_with("chute_bytes_received_total{")

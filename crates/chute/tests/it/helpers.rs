@@ -116,6 +116,24 @@ impl TestApp {
         v["files"].as_array().cloned().unwrap_or_default()
     }
 
+    /// The text of `GET /metrics`, scraped with `token` (the server's `metrics_token`), after
+    /// checking that it answered 200 with Prometheus's text format.
+    pub async fn metrics(&self, token: &str) -> String {
+        let res = self
+            .client
+            .get(self.url("/metrics"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("scrape");
+        assert_eq!(res.status(), 200);
+        assert_eq!(
+            res.headers()["content-type"],
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        res.text().await.expect("text")
+    }
+
     pub async fn download(&self, id: &str) -> Vec<u8> {
         let res = self
             .auth(self.client.get(self.url(&format!("/api/files/{id}"))))

@@ -10,19 +10,7 @@ use crate::helpers::*;
 const METRICS_TOKEN: &str = "metrics-scrape-secret-7f3a9c";
 
 async fn scrape(app: &TestApp) -> String {
-    let res = app
-        .client
-        .get(app.url("/metrics"))
-        .bearer_auth(METRICS_TOKEN)
-        .send()
-        .await
-        .expect("scrape");
-    assert_eq!(res.status(), 200);
-    assert_eq!(
-        res.headers()["content-type"],
-        "text/plain; version=0.0.4; charset=utf-8"
-    );
-    res.text().await.expect("text")
+    app.metrics(METRICS_TOKEN).await
 }
 
 /// Every sample of the text, by its series (name and labels as written).

@@ -574,17 +574,6 @@ async fn stalled_patches(
 #[tokio::test]
 async fn per_user_limits_and_the_stream_cap_hold_on_one_http2_connection() {
     const SCRAPE: &str = "h2-limits-scrape-token";
-    let scrape = |app: &TestApp| {
-        let req = app.client.get(app.url("/metrics")).bearer_auth(SCRAPE);
-        async move {
-            req.send()
-                .await
-                .expect("scrape")
-                .text()
-                .await
-                .expect("text")
-        }
-    };
     let h2 = reqwest::Client::builder()
         .http2_prior_knowledge()
         .build()
@@ -606,7 +595,7 @@ async fn per_user_limits_and_the_stream_cap_hold_on_one_http2_connection() {
         assert_eq!((status, version), (429, reqwest::Version::HTTP_2), "{body}");
         assert_eq!(body["code"], "too_many_uploads");
     }
-    let text = scrape(&app).await;
+    let text = app.metrics(SCRAPE).await;
     assert_eq!(gauge(&text, "chute_uploads_in_flight"), Some(3.0), "{text}");
     go.send(true).expect("go");
     for _ in 0..3 {
@@ -627,11 +616,11 @@ async fn per_user_limits_and_the_stream_cap_hold_on_one_http2_connection() {
     let mut running = 0.0;
     while Instant::now() < deadline && running < 5.0 {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        running = gauge(&scrape(&app).await, "chute_uploads_in_flight").unwrap_or(0.0);
+        running = gauge(&app.metrics(SCRAPE).await, "chute_uploads_in_flight").unwrap_or(0.0);
     }
     assert_eq!(running, 5.0, "five streams run");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let text = scrape(&app).await;
+    let text = app.metrics(SCRAPE).await;
     assert_eq!(
         gauge(&text, "chute_uploads_in_flight"),
         Some(5.0),
