@@ -22,6 +22,10 @@ use crate::upload::{Engine, UploadError};
 /// only go to digests and the writer, and fewer hand-offs cost less.
 const APPEND_CHUNK: usize = 256 * 1024;
 
+/// A body up to this size is held and written in one blocking run at its end (see
+/// [`Pipeline::start_held`]); a larger one streams through the pipeline from its first MiB.
+const APPEND_HOLD: usize = 1 << 20;
+
 /// What the append handler leaves behind for the engine.
 #[derive(Default)]
 struct AppendSlot {
@@ -172,7 +176,14 @@ impl AppendJob {
     pub async fn end(mut self, complete: bool) -> Result<EndedAppend, UploadError> {
         let error = if complete {
             let _ = self.pipeline.send(Msg::EndFile).await;
-            self.pipeline.finish().await.err()
+            match self.pipeline.finish().await {
+                Ok(_) => None,
+                Err(e) => Some(
+                    self.engine
+                        .lost_stage_at(&self.upload_id, self.offset, e)
+                        .await,
+                ),
+            }
         } else {
             self.pipeline.abort().await;
             None
@@ -365,15 +376,10 @@ impl Engine {
             slot: slot.clone(),
         }));
         let chain = Chain::new(chain_handlers, APPEND_CHUNK);
-        let mut pipeline = Pipeline::start(chain, None)?;
-        if !pipeline.send(Msg::NewFile(info)).await {
-            let e = pipeline
-                .finish()
-                .await
-                .err()
-                .unwrap_or_else(|| UploadError::Internal("append pipeline ended".into()));
-            return Err(self.lost_stage(up, e).await);
-        }
+        let mut pipeline = Pipeline::start_held(chain, APPEND_HOLD);
+        // Held: the staging object is opened with the first batch, or at the end. A failure
+        // to open it (staged bytes lost) comes out of `end`.
+        pipeline.send(Msg::NewFile(info)).await;
         Ok(AppendJob {
             engine: self.clone(),
             pipeline,

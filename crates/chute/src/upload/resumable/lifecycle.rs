@@ -182,7 +182,7 @@ impl Engine {
         protocol: Protocol,
         id: &str,
     ) -> Result<Option<UploadRecord>, UploadError> {
-        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !is_upload_id(id) {
             return Ok(None);
         }
         Ok(self
@@ -193,17 +193,41 @@ impl Engine {
     }
 
     /// Locks the owner's upload of `protocol` and reads its record under the lock (so the
-    /// record is current). The owner is checked first: another user's request, a malformed id
-    /// or an unknown upload is `NotFound` and never takes the lock, so it cannot hold up the
-    /// owner's requests. An upload another request holds is `Busy` (with its record; the
-    /// caller has not been let in). Costs two catalog reads (ownership, then the record under
-    /// the lock).
+    /// record is current). Another user's request, a malformed id or an unknown upload is
+    /// `NotFound`. An upload another request holds is `Busy` (with its record; the caller has
+    /// not been let in).
+    ///
+    /// With locks shared across nodes, the owner is checked first, so that another user's
+    /// request never takes a cluster lock (a round trip, and it could hold up the owner's
+    /// requests on another node): two catalog reads. On one node the lock is this process's
+    /// own, so it is taken first and the record read once, under it: a request that is not
+    /// the owner's holds the lock only for that read, and an owner's request that meets it
+    /// waits one preemption step (10 ms) at most. One read fewer is a quarter of a small
+    /// PATCH's catalog round trips.
     pub async fn lock_owned_upload(
         &self,
         owner_id: i64,
         protocol: Protocol,
         id: &str,
     ) -> Result<Locked, UploadError> {
+        if !self.uploads.is_shared() {
+            if !is_upload_id(id) {
+                return Ok(Locked::NotFound);
+            }
+            let Some(lock) = self.uploads.try_lock(id).await else {
+                return Ok(match self.owned_upload(owner_id, protocol, id).await? {
+                    Some(up) => Locked::Busy(up),
+                    None => Locked::NotFound,
+                });
+            };
+            let up = self.meta.get_upload(id).await?;
+            return Ok(
+                match up.filter(|u| u.owner_id == owner_id && u.protocol == protocol) {
+                    Some(up) => Locked::Held(lock, up),
+                    None => Locked::NotFound,
+                },
+            );
+        }
         let Some(up) = self.owned_upload(owner_id, protocol, id).await? else {
             return Ok(Locked::NotFound);
         };
@@ -359,6 +383,11 @@ impl Engine {
     /// power), waiting cannot bring them back: the upload starts again at offset 0, which the
     /// client is told (a 409 with the offset), instead of a 500 on every try.
     pub(crate) async fn lost_stage(&self, up: &UploadRecord, e: UploadError) -> UploadError {
+        self.lost_stage_at(&up.id, up.offset, e).await
+    }
+
+    /// [`Engine::lost_stage`] for the upload `id` recorded at `offset`.
+    pub(crate) async fn lost_stage_at(&self, id: &str, offset: u64, e: UploadError) -> UploadError {
         let lost = matches!(
             &e,
             UploadError::Storage(
@@ -366,12 +395,12 @@ impl Engine {
                     | crate::storage::StorageError::ShortStage { .. }
             )
         );
-        if !lost || up.offset == 0 {
+        if !lost || offset == 0 {
             return e;
         }
-        tracing::error!(upload = %up.id, error = %e, "staged bytes lost; the upload starts over");
-        self.uploads.forget(&up.id);
-        match self.meta.advance_upload(&up.id, up.offset, 0, None).await {
+        tracing::error!(upload = %id, error = %e, "staged bytes lost; the upload starts over");
+        self.uploads.forget(id);
+        match self.meta.advance_upload(id, offset, 0, None).await {
             Ok(true) => UploadError::OffsetMismatch { current: 0 },
             Ok(false) => e,
             Err(m) => m.into(),
@@ -498,4 +527,9 @@ impl Engine {
             }
         }
     }
+}
+
+/// Whether `id` has the shape of an upload's id (32 hex digits).
+fn is_upload_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }

@@ -86,6 +86,11 @@ impl UploadRegistry {
         registry
     }
 
+    /// Whether the locks are shared with other nodes (else they are this process's alone).
+    pub fn is_shared(&self) -> bool {
+        self.cluster.is_some()
+    }
+
     /// Asks every request of this node that holds an upload to let go, keeping what is
     /// durable (a draining node past its grace). Returns how many were asked.
     pub fn release_all(&self) -> usize {

@@ -266,6 +266,57 @@ mod tests {
         assert_eq!(seen(), 1);
     }
 
+    /// On one node (locks of this process only) the lock comes first and the record is read
+    /// once under it: another user's request, or one for another protocol, is `NotFound` and
+    /// leaves the lock free; the owner's gets it, with a current record; a second request of
+    /// the owner's while it is held is `Busy`, with the record.
+    #[tokio::test]
+    async fn on_one_node_the_record_is_read_once_under_the_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = engine(dir.path()).await;
+        assert!(!e.uploads.is_shared());
+        let owner = e.meta.create_user("owner", false).await.expect("user");
+        let other = e.meta.create_user("other", false).await.expect("user");
+        let up = new_upload(&e, owner.id, 10).await;
+        for (who, protocol, id) in [
+            (other.id, Protocol::Chunked, up.id.as_str()),
+            (owner.id, Protocol::Tus, up.id.as_str()),
+            (owner.id, Protocol::Chunked, "not-an-upload-id"),
+            (
+                owner.id,
+                Protocol::Chunked,
+                "0123456789abcdef0123456789abcdef",
+            ),
+        ] {
+            assert!(matches!(
+                e.lock_owned_upload(who, protocol, id).await,
+                Ok(Locked::NotFound)
+            ));
+            assert!(e.uploads.try_lock(&up.id).await.is_some(), "left free");
+        }
+        e.meta
+            .advance_upload(&up.id, 0, 4, None)
+            .await
+            .expect("advance");
+        let Ok(Locked::Held(lock, current)) = e
+            .lock_owned_upload(owner.id, Protocol::Chunked, &up.id)
+            .await
+        else {
+            panic!("the owner's request takes the lock");
+        };
+        assert_eq!(current.offset, 4, "the record is current");
+        assert!(matches!(
+            e.lock_owned_upload(owner.id, Protocol::Chunked, &up.id).await,
+            Ok(Locked::Busy(b)) if b.id == up.id
+        ));
+        assert!(matches!(
+            e.lock_owned_upload(other.id, Protocol::Chunked, &up.id)
+                .await,
+            Ok(Locked::NotFound)
+        ));
+        drop(lock);
+    }
+
     /// A crash while completing: the file's id was recorded and its bytes placed, but the
     /// catalog entry not made. Completing again (a new process) finishes under the same id:
     /// the bytes are right and no second copy is left anywhere.
@@ -350,6 +401,43 @@ mod tests {
         assert_eq!(up.offset, 0);
         let a = append(&e, &up.id, 0, &data, true).await;
         assert_eq!(a.commit().await.expect("commit"), data.len() as u64);
+    }
+
+    /// The same with no digests kept (`file_upload_checksums = []`): nothing reads the stage
+    /// before the append, so the loss shows when the request's bytes go to it, and the
+    /// upload starts over at 0 just the same, its offset recorded as 0.
+    #[tokio::test]
+    async fn lost_staged_bytes_start_over_when_no_digest_reads_them_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = vec![7u8; 50_000];
+        let e = engine(dir.path()).await;
+        let user = e.meta.create_user("u", false).await.expect("user");
+        let up = new_upload(&e, user.id, 2 * data.len()).await;
+        let append_bare = |offset: u64| {
+            let (e, id, data) = (&e, up.id.clone(), data.clone());
+            async move {
+                let up = e.meta.get_upload(&id).await.expect("get").expect("up");
+                let mut job = e
+                    .start_append(&up, offset, &[], Vec::new(), info())
+                    .await
+                    .expect("start");
+                assert!(job.send(Bytes::from(data)).await);
+                job.end(true).await
+            }
+        };
+        let kept = append_bare(0).await.expect("end");
+        assert_eq!(kept.commit().await.expect("commit"), 50_000);
+        e.storage.abort(&up.staging_key).expect("lose the bytes");
+        let refused = append_bare(50_000).await.expect("end");
+        match &refused.error {
+            Some(UploadError::OffsetMismatch { current: 0 }) => {}
+            other => panic!("expected a restart at 0, got {other:?}"),
+        }
+        refused.discard();
+        let up = e.meta.get_upload(&up.id).await.expect("get").expect("up");
+        assert_eq!(up.offset, 0);
+        let again = append_bare(0).await.expect("end");
+        assert_eq!(again.commit().await.expect("commit"), 50_000);
     }
 
     /// More uploads feeding digests at once than there are cores: they hash in step on their
