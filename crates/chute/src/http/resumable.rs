@@ -268,6 +268,7 @@ async fn append_body(
             info,
         )
         .await?;
+    job.expect_body(super::headers::content_length(h).ok().flatten());
     let (data, trailers) = with_trailers(body);
     let (mut stream, body_state) =
         GuardedBody::new(data, BodyLimits::new(&engine.settings, limit, u64::MAX));

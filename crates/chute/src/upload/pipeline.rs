@@ -157,6 +157,16 @@ impl Pipeline {
         }
     }
 
+    /// Starts a held pipeline now (a body known to be larger than its hold would only
+    /// delay streaming by being held first).
+    pub fn start_now(&mut self) {
+        if matches!(self.drive, Drive::Held(_))
+            && let Drive::Held(h) = std::mem::replace(&mut self.drive, Drive::Switching)
+        {
+            self.drive = Drive::running(h.chain, h.msgs);
+        }
+    }
+
     pub fn is_raw(&self) -> bool {
         self.raw
     }
@@ -216,13 +226,9 @@ impl Pipeline {
             }
             let keep = h.bytes <= h.hold && h.since.is_none_or(|t| t.elapsed() < HOLD_AGE);
             h.msgs.push(msg);
-            if keep {
-                return true;
+            if !keep {
+                self.start_now();
             }
-            let Drive::Held(h) = std::mem::replace(&mut self.drive, Drive::Switching) else {
-                return false;
-            };
-            self.drive = Drive::running(h.chain, h.msgs);
             return true;
         }
         match &self.drive {
@@ -596,24 +602,29 @@ mod tests {
     }
 
     /// A held pipeline: a body within `hold` that arrives fast reaches the chain only at its
-    /// end, whole and in order; a larger or slower one starts streaming before its end; an
-    /// aborted one still hands over what arrived (a resumable append keeps it).
+    /// end, whole and in order; a larger or slower one, or one started at once, streams
+    /// before its end; an aborted one still hands over what arrived (a resumable append
+    /// keeps it).
     #[tokio::test]
     async fn a_held_pipeline_runs_small_bodies_whole_and_streams_larger_ones() {
         let data: Vec<u8> = (0..1_200_000u32).map(|i| (i % 251) as u8).collect();
         let body = Bytes::from(data.clone());
-        // (body length, hold, whether it ends normally, pause between pieces)
-        for (len, hold, complete, pause) in [
-            (300_000, 1 << 20, true, 0),
-            (1_200_000, 256 * 1024, true, 0),
-            (300_000, 1 << 20, false, 0),
-            (300_000, 1 << 20, true, 30),
+        // (body length, hold, whether it ends normally, pause between pieces, started at once)
+        for (len, hold, complete, pause, now) in [
+            (300_000, 1 << 20, true, 0, false),
+            (1_200_000, 256 * 1024, true, 0, false),
+            (300_000, 1 << 20, false, 0, false),
+            (300_000, 1 << 20, true, 30, false),
+            (300_000, 1 << 20, true, 0, true),
         ] {
-            let streams = len > hold || pause > 0;
+            let streams = len > hold || pause > 0 || now;
             let log = Arc::new(Mutex::new(Vec::new()));
             let chain = Chain::new(vec![Box::new(Record(log.clone()))], 64 * 1024);
             let mut p = Pipeline::start_held(chain, hold);
             assert!(p.send(Msg::NewFile(FileInfo::default())).await);
+            if now {
+                p.start_now();
+            }
             for at in (0..len).step_by(40_000) {
                 assert!(
                     p.send(Msg::Data(body.slice(at..(at + 40_000).min(len))))

@@ -23,7 +23,8 @@ use crate::upload::{Engine, UploadError};
 const APPEND_CHUNK: usize = 256 * 1024;
 
 /// A body up to this size is held and written in one blocking run at its end (see
-/// [`Pipeline::start_held`]); a larger one streams through the pipeline from its first MiB.
+/// [`Pipeline::start_held`]); a larger one streams through the pipeline (from its first
+/// byte when its length is declared: [`AppendJob::expect_body`]).
 const APPEND_HOLD: usize = 1 << 20;
 
 /// What the append handler leaves behind for the engine.
@@ -166,6 +167,14 @@ pub struct EndedAppend {
 }
 
 impl AppendJob {
+    /// The body's declared length, when there is one: a body larger than `APPEND_HOLD`
+    /// streams from its first byte instead of being held first.
+    pub fn expect_body(&mut self, len: Option<u64>) {
+        if len.is_some_and(|l| l > APPEND_HOLD as u64) {
+            self.pipeline.start_now();
+        }
+    }
+
     /// Sends one chunk of the request body; false when the pipeline has ended (see `end`).
     pub async fn send(&mut self, chunk: Bytes) -> bool {
         self.pipeline.send(Msg::Data(chunk)).await
