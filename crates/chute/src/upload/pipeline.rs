@@ -220,9 +220,9 @@ impl Pipeline {
     /// whole at the end; starts the task once the held bytes pass `hold` or `HOLD_AGE`.
     async fn deliver(&mut self, msg: Msg) -> bool {
         if let Drive::Held(h) = &mut self.drive {
+            // (`since` was set by the data this batch came from.)
             if let Msg::Batch(pieces) = &msg {
                 h.bytes += pieces.iter().map(Bytes::len).sum::<usize>();
-                h.since.get_or_insert_with(std::time::Instant::now);
             }
             let keep = h.bytes <= h.hold && h.since.is_none_or(|t| t.elapsed() < HOLD_AGE);
             h.msgs.push(msg);
@@ -273,26 +273,28 @@ impl Pipeline {
 }
 
 impl Drive {
-    /// Starts the chain's task, with `first` already queued for it (the channel grows to take
-    /// them: they are held already, so this adds no memory).
+    /// Starts the chain's task, with `first` already queued for it.
     fn running(chain: Chain, first: Vec<Msg>) -> Self {
-        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH.max(first.len()));
-        for m in first {
-            // Room for every one: the channel was made as deep.
-            let _ = tx.try_send(m);
-        }
+        let (tx, rx) = queued(first);
         let join = tokio::spawn(drive_async(chain, rx));
         Drive::Running { tx, join }
     }
 }
 
-/// Runs the chain over every held message in one blocking run, from the caller's task.
-async fn drive_whole(chain: Chain, msgs: Vec<Msg>) -> Result<Outcome, UploadError> {
-    let (tx, rx) = mpsc::channel(msgs.len().max(1));
+/// A channel with `msgs` already in it, at least `CHANNEL_DEPTH` deep (deeper when there are
+/// more: they are held already, so this adds no memory).
+fn queued(msgs: Vec<Msg>) -> (mpsc::Sender<Msg>, mpsc::Receiver<Msg>) {
+    let (tx, rx) = mpsc::channel(CHANNEL_DEPTH.max(msgs.len()));
     for m in msgs {
+        // Room for every one: the channel was made as deep.
         let _ = tx.try_send(m);
     }
-    drop(tx);
+    (tx, rx)
+}
+
+/// Runs the chain over every held message in one blocking run, from the caller's task.
+async fn drive_whole(chain: Chain, msgs: Vec<Msg>) -> Result<Outcome, UploadError> {
+    let (_, rx) = queued(msgs);
     drive_async(chain, rx).await
 }
 

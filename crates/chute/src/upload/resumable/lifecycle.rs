@@ -189,7 +189,7 @@ impl Engine {
             .meta
             .get_upload(id)
             .await?
-            .filter(|u| u.owner_id == owner_id && u.protocol == protocol))
+            .filter(|u| owned_by(u, owner_id, protocol)))
     }
 
     /// Locks the owner's upload of `protocol` and reads its record under the lock (so the
@@ -221,12 +221,10 @@ impl Engine {
                 });
             };
             let up = self.meta.get_upload(id).await?;
-            return Ok(
-                match up.filter(|u| u.owner_id == owner_id && u.protocol == protocol) {
-                    Some(up) => Locked::Held(lock, up),
-                    None => Locked::NotFound,
-                },
-            );
+            return Ok(match up.filter(|u| owned_by(u, owner_id, protocol)) {
+                Some(up) => Locked::Held(lock, up),
+                None => Locked::NotFound,
+            });
         }
         let Some(up) = self.owned_upload(owner_id, protocol, id).await? else {
             return Ok(Locked::NotFound);
@@ -527,6 +525,11 @@ impl Engine {
             }
         }
     }
+}
+
+/// Whether `up` is `owner_id`'s upload of `protocol`.
+fn owned_by(up: &UploadRecord, owner_id: i64, protocol: Protocol) -> bool {
+    up.owner_id == owner_id && up.protocol == protocol
 }
 
 /// Whether `id` has the shape of an upload's id (32 hex digits).
