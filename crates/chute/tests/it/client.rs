@@ -186,17 +186,7 @@ async fn the_clients_errors_are_typed() {
         .upload_file(&path, &opts, |_| {})
         .await
         .expect_err("too large");
-    assert!(
-        matches!(
-            &err,
-            Error::Api {
-                status: 413,
-                code: ErrorCode::TooLarge,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_too_large(&err);
 
     let c = Client::new(&app.url(""))
         .expect("client")
@@ -491,17 +481,7 @@ async fn a_reader_of_known_length_declares_it_first_and_must_give_it_all() {
         .upload_reader(reader, 5 << 20, "big.bin", &opts, |_| {})
         .await
         .expect_err("too large");
-    assert!(
-        matches!(
-            &err,
-            Error::Api {
-                status: 413,
-                code: ErrorCode::TooLarge,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_too_large(&err);
     assert!(!touched.load(Ordering::SeqCst), "no byte was read");
 
     // A reader that ends short: an error that says so, nothing stored, the upload terminated.
@@ -527,5 +507,20 @@ async fn a_reader_of_known_length_declares_it_first_and_must_give_it_all() {
             .lines()
             .any(|l| l == "chute_uploads_terminated_total{protocol=\"tus\"} 1"),
         "{scraped}"
+    );
+}
+
+/// The server's typed 413 `too_large`, as the client reports it.
+fn assert_too_large(err: &Error) {
+    assert!(
+        matches!(
+            err,
+            Error::Api {
+                status: 413,
+                code: ErrorCode::TooLarge,
+                ..
+            }
+        ),
+        "{err}"
     );
 }
