@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # tus side by side: chute, rustus (crates.io, cargo install) and @tus/server with
 # @tus/file-store (npm), on this machine in one run, each started fresh per scenario:
-#   1 GiB in one PATCH, in 8 MiB, 1 MiB and 256 KiB PATCHes, and 64 concurrent 4 MiB uploads
-#   (SCENARIOS="one 8m 1m 256k 64x" runs some of them).
+#   1 GiB in one PATCH, in 8 MiB, 1 MiB and 256 KiB PATCHes, as 8 concurrent uploads of an
+#   eighth each in 1 MiB PATCHes (8x1m: where durable appends can share their syncs), and 64
+#   concurrent 4 MiB uploads (SCENARIOS="one 8m 1m 256k 8x1m 64x" runs some of them).
 # One client for all: the bench_tus example (reqwest, files in memory, Upload-Length known), or
 # with BENCH_CLIENT=python bench/tus_client.py (a loop of PATCHes through Python's http.client,
 # keep-alive, files in memory): a client that costs CPU, as most real ones do, which on a small machine the server
@@ -97,11 +98,16 @@ start() { # $1: chute | chute-blake3 | rustus | tusnode -> sets SPID, ENDPOINT, 
       for _ in $(seq 100); do grep -q '^chute_' "$WORK/server.out" 2>/dev/null && break; sleep 0.05; done
       TOK=$(grep '^chute_' "$WORK/server.out") ;;
     rustus|rustus-fsync)
-      local sync=false; [ "$1" = rustus-fsync ] && sync=true
+      # rustus 0.5's --force-fsync is on whenever it is given, whatever its value (the
+      # option is a flag that also takes a value): `--force-fsync false` fsyncs every PATCH,
+      # as strace shows. Its default, like the other peers', is no fsync: the flag is left
+      # out for that (before session 15 this script passed `false`, so every "rustus"
+      # figure up to then is of rustus with fsync).
+      local sync=(); [ "$1" = rustus-fsync ] && sync=(--force-fsync true)
       # rustus buffers each PATCH body whole, up to --max-body-size (default 256 KiB): raised
       # so that its single-PATCH and 8 MiB scenarios run at all.
       "$RUSTUS" --host 127.0.0.1 --port "$p" --data-dir "$WORK/data" --info-dir "$WORK/data" \
-        --max-body-size $((BYTES + 1048576)) --force-fsync "$sync" --log-level ERROR > "$WORK/server.out" 2>&1 & SPID=$!
+        --max-body-size $((BYTES + 1048576)) "${sync[@]}" --log-level ERROR > "$WORK/server.out" 2>&1 & SPID=$!
       ENDPOINT="http://127.0.0.1:$p/files/"; TOK=- ;;
     tus-sink|store-sink)
       local store=(); [ "$1" = store-sink ] && store=("$WORK/data")
@@ -128,11 +134,12 @@ run() { # $1 server, $2 scenario -> "MB/s RSS" (runs in a subshell: stops its se
     8m)   chunk=8388608 ;;
     1m)   chunk=1048576 ;;
     256k) chunk=262144 ;;
+    8x1m) chunk=1048576; files=("$WORK"/eighths/*.bin) ;;
     64x)  files=("$WORK"/small/*.bin) ;;
   esac
   out=$("${CLIENT[@]}" "$ENDPOINT" "$TOK" "$chunk" "${files[@]}") || { stop; echo "$1 $2 failed" >&2; exit 1; }
   mb=$(echo "$out" | awk '{print $3}'); rss=$(peak); used=$(cpu "$(echo "$out" | awk '{print $1}')")
-  if [[ $1 == chute* || $1 == base* ]] && [[ $2 != 64x ]]; then
+  if [[ $1 == chute* || $1 == base* ]] && [[ $2 != 64x && $2 != 8x1m ]]; then
     curl -s -H "Authorization: Bearer $TOK" "${ENDPOINT%/tus/}/api/files" | grep -q "$SENT_SHA" \
       || { [ "$1" != chute ] || { echo "chute stored other bytes than were sent" >&2; exit 1; }; }
   fi
@@ -167,11 +174,12 @@ for s in $SCENARIOS; do
 done
 
 {
-  echo "tus side by side, $(date -u +%FT%TZ), $(nproc) cores, ${SIZE_MIB} MiB, $BENCH_CLIENT client; sink $SINK_MBPS, disk $DISK_MBPS MB/s"
+  echo "tus side by side, $(date -u +%FT%TZ), $(nproc) cores, ${SIZE_MIB} MiB, $BENCH_CLIENT client; sink $SINK_MBPS, disk $DISK_MBPS MB/s, disk synced every MiB $DSYNC_MBPS MB/s"
   printf '%-26s %-14s %8s %9s %10s %10s %10s %10s\n' scenario server MB/s "peak RSS" "CPU s/GiB" "x best peer" "x min(sink,disk)" "x store-sink"
   for s in $SCENARIOS; do
     case $s in one) label="1 GiB, one PATCH";; 8m) label="1 GiB, 8 MiB PATCHes";; 1m) label="1 GiB, 1 MiB PATCHes";;
-      256k) label="1 GiB, 256 KiB PATCHes";; 64x) label="64 x 4 MiB concurrent";; esac
+      256k) label="1 GiB, 256 KiB PATCHes";; 8x1m) label="8 x 1/8 GiB, 1 MiB PATCHes";;
+      64x) label="64 x 4 MiB concurrent";; esac
     best=$(( ${MB[rustus/$s]:-1} > ${MB[tusnode/$s]:-1} ? ${MB[rustus/$s]:-1} : ${MB[tusnode/$s]:-1} ))
     for srv in $SERVERS; do
       printf '%-26s %-14s %8s %7s MiB %10s %10s %10s %10s\n' "$label" "$srv" "${MB[$srv/$s]}" "${RSS[$srv/$s]}" "${CPU[$srv/$s]}" \
