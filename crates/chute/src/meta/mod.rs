@@ -4,6 +4,7 @@
 
 #[macro_use]
 pub mod sql;
+mod group_commit;
 pub mod measured;
 pub mod pg_locks;
 pub mod postgres;

@@ -67,6 +67,16 @@ impl PgMeta {
         &self.pool
     }
 
+    /// Concurrent commits already share PostgreSQL's WAL flushes.
+    async fn advance_offset(
+        &self,
+        id: &str,
+        expected: u64,
+        new_offset: u64,
+    ) -> Result<bool, MetaError> {
+        Ok(Self::advance_on(self.writes(), id, expected, new_offset).await?)
+    }
+
     fn shared_locks(&self) -> Option<Arc<dyn super::ClusterLocks>> {
         Some(self.locks.clone())
     }

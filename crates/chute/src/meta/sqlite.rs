@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+use super::group_commit::GroupCommit;
 use super::sql::is_unique_violation;
 use super::{
     FileRecord, MetaError, Protocol, SessionAddRefused, SessionLimits, SessionRecord,
@@ -23,6 +24,8 @@ pub struct SqliteMeta {
     /// here wait their turn without the busy handler's sleeps (1-100 ms each), which several
     /// writing connections paid when many uploads committed at once.
     writer: SqlitePool,
+    /// With fsync: the offset advances, committed together when several wait at once.
+    advances: Option<GroupCommit>,
 }
 
 impl SqliteMeta {
@@ -48,7 +51,14 @@ impl SqliteMeta {
         let writer = pool_options(1).connect_with(opts.clone()).await?;
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         let pool = pool_options(8).connect_with(opts).await?;
-        Ok(Self { pool, writer })
+        // Without fsync a commit costs no sync, and an advance goes straight to the writer
+        // (a hand-off to the committing task would only add to it).
+        let advances = fsync.then(|| GroupCommit::start(writer.clone()));
+        Ok(Self {
+            pool,
+            writer,
+            advances,
+        })
     }
 }
 
@@ -75,6 +85,18 @@ impl SqliteMeta {
 
     fn writes(&self) -> &SqlitePool {
         &self.writer
+    }
+
+    async fn advance_offset(
+        &self,
+        id: &str,
+        expected: u64,
+        new_offset: u64,
+    ) -> Result<bool, MetaError> {
+        if let Some(commits) = &self.advances {
+            return commits.advance(id, expected, new_offset).await;
+        }
+        Ok(Self::advance_on(self.writes(), id, expected, new_offset).await?)
     }
 
     /// One node: its in-memory locks are all there is.

@@ -19,7 +19,10 @@
 //!   writers already take turns);
 //! - `reads(&self)` and `writes(&self)`: the pools for reading and for changing (SQLite has
 //!   one writer at a time: a pool of one connection queues its writers, where several
-//!   connections would make them sleep in SQLite's busy handler).
+//!   connections would make them sleep in SQLite's busy handler);
+//! - `advance_offset(&self, id, expected, new_offset)`: an upload's offset advance without a
+//!   quota to check, the commit of every acknowledged append (`ADVANCE`; SQLite with fsync
+//!   shares one commit among the advances waiting at once: `meta/group_commit.rs`).
 //!
 //! Everything else is portable SQL: `$n` placeholders, `RETURNING`, `CAST(SUM(..) AS BIGINT)`
 //! (PostgreSQL sums BIGINT into NUMERIC), CASE instead of two-argument MAX, and columns of
@@ -31,6 +34,10 @@
 pub fn storable(s: &str) -> bool {
     !s.contains('\0')
 }
+
+/// An upload's offset advance, a compare-and-set: it moves only from `$3`, only while active.
+pub(super) const ADVANCE: &str = "UPDATE uploads SET \"offset\" = $1 \
+     WHERE id = $2 AND \"offset\" = $3 AND state = 'active'";
 
 pub(super) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())

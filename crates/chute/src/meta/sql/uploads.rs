@@ -115,26 +115,12 @@ macro_rules! impl_uploads_store {
                 new_offset: u64,
                 quota: Option<$crate::meta::Quota>,
             ) -> Result<bool, MetaError> {
-                const ADVANCE: &str = "UPDATE uploads SET \"offset\" = $1 \
-                     WHERE id = $2 AND \"offset\" = $3 AND state = 'active'";
                 let Some(q) = quota else {
-                    let r = sqlx::query(ADVANCE)
-                        .bind(new_offset as i64)
-                        .bind(id)
-                        .bind(expected as i64)
-                        .execute(self.writes())
-                        .await?;
-                    return Ok(r.rows_affected() == 1);
+                    return self.advance_offset(id, expected, new_offset).await;
                 };
                 let mut tx = self.begin_change().await?;
                 lock_owner(&mut tx, q.owner_id).await?;
-                let r = sqlx::query(ADVANCE)
-                    .bind(new_offset as i64)
-                    .bind(id)
-                    .bind(expected as i64)
-                    .execute(&mut *tx)
-                    .await?;
-                if r.rows_affected() != 1 {
+                if !Self::advance_on(&mut *tx, id, expected, new_offset).await? {
                     return Ok(false);
                 }
                 check_quota(&mut tx, quota, new_offset.saturating_sub(expected)).await?;
@@ -260,6 +246,24 @@ macro_rules! impl_uploads_store {
                 }
                 tx.commit().await?;
                 Ok(())
+            }
+        }
+
+        impl $meta {
+            /// `ADVANCE` on `on` (a pool or a transaction): whether the upload moved.
+            pub(super) async fn advance_on<'e>(
+                on: impl sqlx::Executor<'e, Database = $db>,
+                id: &str,
+                expected: u64,
+                new_offset: u64,
+            ) -> Result<bool, sqlx::Error> {
+                let r = sqlx::query($crate::meta::sql::ADVANCE)
+                    .bind(new_offset as i64)
+                    .bind(id)
+                    .bind(expected as i64)
+                    .execute(on)
+                    .await?;
+                Ok(r.rows_affected() == 1)
             }
         }
     };
