@@ -829,3 +829,50 @@ async fn without_fsync_uploads_still_arrive_whole() {
         assert_eq!(sha256_hex(&app.download(id).await), sha256_hex(&data));
     }
 }
+
+/// A PATCH after another one on the same node starts from the record the first one committed
+/// (not read again). A change made to the upload's record from outside this node's engine (another
+/// process on the same catalog, here the catalog called directly) is still caught: the append
+/// is not acknowledged, the client learns the recorded offset, and resuming from it stores
+/// exactly the bytes sent. An upload removed from outside answers 404.
+#[tokio::test]
+async fn a_change_to_the_record_from_outside_is_caught_by_the_next_patch() {
+    let app = spawn_app(&[]).await;
+    let data = bytes(3000, 41);
+    let loc = create(&app, 3000, "").await;
+    let id = loc.rsplit('/').next().expect("id").to_string();
+    assert_eq!(patch(&app, &loc, 0, &data[..1000]).await.status(), 204);
+    assert_eq!(
+        patch(&app, &loc, 1000, &data[1000..2000]).await.status(),
+        204
+    );
+    // Another writer moves the offset back to 1000 (the bytes past it are then not promised).
+    let meta = &app.state.engine.meta;
+    assert!(
+        meta.advance_upload(&id, 2000, 1000, None)
+            .await
+            .expect("cas")
+    );
+    let res = patch(&app, &loc, 2000, &data[2000..]).await;
+    assert_eq!(res.status(), 409);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["offset"], 1000, "{body}");
+    let res = req(&app, Method::HEAD, &loc).send().await.expect("head");
+    assert_eq!(h(&res, "upload-offset"), Some("1000"));
+    assert_eq!(patch(&app, &loc, 1000, &data[1000..]).await.status(), 204);
+    let files = app.list(&app.token).await;
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0]["checksums"]["sha256"], sha256_hex(&data));
+
+    // Removed from outside between two PATCHes: 404, and nothing kept.
+    let loc = create(&app, 3000, "").await;
+    let id = loc.rsplit('/').next().expect("id").to_string();
+    assert_eq!(patch(&app, &loc, 0, &data[..1000]).await.status(), 204);
+    meta.delete_upload(&id, &[]).await.expect("delete");
+    assert_eq!(
+        patch(&app, &loc, 1000, &data[1000..2000]).await.status(),
+        404
+    );
+    assert!(meta.get_upload(&id).await.expect("read").is_none());
+    assert_eq!(app.list(&app.token).await.len(), 1);
+}

@@ -146,7 +146,8 @@ pub struct AppendJob {
     engine: Engine,
     pipeline: Pipeline,
     slot: Slot,
-    upload_id: String,
+    /// The upload as the append started on it.
+    upload: UploadRecord,
     offset: u64,
     digests: Arc<RunningDigests>,
     quota: Option<Quota>,
@@ -155,7 +156,7 @@ pub struct AppendJob {
 /// An append that has ended; the adapter decides whether to keep it.
 pub struct EndedAppend {
     job_engine: Engine,
-    upload_id: String,
+    upload: UploadRecord,
     offset: u64,
     digests: Arc<RunningDigests>,
     /// The owner's quota, checked when the bytes are kept (uploads of deferred length).
@@ -189,7 +190,7 @@ impl AppendJob {
                 Ok(_) => None,
                 Err(e) => Some(
                     self.engine
-                        .lost_stage_at(&self.upload_id, self.offset, e)
+                        .lost_stage_at(&self.upload.id, self.offset, e)
                         .await,
                 ),
             }
@@ -209,7 +210,7 @@ impl AppendJob {
         Ok(EndedAppend {
             job_engine: self.engine,
             written: durable.saturating_sub(self.offset),
-            upload_id: self.upload_id,
+            upload: self.upload,
             offset: self.offset,
             digests: self.digests,
             quota: self.quota,
@@ -225,30 +226,34 @@ impl EndedAppend {
         let engine = self.job_engine;
         let advanced = engine
             .meta
-            .advance_upload(&self.upload_id, self.offset, durable, self.quota)
+            .advance_upload(&self.upload.id, self.offset, durable, self.quota)
             .await;
         let advanced = match advanced {
             Ok(a) => a,
             Err(e) => {
                 // Not kept (over the quota, or the catalog failed): the digests saw bytes that
                 // the offset does not cover.
-                engine.uploads.forget(&self.upload_id);
+                engine.uploads.forget(&self.upload.id);
                 return Err(e.into());
             }
         };
         if !advanced {
-            engine.uploads.forget(&self.upload_id);
-            let current = engine
-                .meta
-                .get_upload(&self.upload_id)
-                .await?
-                .map(|u| u.offset)
-                .unwrap_or(0);
-            return Err(UploadError::OffsetMismatch { current });
+            engine.uploads.forget(&self.upload.id);
+            // Moved or removed by another writer (another process on this catalog, when the
+            // record was kept from this node's last append).
+            return Err(match engine.meta.get_upload(&self.upload.id).await? {
+                Some(u) => UploadError::OffsetMismatch { current: u.offset },
+                None => UploadError::NotFound,
+            });
         }
+        // The next append of this upload, on this node, starts from this record.
+        let mut up = self.upload;
+        up.offset = durable;
+        let id = up.id.clone();
+        engine.uploads.keep_record(up);
         if self.digests.fed() != Some(durable) {
             // The digests saw other bytes than were kept (a failed write): recompute them.
-            engine.uploads.forget(&self.upload_id);
+            engine.uploads.forget(&id);
         }
         Ok(durable)
     }
@@ -256,7 +261,7 @@ impl EndedAppend {
     /// Drops the bytes: the offset stays; the staged bytes past it are cut on the next resume.
     pub fn discard(self) {
         if self.digests.rollback().is_err() {
-            self.job_engine.uploads.forget(&self.upload_id);
+            self.job_engine.uploads.forget(&self.upload.id);
         }
     }
 }
@@ -393,7 +398,7 @@ impl Engine {
             engine: self.clone(),
             pipeline,
             slot,
-            upload_id: up.id.clone(),
+            upload: up.clone(),
             offset,
             digests,
             quota,

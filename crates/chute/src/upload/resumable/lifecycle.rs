@@ -117,6 +117,10 @@ impl Engine {
                 |user| events::upload_data(&record, user),
             )
             .await;
+        // A final upload claims its partials: their kept records no longer say so.
+        for part in n.parts {
+            self.uploads.drop_record(part);
+        }
         if let Err(e) = self
             .meta
             .create_upload(&record, n.parts, self.upload_limits(&record), &events)
@@ -159,6 +163,7 @@ impl Engine {
         length: u64,
     ) -> Result<bool, UploadError> {
         crate::upload::limits::check_declared(length)?;
+        self.uploads.drop_record(&up.id);
         Ok(self
             .meta
             .set_upload_length(&up.id, length, self.quota_for(up))
@@ -193,7 +198,7 @@ impl Engine {
     }
 
     /// Locks the owner's upload of `protocol` and reads its record under the lock (so the
-    /// record is current). Another user's request, a malformed id or an unknown upload is
+    /// record is current; on one node, kept from this node's last append of it, see below). Another user's request, a malformed id or an unknown upload is
     /// `NotFound`. An upload another request holds is `Busy` (with its record; the caller has
     /// not been let in).
     ///
@@ -204,6 +209,11 @@ impl Engine {
     /// the owner's holds the lock only for that read, and an owner's request that meets it
     /// waits one preemption step (10 ms) at most. One read fewer is a quarter of a small
     /// PATCH's catalog round trips.
+    ///
+    /// On one node the record is not read at all when this node's last append of the upload
+    /// left it (`UploadRegistry::record`): every other change this node makes drops it, and a
+    /// change by another process on the same catalog (`chute gc`, a user removed) is caught
+    /// when the append commits, by the compare-and-set of its offset and state.
     pub async fn lock_owned_upload(
         &self,
         owner_id: i64,
@@ -220,7 +230,10 @@ impl Engine {
                     None => Locked::NotFound,
                 });
             };
-            let up = self.meta.get_upload(id).await?;
+            let up = match self.uploads.record(id) {
+                Some(kept) => Some(kept),
+                None => self.meta.get_upload(id).await?,
+            };
             return Ok(match up.filter(|u| owned_by(u, owner_id, protocol)) {
                 Some(up) => Locked::Held(lock, up),
                 None => Locked::NotFound,
@@ -250,6 +263,8 @@ impl Engine {
         up: &UploadRecord,
         digests: &[(Algorithm, String)],
     ) -> Result<FileRecord, UploadError> {
+        // From here the record changes (its file id first): a retry reads it again.
+        self.uploads.drop_record(&up.id);
         if up.state != UploadState::Active {
             return Err(UploadError::AlreadyComplete);
         }

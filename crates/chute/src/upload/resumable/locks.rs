@@ -1,6 +1,7 @@
 //! One writer per upload: the node's lock registry (in-process locks, taken across nodes
 //! through `ClusterLocks` when the catalog is shared), asking a stale holder to let go, and
-//! the running digests kept between requests.
+//! what is kept between an upload's requests: its running digests, and on one node its
+//! record as its last append left it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,12 @@ pub struct UploadRegistry {
     /// Locked uploads, each with the signal that asks its holder to let go.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     digests: Mutex<HashMap<String, Arc<RunningDigests>>>,
+    /// One node only: each upload's record as this node's last append committed it, so that
+    /// the next append, under the lock, need not read it again (`Engine::lock_owned_upload`).
+    /// Dropped by every change made elsewhere on this node (`forget`, `drop_record`); a
+    /// change from outside (another process on the same catalog) is caught by the append's
+    /// compare-and-set of the offset and state.
+    records: Mutex<HashMap<String, UploadRecord>>,
     /// The locks shared with other nodes of the catalog, when there can be any.
     cluster: Option<Arc<dyn ClusterLocks>>,
 }
@@ -217,11 +224,35 @@ impl UploadRegistry {
         }
     }
 
-    /// Drops the upload's running digests (they are recomputed if needed again).
+    /// Drops the upload's running digests (they are recomputed if needed again) and its
+    /// kept record.
     pub fn forget(&self, id: &str) {
+        self.drop_record(id);
         let old = self.digests.lock().ok().and_then(|mut d| d.remove(id));
         if let Some(old) = old {
             old.cancel();
+        }
+    }
+
+    /// The upload's record as this node's last append committed it, if it is kept.
+    pub(super) fn record(&self, id: &str) -> Option<UploadRecord> {
+        self.records.lock().ok()?.get(id).cloned()
+    }
+
+    /// Keeps `up` as the upload's current record, on one node (a shared catalog has other
+    /// writers; nothing is kept).
+    pub(super) fn keep_record(&self, up: UploadRecord) {
+        if !self.is_shared()
+            && let Ok(mut r) = self.records.lock()
+        {
+            r.insert(up.id.clone(), up);
+        }
+    }
+
+    /// Drops the upload's kept record: the next append reads it from the catalog.
+    pub(super) fn drop_record(&self, id: &str) {
+        if let Ok(mut r) = self.records.lock() {
+            r.remove(id);
         }
     }
 }
