@@ -10,6 +10,7 @@ pub mod pg_locks;
 pub mod postgres;
 mod records;
 pub mod sqlite;
+mod token_cache;
 
 pub use records::*;
 

@@ -67,6 +67,15 @@ impl PgMeta {
         &self.pool
     }
 
+    /// Every lookup asks the catalog: another node can remove a token at any time.
+    fn token_cache(&self) -> Option<&super::token_cache::TokenCache> {
+        None
+    }
+
+    fn credentials_removed(&self) -> Result<(), MetaError> {
+        Ok(())
+    }
+
     /// Concurrent commits already share PostgreSQL's WAL flushes.
     async fn advance_offset(
         &self,

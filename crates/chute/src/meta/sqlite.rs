@@ -12,6 +12,7 @@ use sqlx::{Row, SqlitePool};
 
 use super::group_commit::GroupCommit;
 use super::sql::is_unique_violation;
+use super::token_cache::TokenCache;
 use super::{
     FileRecord, MetaError, Protocol, SessionAddRefused, SessionLimits, SessionRecord,
     SessionStatus, UploadMeta, UploadRecord, UploadState, User, now_unix,
@@ -26,6 +27,8 @@ pub struct SqliteMeta {
     writer: SqlitePool,
     /// With fsync: the offset advances, committed together when several wait at once.
     advances: Option<GroupCommit>,
+    /// Token lookups answered from memory, emptied by any process that removes a token.
+    tokens: TokenCache,
 }
 
 impl SqliteMeta {
@@ -54,10 +57,13 @@ impl SqliteMeta {
         // Without fsync a commit costs no sync, and an advance goes straight to the writer
         // (a hand-off to the committing task would only add to it).
         let advances = fsync.then(|| GroupCommit::start(writer.clone()));
+        let tokens = TokenCache::open(path)
+            .map_err(|e| MetaError::Unavailable(format!("the token cache's marker: {e}")))?;
         Ok(Self {
             pool,
             writer,
             advances,
+            tokens,
         })
     }
 }
@@ -97,6 +103,18 @@ impl SqliteMeta {
             return commits.advance(id, expected, new_offset).await;
         }
         Ok(Self::advance_on(self.writes(), id, expected, new_offset).await?)
+    }
+
+    fn token_cache(&self) -> Option<&TokenCache> {
+        Some(&self.tokens)
+    }
+
+    fn credentials_removed(&self) -> Result<(), MetaError> {
+        self.tokens.removed().map_err(|e| {
+            MetaError::Unavailable(format!(
+                "removed, but other chute processes may accept it for up to a minute: {e}"
+            ))
+        })
     }
 
     /// One node: its in-memory locks are all there is.

@@ -20,6 +20,9 @@
 //! - `reads(&self)` and `writes(&self)`: the pools for reading and for changing (SQLite has
 //!   one writer at a time: a pool of one connection queues its writers, where several
 //!   connections would make them sleep in SQLite's busy handler);
+//! - `token_cache(&self)`: token lookups kept in memory (SQLite: `meta/token_cache.rs`;
+//!   PostgreSQL: none), and `credentials_removed(&self)`, called after a token or a user is
+//!   removed, which empties every process's cache;
 //! - `advance_offset(&self, id, expected, new_offset)`: an upload's offset advance without a
 //!   quota to check, the commit of every acknowledged append (`ADVANCE`; SQLite with fsync
 //!   shares one commit among the advances waiting at once: `meta/group_commit.rs`).

@@ -81,6 +81,13 @@ macro_rules! impl_users_store {
                 if !$crate::meta::sql::storable(token_hash) {
                     return Ok(None);
                 }
+                let stamp = match self.token_cache().map(|c| c.get(token_hash)) {
+                    Some($crate::meta::token_cache::Cached::Hit(user, token)) => {
+                        return Ok(Some((user, token)));
+                    }
+                    Some($crate::meta::token_cache::Cached::Miss(stamp)) => stamp,
+                    None => None,
+                };
                 let row = sqlx::query(
                     "SELECT u.id, u.name, u.is_staff, u.created_at, t.id AS token_id, t.label, \
                      t.created_at AS token_created_at, t.last_used_at FROM tokens t \
@@ -98,6 +105,9 @@ macro_rules! impl_users_store {
                     created_at: r.try_get("token_created_at")?,
                     last_used_at: r.try_get("last_used_at")?,
                 };
+                if let Some(cache) = self.token_cache() {
+                    cache.put(token_hash, &user, &token, stamp);
+                }
                 Ok(Some((user, token)))
             }
 
@@ -147,6 +157,7 @@ macro_rules! impl_users_store {
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
+                self.credentials_removed()?;
                 Ok(Some(keys))
             }
 
@@ -175,6 +186,9 @@ macro_rules! impl_users_store {
                     .bind(id)
                     .execute(self.writes())
                     .await?;
+                if done.rows_affected() > 0 {
+                    self.credentials_removed()?;
+                }
                 Ok(done.rows_affected() > 0)
             }
 
@@ -184,6 +198,9 @@ macro_rules! impl_users_store {
                     .bind(now)
                     .execute(self.writes())
                     .await?;
+                if let Some(cache) = self.token_cache() {
+                    cache.touched(id, now);
+                }
                 Ok(())
             }
         }
