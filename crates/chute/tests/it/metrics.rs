@@ -101,6 +101,32 @@ async fn a_patch_reads_its_upload_once_on_one_node() {
         assert_eq!(calls("user_by_token_hash"), 1.0);
         assert_eq!(calls("advance_upload"), 1.0);
     }
+
+    // A partial of a concatenation is read every time: a final upload can claim it without
+    // its lock, and its completion must see that.
+    let res = app
+        .auth(app.client.post(app.url("/tus/")))
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", "3000")
+        .header("Upload-Concat", "partial")
+        .send()
+        .await
+        .expect("partial");
+    assert_eq!(res.status(), 201);
+    let url = app.url(res.headers()["location"].to_str().expect("location"));
+    assert_eq!(tus_patch(&app, &url, 0, vec![5; 1000]).await.status(), 204);
+    let before = samples(&scrape(&app).await);
+    assert_eq!(
+        tus_patch(&app, &url, 1000, vec![5; 1000]).await.status(),
+        204
+    );
+    let after = samples(&scrape(&app).await);
+    let reads = delta(
+        &before,
+        &after,
+        r#"chute_catalog_query_duration_seconds_count{op="get_upload"}"#,
+    );
+    assert_eq!(reads, if shared { 2.0 } else { 1.0 });
 }
 
 #[tokio::test]

@@ -246,11 +246,15 @@ impl EndedAppend {
                 None => UploadError::NotFound,
             });
         }
-        // The next append of this upload, on this node, starts from this record.
+        // The next append of this upload, on this node, starts from this record. Not for a
+        // partial of a tus concatenation: a final upload can claim it while it is appended
+        // to (concatenation-unfinished), and the partial's completion must then see that.
         let mut up = self.upload;
         up.offset = durable;
         let id = up.id.clone();
-        engine.uploads.keep_record(up);
+        if up.metadata.concat.is_none() {
+            engine.uploads.keep_record(up);
+        }
         if self.digests.fed() != Some(durable) {
             // The digests saw other bytes than were kept (a failed write): recompute them.
             engine.uploads.forget(&id);

@@ -117,10 +117,6 @@ impl Engine {
                 |user| events::upload_data(&record, user),
             )
             .await;
-        // A final upload claims its partials: their kept records no longer say so.
-        for part in n.parts {
-            self.uploads.drop_record(part);
-        }
         if let Err(e) = self
             .meta
             .create_upload(&record, n.parts, self.upload_limits(&record), &events)
@@ -198,9 +194,10 @@ impl Engine {
     }
 
     /// Locks the owner's upload of `protocol` and reads its record under the lock (so the
-    /// record is current; on one node, kept from this node's last append of it, see below). Another user's request, a malformed id or an unknown upload is
-    /// `NotFound`. An upload another request holds is `Busy` (with its record; the caller has
-    /// not been let in).
+    /// record is current; on one node it can be kept from this node's last append of it, see
+    /// below). Another user's request, a malformed id or an unknown upload is `NotFound`. An
+    /// upload another request holds is `Busy` (with its record; the caller has not been let
+    /// in).
     ///
     /// With locks shared across nodes, the owner is checked first, so that another user's
     /// request never takes a cluster lock (a round trip, and it could hold up the owner's

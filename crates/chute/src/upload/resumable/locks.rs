@@ -23,7 +23,8 @@ pub struct UploadRegistry {
     /// the next append, under the lock, need not read it again (`Engine::lock_owned_upload`).
     /// Dropped by every change made elsewhere on this node (`forget`, `drop_record`); a
     /// change from outside (another process on the same catalog) is caught by the append's
-    /// compare-and-set of the offset and state.
+    /// compare-and-set of the offset and state. Partials of a tus concatenation are not
+    /// kept (a final upload claims them without their lock).
     records: Mutex<HashMap<String, UploadRecord>>,
     /// The locks shared with other nodes of the catalog, when there can be any.
     cluster: Option<Arc<dyn ClusterLocks>>,
